@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from apkit._io import atomic_write
 from apkit.errors import CheckpointError
 
 FORMAT = "apkit-checkpoint"
@@ -26,17 +26,7 @@ FORMAT_VERSION = 1
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda handle: torch.save(obj, handle), binary=True)
 
 
 def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
@@ -45,13 +35,23 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist; check the path")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a foreign pickle is refused below; torch's protocol notice is noise
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        # torch reports corrupt bytes with the same exception as forbidden objects: a pickle that
+        # names a global (a class or function to call), or a bare pickle stream, is the unsafe case.
+        with open(path, "rb") as handle:
+            is_pickle = handle.read(1) == pickle.PROTO
+        if is_pickle or "GLOBAL" in str(exc):
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} was refused: it holds objects other than tensors and plain data "
+                "(loading it could run code); re-save it with apkit.models.save_checkpoint"
+            ) from exc
         raise CheckpointError(
-            f"checkpoint {str(path)!r} was refused: it holds objects other than tensors and plain data "
-            "(loading it could run code); re-save it with apkit.models.save_checkpoint"
+            f"checkpoint {str(path)!r} is corrupt or not a PyTorch file ({type(exc).__name__}); re-create it"
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except Exception as exc:  # damaged bytes surface as many exception types (EOFError, IndexError, ...)
         raise CheckpointError(
             f"checkpoint {str(path)!r} is corrupt or not a PyTorch file ({type(exc).__name__}); "
             "re-create it"

@@ -1,0 +1,397 @@
+"""Rule-based backward passes over a traced module graph, shared by LRP, Excitation Backprop and RAP.
+
+The model is traced once with ``torch.fx`` into a graph of calls.  A forward pass over the graph
+stores every intermediate value of the images; a backward walk then sends "relevance" from the
+target logit to the input (or to a named layer), node by node, with a method-specific
+:class:`Rules` object for the layers that carry weights and for additions.  Working on the graph
+rather than with module hooks is what makes two things simple: a module called twice (the one
+``relu`` of a torchvision BasicBlock) is two nodes, and a residual addition is a node of its own.
+
+Relevance is batched over (image, class) pairs: per-image quantities (activations, the
+denominators of the rules) are computed once per image and gathered for the pairs, so many
+classes of one image cost one forward pass.
+
+What every method shares:
+
+* a BatchNorm that directly follows a convolution or linear layer is folded into it (exact in
+  eval mode); any other BatchNorm, ReLU, dropout and identity pass relevance unchanged;
+* max-pooling is winner-take-all (relevance follows the gradient to the arg-max);
+* average pooling (and spatial means) use the proportional rule ``R_in = x * T(R / pool(x))``;
+* reshapes and concatenations reshape or split relevance.
+
+Unstructured pruning masks (``weight_orig`` / ``weight_mask``) are applied: rules see the
+effective weight.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from apkit.attribution.base import Method, check_classes
+from apkit.errors import ValidationError
+
+# Node kinds, by module type, function and method name.
+_IDENTITY_MODULES = (nn.ReLU, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
+_GRADIENT_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
+_NORM_MODULES = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+_FUNCTIONS = {
+    F.relu: "identity", torch.relu: "identity", F.dropout: "identity",
+    operator.add: "add", torch.add: "add",
+    torch.flatten: "reshape", torch.reshape: "reshape",
+    torch.cat: "cat",
+    F.max_pool2d: "gradient", F.adaptive_max_pool2d: "gradient",
+    F.avg_pool2d: "norm", F.adaptive_avg_pool2d: "norm", torch.mean: "norm",
+}
+_METHODS = {
+    "relu": "identity", "contiguous": "identity",
+    "add": "add", "__add__": "add",
+    "view": "reshape", "reshape": "reshape", "flatten": "reshape",
+    "mean": "norm",
+}
+SUPPORTED = (
+    "Conv2d, Linear (each with an optional BatchNorm folded in), BatchNorm, ReLU, Dropout, Identity, "
+    "MaxPool, AvgPool, AdaptiveAvgPool, AdaptiveMaxPool, Flatten, torch.flatten/reshape/view, "
+    "mean, torch.cat and tensor additions"
+)
+
+
+def safe_div(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    """``numerator / denominator`` where the denominator is non-zero, 0 where it is zero."""
+    nonzero = denominator != 0
+    return torch.where(nonzero, numerator / torch.where(nonzero, denominator, torch.ones_like(denominator)),
+                       torch.zeros_like(numerator))
+
+
+def per_sample_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over every dimension but the first, kept for broadcasting: (m, ...) -> (m, 1, ..., 1)."""
+    return tensor.sum(dim=tuple(range(1, tensor.dim())), keepdim=True)
+
+
+def effective_weight(module: nn.Module) -> torch.Tensor:
+    """The weight the module computes with: ``weight_orig * weight_mask`` under a pruning mask."""
+    if hasattr(module, "weight_orig") and hasattr(module, "weight_mask"):
+        return (module.weight_orig * module.weight_mask).detach()
+    return module.weight.detach()
+
+
+@dataclass
+class LinearLayer:
+    """A convolution or linear layer (with a folded BatchNorm), as the rules see it.
+
+    ``forward(x, w)`` is the layer's map without bias for any weight ``w`` (e.g. its positive
+    part); ``transpose(s, w, shape)`` is its adjoint, sending output-shaped ``s`` back to an
+    input of ``shape``.  ``first``: it reads the network input; ``top``: no other weighted layer
+    lies between it and the output.
+    """
+
+    name: str
+    module: nn.Module
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    first: bool
+    top: bool
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        m = self.module
+        if isinstance(m, nn.Conv2d):
+            return F.conv2d(x, weight, None, m.stride, m.padding, m.dilation, m.groups)
+        return F.linear(x, weight)
+
+    def transpose(self, s: torch.Tensor, weight: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        m = self.module
+        if isinstance(m, nn.Conv2d):
+            return torch.nn.grad.conv2d_input(shape, weight, s, m.stride, m.padding, m.dilation, m.groups)
+        return s @ weight
+
+    def bias_of(self, relevance: torch.Tensor) -> torch.Tensor:
+        """Per-pair sum of the bias over the output units, weighted by ``relevance``: (m, 1, ...)."""
+        if self.bias is None:
+            return torch.zeros_like(per_sample_sum(relevance))
+        shape = (1, -1, 1, 1) if relevance.dim() == 4 else (1, -1)
+        return per_sample_sum(relevance * self.bias.view(shape))
+
+
+class Rules(abc.ABC):
+    """Method-specific parts of a backward pass; subclasses implement ``start`` and ``linear``.
+
+    ``start(logits, pairs)`` gives the relevance at the logits, one row per pair;
+    ``linear(layer, x, images, relevance)`` sends relevance through a weighted layer, where
+    ``x`` holds the layer's input for each image and ``images`` maps pairs to images;
+    ``add(terms, total, relevance)`` splits the relevance of a sum (default: proportionally).
+    """
+
+    @abc.abstractmethod
+    def start(self, logits: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """Relevance at the logits, ``(M, num_classes)``."""
+
+    @abc.abstractmethod
+    def linear(self, layer: LinearLayer, x: torch.Tensor, images: torch.Tensor,
+               relevance: torch.Tensor) -> torch.Tensor:
+        """Relevance at the layer's input, ``(M, *x.shape[1:])``."""
+
+    def add(self, terms: list[torch.Tensor], total: torch.Tensor, relevance: torch.Tensor) -> list[torch.Tensor]:
+        """Proportional split of a sum: term k gets ``x_k / sum * R`` (zennit's ``Norm`` rule)."""
+        share = safe_div(relevance, total)
+        return [term * share for term in terms]
+
+
+class _Tracer(fx.Tracer):
+    """Keeps the stop layer (and the usual torch.nn modules) as single calls."""
+
+    def __init__(self, stop: str | None):
+        super().__init__()
+        self.stop = stop
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return qualified_name == self.stop or super().is_leaf_module(module, qualified_name)
+
+
+class Plan:
+    """The traced graph of ``model`` with every node classified, ready for forward/backward passes.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    stop : str, optional
+        Dotted name of the layer where relevance is collected; ``None`` for the input.
+    """
+
+    def __init__(self, model: nn.Module, stop: str | None = None):
+        self.model = model
+        try:
+            self.graph = _Tracer(stop).trace(model)
+        except Exception as exc:  # torch.fx raises many types for untraceable code
+            raise ValidationError(
+                f"LRP, Excitation Backprop and RAP need a model torch.fx can trace; tracing "
+                f"{type(model).__name__} failed: {exc}"
+            ) from exc
+        self.nodes = list(self.graph.nodes)
+        self.modules = dict(model.named_modules())
+        placeholders = [n for n in self.nodes if n.op == "placeholder"]
+        if len(placeholders) != 1:
+            raise ValidationError(f"the model's forward must take one input tensor, it takes {len(placeholders)}")
+        self.input = placeholders[0]
+        output = [n for n in self.nodes if n.op == "output"][0]
+        if not isinstance(output.args[0], fx.Node):
+            raise ValidationError("the model must return one tensor of logits (N, num_classes)")
+        self.output = output.args[0]
+        self.stop = None
+        if stop is not None:
+            calls = [n for n in self.nodes if n.op == "call_module" and n.target == stop]
+            if not calls:
+                raise ValidationError(f"layer {stop!r} is not called in the model's forward pass")
+            self.stop = calls[-1]  # a module called several times: its last call, as forward hooks see it
+        self.kind = {node: self._classify(node) for node in self.nodes}
+        self.layers = self._linear_layers()
+
+    # -- classification --------------------------------------------------------------------------
+    def _classify(self, node: fx.Node) -> str:
+        if node is self.stop:
+            return "stop"
+        if node.op == "call_module":
+            module = self.modules[node.target]
+            if isinstance(module, nn.Conv2d):
+                if module.padding_mode != "zeros":
+                    return "unknown"
+                return "linear"
+            if isinstance(module, nn.Linear):
+                return "linear"
+            if isinstance(module, _BATCHNORMS):
+                return "batchnorm"
+            if isinstance(module, _IDENTITY_MODULES):
+                return "identity"
+            if isinstance(module, _GRADIENT_MODULES):
+                return "gradient"
+            if isinstance(module, _NORM_MODULES):
+                return "norm"
+            if isinstance(module, nn.Flatten):
+                return "reshape"
+            return "unknown"
+        if node.op == "call_function":
+            return _FUNCTIONS.get(node.target, "unknown")
+        if node.op == "call_method":
+            return _METHODS.get(node.target, "unknown")
+        return node.op  # placeholder, get_attr, output
+
+    def _linear_layers(self) -> dict[fx.Node, LinearLayer]:
+        """Weighted layers, with BatchNorms folded, and their first/top flags."""
+        layers: dict[fx.Node, LinearLayer] = {}
+        sources: dict[fx.Node, fx.Node] = {}  # layer node -> the node holding its input
+        for node in self.nodes:
+            if self.kind[node] == "linear":
+                module = self.modules[node.target]
+                bias = None if module.bias is None else module.bias.detach()
+                layers[node] = LinearLayer(node.target, module, effective_weight(module), bias, False, False)
+                sources[node] = node.args[0]
+            elif self.kind[node] == "batchnorm":
+                parent = node.args[0]
+                if self.kind.get(parent) == "linear" and len(parent.users) == 1:
+                    layers[node] = self._fold(layers.pop(parent), self.modules[node.target])
+                    sources[node] = sources.pop(parent)
+                    self.kind[parent], self.kind[node] = "folded", "linear"
+                else:
+                    self.kind[node] = "identity"
+        # "clear": no weighted layer lies between the node and the output.
+        clear: dict[fx.Node, bool] = {}
+        for node in reversed(self.nodes):
+            users = [u for u in node.users]
+            clear[node] = node is self.output or (
+                bool(users) and all(u.op == "output" or (clear.get(u, False) and self.kind[u] != "linear")
+                                    for u in users)
+            )
+        for node, layer in layers.items():
+            layer.first = sources[node] is self.input
+            layer.top = clear[node]
+        self.sources = sources
+        return layers
+
+    @staticmethod
+    def _fold(layer: LinearLayer, bn: nn.Module) -> LinearLayer:
+        if bn.running_var is None or bn.running_mean is None:
+            raise ValidationError(f"BatchNorm after {layer.name!r} has no running statistics to fold")
+        scale = (bn.weight.detach() if bn.affine else 1.0) / torch.sqrt(bn.running_var + bn.eps)
+        shift = bn.bias.detach() if bn.affine else 0.0
+        bias = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
+        weight = layer.weight * scale.view(-1, *([1] * (layer.weight.dim() - 1)))
+        return LinearLayer(layer.name, layer.module, weight, (bias - bn.running_mean) * scale + shift, False, False)
+
+    # -- forward -------------------------------------------------------------------------------
+    def forward(self, inputs: torch.Tensor) -> dict[fx.Node, object]:
+        """Values of every node for ``inputs`` (no autograd graph is kept)."""
+        env: dict[fx.Node, object] = {}
+        with torch.no_grad():
+            for node in self.nodes:
+                if node.op == "output":
+                    break
+                env[node] = self._evaluate(node, env, inputs)
+        logits = env[self.output]
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+            raise ValidationError("the model must return logits of shape (N, num_classes)")
+        return env
+
+    def _evaluate(self, node: fx.Node, env: dict, inputs: torch.Tensor):
+        if node.op == "placeholder":
+            return inputs
+        if node.op == "get_attr":
+            return operator.attrgetter(node.target)(self.model)
+        args = fx.node.map_arg(node.args, lambda n: env[n])
+        kwargs = dict(fx.node.map_arg(node.kwargs, lambda n: env[n]))
+        if kwargs.get("inplace"):
+            kwargs["inplace"] = False  # every intermediate value must survive for the backward walk
+        if node.op == "call_module":
+            module = self.modules[node.target]
+            if isinstance(module, nn.ReLU):
+                return F.relu(args[0])
+            return module(*args, **kwargs)
+        if node.op == "call_function":
+            return node.target(*args, **kwargs)
+        return getattr(args[0], node.target)(*args[1:], **kwargs)
+
+    def _function(self, node: fx.Node, env: dict) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The node as a function of its first input, other arguments fixed (for pooling rules)."""
+        if node.op == "call_module":
+            return self.modules[node.target]
+        args = fx.node.map_arg(node.args[1:], lambda n: env[n])
+        kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
+        if node.op == "call_function":
+            return lambda x: node.target(x, *args, **kwargs)
+        return lambda x: getattr(x, node.target)(*args, **kwargs)
+
+    # -- backward -----------------------------------------------------------------------------
+    def backward(self, env: dict, pairs: torch.Tensor, rules: Rules) -> torch.Tensor:
+        """Relevance of each pair at the stop layer (or the input): ``(M, *shape)``.
+
+        ``pairs`` are (image, class) with image indices into the batch ``env`` was computed for.
+        """
+        images = pairs[:, 0]
+        relevance: dict[fx.Node, torch.Tensor] = {self.output: rules.start(env[self.output], pairs)}
+        target = self.stop if self.stop is not None else self.input
+        for node in reversed(self.nodes):
+            if node not in relevance:
+                continue
+            r = relevance.pop(node)
+            if node is target:
+                return r
+            for source, r_in in self._propagate(node, env, images, r, rules):
+                relevance[source] = relevance[source] + r_in if source in relevance else r_in
+        shape = tuple(env[target].shape[1:])
+        return torch.zeros(len(pairs), *shape, dtype=env[self.output].dtype, device=env[self.output].device)
+
+    def _propagate(self, node: fx.Node, env: dict, images: torch.Tensor, r: torch.Tensor, rules: Rules):
+        kind = self.kind[node]
+        first = node.args[0] if node.args else None
+        if kind == "identity":
+            return [(first, r)]
+        if kind == "reshape":
+            return [(first, r.reshape(len(r), *env[first].shape[1:]))]
+        if kind == "linear":
+            source = self.sources[node]
+            return [(source, rules.linear(self.layers[node], env[source], images, r))]
+        if kind in ("gradient", "norm"):
+            function = self._function(node, env)
+            with torch.enable_grad():
+                x = env[first][images].requires_grad_()
+                y = function(x)
+                cotangent = r if kind == "gradient" else safe_div(r, y.detach())
+                (grad,) = torch.autograd.grad(y, x, cotangent)
+            return [(first, grad if kind == "gradient" else x.detach() * grad)]
+        if kind == "add":
+            terms = [a for a in node.args if isinstance(a, fx.Node) and isinstance(env[a], torch.Tensor)]
+            if len(terms) != len(node.args) or node.kwargs or any(env[a].shape != env[node].shape for a in terms):
+                raise ValidationError(
+                    f"relevance rules support the sum of equally shaped tensors only, not {node.format_node()}"
+                )
+            shares = rules.add([env[a][images] for a in terms], env[node][images], r)
+            return list(zip(terms, shares))
+        if kind == "cat":
+            tensors = node.args[0]
+            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+            if dim == 0:
+                raise ValidationError("torch.cat along the batch dimension is not supported by relevance rules")
+            sizes = [env[t].shape[dim] for t in tensors]
+            return list(zip(tensors, torch.split(r, sizes, dim=dim)))
+        raise ValidationError(
+            f"relevance rules do not support {node.format_node()} ({self._describe(node)}); supported: {SUPPORTED}"
+        )
+
+    def _describe(self, node: fx.Node) -> str:
+        if node.op == "call_module":
+            return type(self.modules[node.target]).__name__
+        return str(node.target)
+
+
+class RuleMethod(Method):
+    """An attribution method computed by a backward walk over the traced graph with :class:`Rules`."""
+
+    @abc.abstractmethod
+    def _rules(self, **options) -> Rules:
+        """The rules for one call, built from the call's options."""
+
+    def _options(self) -> list[str]:
+        parameters = inspect.signature(self._rules).parameters.values()
+        return [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+    def _run(self, inputs, target, batch_size, options):
+        self._plan = Plan(self.model, self.layer)  # traced once per call, shared by its chunks
+        try:
+            return super()._run(inputs, target, batch_size, options)
+        finally:
+            self._plan = None
+
+    def _attribute(self, inputs, pairs, **options):
+        rules = self._rules(**options)
+        env = self._plan.forward(inputs)
+        logits = env[self._plan.output]
+        check_classes(pairs, logits.shape[1])
+        relevance = self._plan.backward(env, pairs, rules)
+        return relevance, logits[pairs[:, 0], pairs[:, 1]]

@@ -1,0 +1,192 @@
+"""What every attribution method shares: input checks, the model guard, and the ``Method`` base class.
+
+Methods speak Captum's vocabulary: ``Method(model, layer=...)`` then ``.attribute(inputs, target=...)``
+returns the raw attribution (Captum's shapes), and ``.heatmap(inputs, target)`` returns the map the
+paper evaluates, ``(M, H, W)`` at input resolution.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import inspect
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from apkit._validation import check_int, check_tensor
+from apkit.attribution import postprocess
+from apkit.attribution.targets import as_pairs
+from apkit.errors import ValidationError
+from apkit.models import default_layer, get_layer
+
+
+def check_inputs(inputs: object) -> torch.Tensor:
+    """Check ``inputs`` is a finite float image batch ``(N, C, H, W)``; return it."""
+    inputs = check_tensor(inputs, "inputs", ndim=4, floating=True, finite=True)
+    if inputs.shape[0] == 0:
+        raise ValidationError("inputs must hold at least one image, got an empty batch")
+    return inputs
+
+
+def check_batch_size(batch_size: object) -> int | None:
+    """``None`` (everything in one call) or a positive integer."""
+    return None if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
+
+
+def check_model(model: object) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise ValidationError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+def check_classes(pairs: torch.Tensor, num_classes: int) -> None:
+    """Raise if a target class index is not a valid logit index."""
+    if pairs.numel() and int(pairs[:, 1].max()) >= num_classes:
+        raise ValidationError(
+            f"target class {int(pairs[:, 1].max())} is out of range: the model has {num_classes} outputs "
+            f"(valid classes 0..{num_classes - 1})"
+        )
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model`` in eval mode inside the block and restore every module's mode afterwards.
+
+    The train/eval flag is saved per module, so a model whose parts are in mixed modes comes back
+    exactly as it was, also when the block raises.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout())
+    >>> with evaluation_mode(net):
+    ...     net[1].training
+    False
+    >>> net[1].training
+    True
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        model.eval()
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def chunks(pairs: torch.Tensor, batch_size: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Split (image, class) pairs into chunks of at most ``batch_size`` pairs, grouped by image.
+
+    Yields ``(positions, images, local_pairs)``: the positions of the chunk's pairs in ``pairs``,
+    the indices of the images the chunk needs (each once), and the chunk's pairs with image
+    indices renumbered into ``images``.  Pairs of one image stay together as far as the chunk
+    size allows, so each image is forwarded as few times as possible.
+    """
+    order = torch.argsort(pairs[:, 0], stable=True)
+    step = batch_size or max(len(order), 1)
+    for start in range(0, len(order), step):
+        positions = order[start:start + step]
+        images, local = torch.unique(pairs[positions, 0], return_inverse=True)
+        yield positions, images, torch.stack([local, pairs[positions, 1]], 1)
+
+
+def gather_chunks(pieces: list[tuple[torch.Tensor, torch.Tensor]], count: int) -> torch.Tensor:
+    """Put per-chunk results back in the order of the original pairs (differentiably)."""
+    positions = torch.cat([p for p, _ in pieces])
+    values = torch.cat([v for _, v in pieces])
+    inverse = torch.empty_like(positions)
+    inverse[positions] = torch.arange(count, device=positions.device)
+    return values[inverse]
+
+
+class Method(abc.ABC):
+    """Base class of apkit's attribution methods.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The classifier to explain.  It is run in eval mode during attribution and left exactly
+        as it was (mode, parameters, hooks).
+    layer : str, optional
+        Dotted module name.  Layer methods (Grad-CAM, Excitation Backprop) default to the
+        model's attribution layer; input methods (LRP, RAP) propagate to the input when ``None``.
+
+    Subclasses implement :meth:`_attribute`, which returns the raw attribution of each pair and
+    the pair's target logit, and set ``is_layer_method``.
+    """
+
+    name = "method"
+    is_layer_method = False
+
+    def __init__(self, model: nn.Module, layer: str | None = None):
+        self.model = check_model(model)
+        if layer is None and self.is_layer_method:
+            layer = default_layer(model, "attribution")
+        if layer is not None:
+            get_layer(model, layer)  # unknown names raise, listing the known ones
+        self.layer = layer
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(layer={self.layer!r})"
+
+    # -- public API -----------------------------------------------------------------------------
+    def attribute(self, inputs: torch.Tensor, target, *, batch_size: int | None = None, **options) -> torch.Tensor:
+        """Raw attribution of each (image, class) pair, in Captum's shapes.
+
+        Parameters
+        ----------
+        inputs : Tensor (N, C, H, W)
+        target : int, LongTensor (N,) or LongTensor (M, 2)
+            One class for every image, one class per image, or (image_index, class_index) pairs.
+        batch_size : int, optional
+            At most this many pairs per forward/backward pass (bounds memory).
+
+        Returns
+        -------
+        Tensor
+            ``(M, 1, h, w)`` for layer methods, ``(M, C, H, W)`` for input methods; M is the number
+            of pairs (N for a per-image target).
+        """
+        return self._run(inputs, target, batch_size, options)[0]
+
+    def heatmap(self, inputs: torch.Tensor, target, *, batch_size: int | None = None, **options) -> torch.Tensor:
+        """The map the paper evaluates, ``(M, H, W)`` at the input's resolution."""
+        attributions, logits = self._run(inputs, target, batch_size, options)
+        return self._to_heatmap(attributions, logits, tuple(inputs.shape[-2:]))
+
+    # -- to implement -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _attribute(self, inputs: torch.Tensor, pairs: torch.Tensor, **options) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attribution and target logit of each pair; ``inputs`` holds exactly the images needed."""
+
+    def _to_heatmap(self, attributions: torch.Tensor, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return postprocess.to_input_resolution(postprocess.sum_channels(attributions), size)
+
+    # -- shared machinery ---------------------------------------------------------------------------
+    def _options(self) -> list[str] | None:
+        """Names of the keyword options the method takes (``None``: anything, checked downstream)."""
+        parameters = inspect.signature(self._attribute).parameters.values()
+        return [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+    def _run(self, inputs, target, batch_size, options) -> tuple[torch.Tensor, torch.Tensor]:
+        accepted = self._options()
+        unknown = sorted(set(options) - set(accepted)) if accepted is not None else []
+        if unknown:
+            raise ValidationError(
+                f"{self.name} does not take option(s) {', '.join(unknown)}; "
+                f"its options are: {', '.join(accepted) or 'none'} (and batch_size)"
+            )
+        inputs = check_inputs(inputs)
+        batch_size = check_batch_size(batch_size)
+        pairs = as_pairs(target, inputs.shape[0], device=inputs.device)
+        if len(pairs) == 0:
+            raise ValidationError("target selects no (image, class) pair; pass at least one")
+        results, logits = [], []
+        with evaluation_mode(self.model):
+            for positions, images, local in chunks(pairs, batch_size):
+                attribution, logit = self._attribute(inputs[images], local, **options)
+                results.append((positions, attribution))
+                logits.append((positions, logit))
+        return gather_chunks(results, len(pairs)), gather_chunks(logits, len(pairs))

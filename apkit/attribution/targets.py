@@ -1,0 +1,124 @@
+"""Targets: which (image, class) pairs to explain.
+
+Every method works on a LongTensor of pairs ``(M, 2)`` = (image_index, class_index).
+:func:`as_pairs` turns the accepted target forms into pairs; :func:`target_pairs` turns a target
+policy ("label", "own", "teacher") into pairs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from apkit._validation import check_choice, check_tensor
+from apkit.errors import ValidationError
+
+POLICIES = ("label", "own", "teacher")
+
+
+def as_pairs(target: object, num_images: int, *, device: torch.device | str | None = None) -> torch.Tensor:
+    """Normalise ``target`` to (image_index, class_index) pairs.
+
+    Parameters
+    ----------
+    target : int, sequence or LongTensor
+        An int (one class for every image), ``(N,)`` (one class per image) or ``(M, 2)`` pairs.
+    num_images : int
+        Number of images in the batch the pairs index.
+    device : torch.device, optional
+        Device of the returned tensor (the inputs' device).
+
+    Returns
+    -------
+    LongTensor (M, 2)
+
+    Examples
+    --------
+    >>> as_pairs(torch.tensor([3, 1]), 2).tolist()
+    [[0, 3], [1, 1]]
+    >>> as_pairs(5, 2).tolist()
+    [[0, 5], [1, 5]]
+    """
+    if isinstance(target, bool) or target is None:
+        raise ValidationError(f"target must be an int, a LongTensor (N,) or (M, 2) pairs, got {target!r}")
+    if isinstance(target, int):
+        target = torch.full((num_images,), target, dtype=torch.long)
+    elif not isinstance(target, torch.Tensor):
+        try:
+            target = torch.as_tensor(target)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ValidationError(f"target must be integer class indices, got {target!r}") from exc
+    target = check_tensor(target, "target", ndim=(0, 1, 2))
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise ValidationError(f"target must hold integer class indices, got dtype {target.dtype}")
+    target = target.to(device=device, dtype=torch.long)
+    if target.dim() == 0:
+        target = target.expand(num_images)
+    if target.dim() == 1:
+        if len(target) != num_images:
+            raise ValidationError(
+                f"target of shape ({len(target)},) must give one class per image ({num_images} images); "
+                "for several classes per image pass (image_index, class_index) pairs of shape (M, 2)"
+            )
+        target = torch.stack([torch.arange(num_images, device=target.device), target], 1)
+    if target.shape[1] != 2:
+        raise ValidationError(f"target pairs must have shape (M, 2), got {tuple(target.shape)}")
+    if target.numel() and (int(target[:, 0].min()) < 0 or int(target[:, 0].max()) >= num_images):
+        raise ValidationError(
+            f"target image indices must be in 0..{num_images - 1}, got {int(target[:, 0].min())}.."
+            f"{int(target[:, 0].max())}"
+        )
+    if target.numel() and int(target[:, 1].min()) < 0:
+        raise ValidationError(f"target class indices must be >= 0, got {int(target[:, 1].min())}")
+    return target
+
+
+def target_pairs(
+    policy: str,
+    *,
+    labels: torch.Tensor | None = None,
+    logits: torch.Tensor | None = None,
+    teacher_logits: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The (image, class) pairs a target policy selects.
+
+    Parameters
+    ----------
+    policy : {"label", "own", "teacher"}
+        ``"label"``: every ground-truth class of each image (the paper's localization protocol);
+        ``"own"``: the model's top-1 class; ``"teacher"``: the teacher's top-1 class (the
+        regularizer's and the ImageNet protocol's choice).
+    labels : Tensor, optional
+        Needed for "label": multi-hot ``(N, C)`` or class indices ``(N,)``.
+    logits : Tensor (N, C), optional
+        Needed for "own": the explained model's outputs.
+    teacher_logits : Tensor (N, C), optional
+        Needed for "teacher".
+
+    Returns
+    -------
+    LongTensor (M, 2)
+        Pairs sorted by image, then class.
+
+    Examples
+    --------
+    >>> labels = torch.tensor([[1., 0., 1.], [0., 1., 0.]])
+    >>> target_pairs("label", labels=labels).tolist()
+    [[0, 0], [0, 2], [1, 1]]
+    >>> target_pairs("own", logits=torch.tensor([[0.1, 2.0], [3.0, -1.0]])).tolist()
+    [[0, 1], [1, 0]]
+    """
+    check_choice(policy, "target policy", POLICIES)
+    if policy == "label":
+        if labels is None:
+            raise ValidationError("target policy 'label' needs labels=(N, C) multi-hot or (N,) class indices")
+        labels = check_tensor(labels, "labels", ndim=(1, 2))
+        if labels.dim() == 1:
+            return as_pairs(labels, len(labels), device=labels.device)
+        return torch.nonzero(labels > 0).to(torch.long)
+    scores = logits if policy == "own" else teacher_logits
+    if scores is None:
+        needed = "logits" if policy == "own" else "teacher_logits"
+        raise ValidationError(f"target policy {policy!r} needs {needed}=(N, C)")
+    scores = check_tensor(scores, "logits" if policy == "own" else "teacher_logits", ndim=2)
+    top = scores.argmax(1)
+    return torch.stack([torch.arange(len(top), device=top.device), top], 1)

@@ -1,0 +1,208 @@
+"""Audit compressed models against their original: the one API that the CLI and the benchmark use.
+
+For the teacher and every student, and every attribution method, an audit measures
+
+* predictive performance (per-image "mAP" as in the paper, per-class mAP, F1; top-1 for single-label data);
+* attribution quality against ground-truth masks (ROC-AUC, pointing game);
+* attribution similarity to the teacher's maps on the same (image, class) pairs (cosine, normalised L2).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from apkit._io import atomic_write_json, atomic_write_text
+from apkit._validation import check_choice, resolve_device
+from apkit.errors import ValidationError
+
+TEACHER = "teacher"
+ATTRIBUTION_COLUMNS = ("auc", "pointing", "cos", "l2")
+
+
+@dataclass
+class AuditReport:
+    """Results of :func:`audit`.
+
+    Attributes
+    ----------
+    predictive : dict
+        ``{model name: {metric: value}}``.
+    rows : list of dict
+        One row per (model, method): ``auc``, ``pointing``, ``cos``, ``l2`` and the pair counts.
+    pairs : dict
+        ``{(model, method): {column: list}}`` — the per-(image, class) values behind each row.
+    settings : dict
+        The audit's options, for the record.
+    """
+
+    predictive: dict[str, dict[str, float]] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    pairs: dict[tuple[str, str], dict[str, list]] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def row(self, model: str, method: str) -> dict[str, Any]:
+        """The row of ``model`` and ``method``."""
+        for row in self.rows:
+            if row["model"] == model and row["method"] == method:
+                return row
+        raise ValidationError(f"no row for model {model!r} and method {method!r} in this report")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, as plain JSON-ready data (per-pair values included)."""
+        return {
+            "settings": self.settings,
+            "predictive": self.predictive,
+            "rows": self.rows,
+            "pairs": [{"model": m, "method": k, **values} for (m, k), values in self.pairs.items()],
+        }
+
+    def to_markdown(self) -> str:
+        """Two tables: predictive metrics per model, attribution metrics per model and method."""
+        lines = ["| model | " + " | ".join(_predictive_columns(self.predictive)) + " |"]
+        lines.append("|---" * (1 + len(_predictive_columns(self.predictive))) + "|")
+        for name, values in self.predictive.items():
+            cells = [_fmt(values.get(c)) for c in _predictive_columns(self.predictive)]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines += ["", "| model | method | AUC | Point Acc | Cos | L2 | pairs kept |", "|---|---|---|---|---|---|---|"]
+        for row in self.rows:
+            cells = [_fmt(row[c]) for c in ATTRIBUTION_COLUMNS]
+            lines.append(f"| {row['model']} | {row['method']} | " + " | ".join(cells) + f" | {row['kept']} |")
+        return "\n".join(lines) + "\n"
+
+    def to_csv(self) -> str:
+        """The per-(model, method) rows as CSV, with the model's predictive metrics repeated on each row."""
+        buffer = io.StringIO()
+        columns = ["model", "method", *ATTRIBUTION_COLUMNS, "kept", "skipped"]
+        predictive = _predictive_columns(self.predictive)
+        writer = csv.writer(buffer)
+        writer.writerow(columns + predictive)
+        for row in self.rows:
+            extra = self.predictive.get(row["model"], {})
+            writer.writerow([row[c] for c in columns] + [extra.get(c) for c in predictive])
+        return buffer.getvalue()
+
+    def save(self, out_dir: str | os.PathLike) -> dict[str, Path]:
+        """Write ``report.md``, ``report.csv`` and ``report.json`` (atomically) under ``out_dir``."""
+        out = Path(out_dir)
+        return {
+            "markdown": atomic_write_text(out / "report.md", self.to_markdown()),
+            "csv": atomic_write_text(out / "report.csv", self.to_csv()),
+            "json": atomic_write_json(out / "report.json", self.to_dict()),
+        }
+
+
+def _predictive_columns(predictive: Mapping[str, Mapping[str, float]]) -> list[str]:
+    columns: list[str] = []
+    for values in predictive.values():
+        columns += [c for c in values if c not in columns]
+    return columns
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _named_students(students: nn.Module | Sequence[nn.Module] | Mapping[str, nn.Module]) -> dict[str, nn.Module]:
+    if isinstance(students, nn.Module):
+        students = [students]
+    if isinstance(students, Mapping):
+        named = dict(students)
+    else:
+        named = {f"student{i}" if len(students) > 1 else "student": s for i, s in enumerate(students)}
+    for name, model in named.items():
+        if not isinstance(model, nn.Module):
+            raise ValidationError(f"student {name!r} must be a torch.nn.Module, got {type(model).__name__}")
+        if name == TEACHER:
+            raise ValidationError(f"a student may not be named {TEACHER!r}; rename it")
+    return named
+
+
+def audit(
+    teacher: nn.Module,
+    students: nn.Module | Sequence[nn.Module] | Mapping[str, nn.Module],
+    dataset,
+    *,
+    methods: Sequence[str] = ("gradcam",),
+    protocol: str = "voc",
+    classification_set=None,
+    tolerance: int = 0,
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> AuditReport:
+    """Compare compressed models with their original on predictions and attribution maps.
+
+    Parameters
+    ----------
+    teacher : torch.nn.Module
+        The original (uncompressed) model.
+    students : module, sequence of modules, or mapping name -> module
+        The compressed models.
+    dataset : torch.utils.data.Dataset
+        A segmentation dataset whose items are ``(image, label, mask)``.
+    methods : sequence of str
+        Attribution methods (``apkit list`` shows them).
+    protocol : {"voc", "imagenet"}
+        ``"voc"``: maps for every ground-truth class the model predicts correctly;
+        ``"imagenet"``: the model's top-1 class for every image.
+    classification_set : Dataset, optional
+        Where to measure predictive metrics; default ``dataset``.
+    tolerance : int
+        Pointing-game tolerance in pixels (0 = the paper's strict pointing).
+    batch_size : int
+        Images per batch.
+    device : str or torch.device, optional
+        ``"cpu"``, ``"cuda"`` or ``None`` for CUDA when available.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    AuditReport
+    """
+    from apkit.attribution import METHODS
+    from apkit.metrics.protocol import localization_scores
+    from apkit.training import evaluate
+
+    if not isinstance(teacher, nn.Module):
+        raise ValidationError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
+    named = _named_students(students)
+    for method in methods:
+        METHODS.get(method)
+    check_choice(protocol, "protocol", ("voc", "imagenet"))
+    device = resolve_device(device)
+    models = {TEACHER: teacher, **named}
+    report = AuditReport(settings={
+        "methods": list(methods), "protocol": protocol, "tolerance": tolerance, "batch_size": batch_size,
+        "device": str(device), "students": list(named),
+    })
+    scoring_set = dataset if classification_set is None else classification_set
+    for name, model in models.items():
+        report.predictive[name] = evaluate(
+            model, scoring_set, task=scoring_set.task, device=device, batch_size=batch_size, progress=progress
+        )
+    for method in methods:
+        for name, model in models.items():
+            result = localization_scores(
+                model, dataset, method=method, teacher=None if name == TEACHER else teacher, protocol=protocol,
+                tolerance=tolerance, batch_size=batch_size, device=device, progress=progress,
+            )
+            summary = result.summary()
+            report.rows.append({"model": name, "method": method, **{c: summary.get(c) for c in ATTRIBUTION_COLUMNS},
+                                "kept": summary.get("kept"), "skipped": summary.get("skipped")})
+            report.pairs[(name, method)] = result.pair_values()
+    return report

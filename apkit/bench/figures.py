@@ -1,0 +1,54 @@
+"""The benchmark's figures: maps before and after compression (supplement Figures 1–2), ROAR curves (Figure 3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from apkit.viz import denormalize, plot_attribution_grid, plot_roar_curves
+
+if TYPE_CHECKING:
+    from apkit.bench.runner import BenchRun
+
+VARIANT_TITLES = {"none": "naive", "ewa": "EWA", "swa": "SWA", "sswa": "SSWA"}
+
+
+def plot_map_grid(run: BenchRun, path: Path) -> Path:
+    """The first evaluation images, explained by the teacher and by each compression, naive and regularized."""
+    from apkit.attribution import explain
+
+    settings = run.settings
+    count = min(settings["figures"]["examples"], len(run.datasets["seg"]))
+    method = settings["figures"]["method"]
+    items = [run.datasets["seg"][i] for i in range(count)]
+    images = torch.stack([item[0] for item in items]).to(run.device)
+    labels = torch.stack([item[1] for item in items])
+    # The first ground-truth class of each image (the model's top class when labels are unknown).
+    has_label = labels.sum(1) > 0
+    classes = torch.where(has_label, labels.argmax(1), torch.zeros_like(labels.argmax(1)))
+    if not bool(has_label.all()):
+        with torch.no_grad():
+            own = run.load_model(next(iter(settings["teachers"])))(images).argmax(1).cpu()
+        classes = torch.where(has_label, classes, own)
+    shown_variant = next((r for r in ("swa", "sswa", "ewa") if r in settings["regularizers"]), None)
+    columns: dict[str, str] = {}
+    for compression in settings["compressions"]:
+        teacher = settings["compressions"][compression].get("teacher", "teacher")
+        columns.setdefault(teacher, teacher)
+        for variant in ("none", shown_variant):
+            if variant in settings["regularizers"]:
+                columns[f"{compression} {VARIANT_TITLES[variant]}"] = f"{compression}-{variant}"
+    maps = {title: explain(run.load_model(key), images, classes.to(run.device), method=method).cpu()
+            for title, key in columns.items()}
+    dataset = run.datasets["seg"]
+    names = getattr(dataset, "classes", None)
+    titles = [names[c] if names else str(int(c)) for c in classes.tolist()]
+    shown = denormalize(images.cpu(), dataset.mean, dataset.std)
+    return plot_attribution_grid(shown, maps, path, row_titles=titles)
+
+
+def plot_roar(roar: dict[str, Any], path: Path) -> Path:
+    """ROAR curves of every map source against the fraction of pixels removed."""
+    return plot_roar_curves(roar["fractions"], roar["scores"], path, ylabel=roar.get("metric", "score"))

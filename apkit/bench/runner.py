@@ -1,0 +1,283 @@
+"""The benchmark grid: teacher → compressions × regularizers → every attribution method × every metric → ROAR.
+
+Every stage writes its result atomically under the output folder and is skipped when that result is
+already there, so a run that was interrupted at any point continues where it stopped when started
+again (training stages also resume from their last finished epoch) and ends with the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from apkit._io import atomic_write_json, read_json
+from apkit._validation import resolve_device
+from apkit.bench.profiles import resolve_profile
+from apkit.errors import ValidationError
+
+TEACHER = "teacher"
+
+
+@dataclass
+class BenchRun:
+    """State shared by the stages of one benchmark run."""
+
+    settings: dict[str, Any]
+    out: Path
+    device: torch.device
+    progress: bool
+    datasets: dict[str, Any] = field(default_factory=dict)
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _models: dict[str, torch.nn.Module] = field(default_factory=dict)
+
+    def stage(self, key: str, compute: Callable[[], dict[str, Any]], summary: Callable[[dict], str]) -> dict:
+        """Run ``compute`` once: its result is stored as ``stages/<key>.json`` and reused afterwards."""
+        path = self.out / "stages" / f"{key}.json"
+        if path.exists():
+            result = read_json(path)
+            self.log(f"[cached] {key}: {summary(result)}")
+        else:
+            started = time.perf_counter()
+            result = compute()
+            result["seconds"] = round(time.perf_counter() - started, 2)
+            atomic_write_json(path, result)
+            self.log(f"[done {result['seconds']:.0f}s] {key}: {summary(result)}")
+        self.stages[key] = result
+        return result
+
+    def log(self, message: str) -> None:
+        if self.progress:
+            tqdm.write(message)
+
+    def model_path(self, key: str) -> Path:
+        return self.out / "models" / key / "model.pt"
+
+    def load_model(self, key: str) -> torch.nn.Module:
+        """A finished stage's model, loaded once per run."""
+        from apkit.models import load_checkpoint
+
+        if key not in self._models:
+            self._models[key] = load_checkpoint(self.model_path(key), map_location=self.device)
+        return self._models[key]
+
+    def teacher_of(self, key: str) -> str:
+        """The teacher stage a model is compared with."""
+        if key in self.settings["teachers"]:
+            return key
+        compression = key.rpartition("-")[0]
+        return self.settings["compressions"][compression].get("teacher", TEACHER)
+
+
+def stage_keys(settings: dict[str, Any]) -> list[str]:
+    """Names of the compressed models of a profile: ``<compression>-<regularizer>``."""
+    return [f"{c}-{r}" for c in settings["compressions"] for r in settings["regularizers"]]
+
+
+def run_bench(
+    profile: str = "default",
+    *,
+    out_dir: str | os.PathLike = "apkit-bench",
+    data_root: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    overrides: Iterable[str] = (),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or continue) the benchmark grid of ``profile`` and write its results under ``out_dir``.
+
+    Parameters
+    ----------
+    profile : str
+        A name from :data:`apkit.bench.PROFILES`.
+    out_dir : path-like
+        Output folder; a previous run's folder is continued.
+    data_root : path-like, optional
+        Root of the real dataset for the ``voc`` and ``imagenet`` profiles.
+    device : str or torch.device, optional
+        ``None`` uses CUDA when available.
+    overrides : iterable of str
+        ``"a.b=value"`` settings applied over the profile (see :func:`resolve_profile`).
+    progress : bool
+        Show progress bars and one line per finished stage.
+
+    Returns
+    -------
+    dict
+        The content of ``results.json``.
+    """
+    from apkit.bench import report
+
+    settings = resolve_profile(profile, overrides)
+    settings["profile"] = profile
+    run = BenchRun(settings, Path(out_dir), resolve_device(device), progress)
+    _check_same_settings(run)
+    run.datasets = _load_datasets(settings, data_root)
+    started = time.perf_counter()
+    keys = stage_keys(settings)
+    teachers = list(settings["teachers"])
+    plan: list[tuple[str, Callable[[], None]]] = [(t, lambda t=t: _teacher_stage(run, t)) for t in teachers]
+    plan += [(k, lambda k=k: _compression_stage(run, k)) for k in keys]
+    plan += [(f"eval-{k}", lambda k=k: _evaluation_stage(run, k)) for k in [*teachers, *keys]]
+    if settings["roar"].get("enabled"):
+        plan.append(("roar", lambda: _roar_stage(run)))
+    with tqdm(total=len(plan), desc=f"apkit bench ({profile})", unit="stage", disable=not progress) as bar:
+        for name, step in plan:
+            bar.set_postfix_str(name)
+            step()
+            bar.update()
+    results = report.collect_results(run, wall_seconds=time.perf_counter() - started)
+    report.write_outputs(run, results)
+    return results
+
+
+def _check_same_settings(run: BenchRun) -> None:
+    """A folder holds one benchmark: continuing it with other settings would mix results."""
+    path = run.out / "settings.json"
+    current = json.loads(json.dumps(run.settings))
+    if path.exists():
+        previous = read_json(path)
+        if previous != current:
+            changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+            raise ValidationError(
+                f"{str(run.out)!r} holds a benchmark with other settings (differs in: {', '.join(changed)}); "
+                "use another --out folder or delete this one"
+            )
+    else:
+        atomic_write_json(path, current)
+
+
+def _load_datasets(settings: dict[str, Any], data_root) -> dict[str, Any]:
+    from apkit.data import from_spec
+
+    data = settings["data"]
+    spec = data["name"] if data["name"] == "synthetic" else f"{data['name']}:{data_root or ''}"
+    if data["name"] != "synthetic" and data_root is None:
+        # from_spec raises the error that explains what to download and how to lay it out.
+        spec = data["name"]
+    options: dict[str, Any] = {}
+    if data["name"] == "synthetic":
+        options = {"image_size": data["image_size"], "seed": settings["seed"]}
+    sizes = data.get("sizes", {})
+    datasets = {}
+    for split in ("train", "val", "seg"):
+        extra = {"num_samples": sizes[split]} if data["name"] == "synthetic" and split in sizes else {}
+        datasets[split] = from_spec(spec, split=split, **options, **extra)
+    return datasets
+
+
+def _platform() -> dict[str, Any]:
+    import captum
+    import sklearn
+    import torch_pruning
+    import torchvision
+
+    import apkit
+
+    return {
+        "apkit": apkit.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+        "captum": captum.__version__, "torch_pruning": torch_pruning.__version__, "scikit-learn": sklearn.__version__,
+        "python": platform.python_version(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def _describe(result: dict[str, Any]) -> str:
+    params = result.get("nonzero_params")
+    val = result.get("val", {})
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in val.items() if isinstance(v, float))
+    return f"{params / 1e6:.3f}M non-zero params; val {shown}" if params else f"val {shown}"
+
+
+def _teacher_stage(run: BenchRun, key: str) -> None:
+    from apkit.models import count_parameters, create, load_checkpoint, save_checkpoint
+    from apkit.training import evaluate, fit
+
+    spec = run.settings["teachers"][key]
+    train, val = run.datasets["train"], run.datasets["val"]
+
+    def compute() -> dict[str, Any]:
+        if spec.get("checkpoint"):
+            model = load_checkpoint(spec["checkpoint"], map_location=run.device, expect_num_classes=train.num_classes)
+            history: list = []
+        else:
+            model = create(spec["model"], num_classes=train.num_classes, **spec["options"])
+            history = fit(model, train, val_set=val, device=run.device, seed=run.settings["seed"],
+                          checkpoint_dir=run.out / "models" / key / "training", resume=True, progress=run.progress,
+                          **spec["train"]).history
+        save_checkpoint(model, run.model_path(key), meta={"stage": key, "settings": spec})
+        return {"params": count_parameters(model), "nonzero_params": count_parameters(model, nonzero=True),
+                "val": evaluate(model, val, device=run.device), "history": history}
+
+    run.stage(key, compute, _describe)
+
+
+def _compression_stage(run: BenchRun, key: str) -> None:
+    from apkit.compression import compress
+
+    compression, _, regularizer = key.rpartition("-")
+    spec = dict(run.settings["compressions"][compression])
+    method = spec.pop("method")
+    spec.pop("teacher", None)
+    options = run.settings["regularizer_options"].get(regularizer, {})
+
+    def compute() -> dict[str, Any]:
+        _, record = compress(
+            run.load_model(run.teacher_of(key)), method, regularizer, train_set=run.datasets["train"],
+            val_set=run.datasets["val"], settings={**spec, **options}, out_dir=run.out / "models" / key,
+            resume=True, device=run.device, seed=run.settings["seed"], progress=run.progress,
+        )
+        return record
+
+    run.stage(key, compute, _describe)
+
+
+def _evaluation_stage(run: BenchRun, key: str) -> None:
+    from apkit.audit import audit_model
+
+    evaluation = run.settings["evaluation"]
+    teacher_key = run.teacher_of(key)
+
+    def compute() -> dict[str, Any]:
+        result = audit_model(
+            run.load_model(key), run.datasets["seg"],
+            teacher=None if teacher_key == key else run.load_model(teacher_key),
+            methods=evaluation["methods"], protocol=run.settings["protocol"],
+            tolerances=evaluation["tolerances"], classification_set=run.datasets["val"],
+            batch_size=evaluation["batch_size"], device=run.device, progress=run.progress,
+        )
+        atomic_write_json(run.out / "pairs" / f"{key}.json", result.pop("pairs"))
+        return result
+
+    def summary(result: dict[str, Any]) -> str:
+        return "; ".join(f"{m} AUC {s['auc']:.3f} point {s['pointing']:.3f}" for m, s in result["methods"].items())
+
+    run.stage(f"eval-{key}", compute, summary)
+
+
+def _roar_stage(run: BenchRun) -> None:
+    from apkit.metrics.roar import roar
+
+    spec = run.settings["roar"]
+
+    def compute() -> dict[str, Any]:
+        sources = {name: None if name == "random" else run.load_model(name) for name in spec["sources"]}
+        result = roar(
+            sources, run.datasets["train"], run.datasets["val"], fractions=spec["fractions"],
+            classifier=spec["classifier"]["model"], classifier_options=spec["classifier"]["options"],
+            train_settings=spec["train"], train_size=spec["train_size"], test_size=spec["test_size"],
+            cache_dir=run.out / "roar-cache", device=run.device, seed=run.settings["seed"], progress=run.progress,
+        )
+        return result
+
+    def summary(result: dict[str, Any]) -> str:
+        return "; ".join(f"{s}: {', '.join(f'{v:.3f}' for v in vals)}" for s, vals in result["scores"].items())
+
+    run.stage("roar", compute, summary)

@@ -1,0 +1,36 @@
+"""``apkit bench``: the paper's whole grid on a profile, resumable."""
+
+from __future__ import annotations
+
+import click
+
+from apkit.bench.profiles import PROFILES
+from apkit.cli import cli
+
+
+@cli.command("bench")
+@click.option("--profile", type=click.Choice(PROFILES.names()), default="default", show_default=True,
+              help="smoke: tiny, ~1 min; default: embedded synthetic data, minutes on a CPU; "
+                   "voc / imagenet: the paper's settings on real data (GPU advised).")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None,
+              help="Root of the real dataset (voc: the folder holding VOCdevkit; imagenet: see `apkit list`).")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Output folder [default: apkit-bench-PROFILE]. Rerunning on it continues an interrupted run.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a profile setting, e.g. --set teacher.train.epochs=5 (repeatable; values are JSON).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def bench_command(profile, data_root, device, out_dir, overrides, quiet):
+    """Train (or load) a teacher, compress it with KD, structured and unstructured pruning, each
+    naively and with the EWA, SWA and SSWA regularizers, score every model with every attribution
+    method and metric, run ROAR, and write results.json, tables.md and figures/.
+
+    Every finished stage is kept: if the run is interrupted, the same command continues it.
+    """
+    from apkit.bench.runner import run_bench
+
+    out_dir = out_dir or f"apkit-bench-{profile}"
+    results = run_bench(profile, out_dir=out_dir, data_root=data_root, device=device,
+                        overrides=overrides, progress=not quiet)
+    click.echo(f"wrote {out_dir}/results.json, {out_dir}/tables.md and {out_dir}/figures/ "
+               f"(wall time {results['wall_seconds']:.0f} s)")

@@ -1,0 +1,109 @@
+"""The compression training objective: task or distillation loss, plus attribution matching.
+
+:class:`CompressionObjective` is an ``objective(model, images, labels) -> (loss, logits)`` for
+:func:`apkit.training.fit`.  Per step it runs the teacher once (in eval mode, without gradient to
+its weights) and the student once; the teacher's logits serve the distillation term and its
+matching-layer map serves the regularizer, the student's logits serve the task/KD terms and its
+map the regularizer.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from apkit._validation import check_choice
+from apkit.compression.distill import DistillationLoss
+from apkit.errors import ValidationError
+from apkit.regularizers.matching import AttributionMatchingLoss, _eval_mode
+from apkit.training.objectives import TASKS, task_loss
+
+
+class CompressionObjective(nn.Module):
+    """``loss = (KD or task loss) + regularizer``, with one teacher and one student forward per step.
+
+    Parameters
+    ----------
+    teacher : torch.nn.Module, optional
+        The original model; needed with ``distillation`` or ``regularizer``.  It is held (so that
+        ``fit`` moves it to the device) but never trained or modified.
+    task : {"multilabel", "multiclass"}
+        The task loss (used when there is no ``distillation``).
+    distillation : DistillationLoss, optional
+        Distillation term (replaces the task loss by ``alpha * KD + (1 - alpha) * task``).
+    regularizer : AttributionMatchingLoss, optional
+        Attribution-matching term, added with its weight.
+
+    Attributes
+    ----------
+    last_terms : dict
+        The detached terms of the last call (``task``, ``kd``, ``match``), which ``fit`` logs.
+
+    Examples
+    --------
+    >>> from apkit import models
+    >>> from apkit.regularizers import AttributionMatchingLoss
+    >>> teacher = models.create("vgg_small", num_classes=3)
+    >>> student = models.create("vgg_small", num_classes=3, width_divisor=2)
+    >>> objective = CompressionObjective(teacher, regularizer=AttributionMatchingLoss("swa"))
+    >>> loss, logits = objective(student, torch.randn(2, 3, 64, 64), torch.ones(2, 3))
+    >>> sorted(objective.last_terms)
+    ['match', 'task']
+    """
+
+    def __init__(
+        self,
+        teacher: nn.Module | None = None,
+        *,
+        task: str = "multilabel",
+        distillation: DistillationLoss | None = None,
+        regularizer: AttributionMatchingLoss | None = None,
+    ):
+        super().__init__()
+        self.task = check_choice(task, "task", TASKS)
+        if distillation is not None and not isinstance(distillation, DistillationLoss):
+            raise ValidationError(f"distillation must be a DistillationLoss, got {type(distillation).__name__}")
+        if regularizer is not None and not isinstance(regularizer, AttributionMatchingLoss):
+            raise ValidationError(
+                f"regularizer must be an AttributionMatchingLoss, got {type(regularizer).__name__}"
+            )
+        if (distillation is not None or regularizer is not None) and not isinstance(teacher, nn.Module):
+            raise ValidationError("a teacher model is needed for distillation or attribution matching")
+        if distillation is not None and distillation.task != self.task:
+            raise ValidationError(f"distillation is for task {distillation.task!r} but the objective's is {task!r}")
+        self.teacher = teacher
+        self.distillation = distillation
+        self.regularizer = regularizer
+        self.last_terms: dict[str, torch.Tensor] = {}
+
+    def train(self, mode: bool = True):  # the teacher always runs in eval mode
+        self.training = mode
+        for child in (self.distillation, self.regularizer):
+            if child is not None:
+                child.train(mode)
+        return self
+
+    def forward(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor):
+        terms: dict[str, torch.Tensor] = {}
+        teacher_logits = None
+        if self.regularizer is not None:
+            taught = self.regularizer.teacher_pass(self.teacher, images)
+            teacher_logits = taught.logits
+            logits, student_map = self.regularizer.student_pass(model, images, taught.target)
+            match = self.regularizer(student_map, taught.map)
+        else:
+            logits, match = model(images), None
+        if self.distillation is not None:
+            if teacher_logits is None:
+                with torch.no_grad(), _eval_mode(self.teacher):
+                    teacher_logits = self.teacher(images)
+            loss, kd_terms = self.distillation(logits, teacher_logits, labels)
+            terms.update(kd_terms)
+        else:
+            loss = task_loss(logits, labels, task=self.task)
+            terms["task"] = loss.detach()
+        if match is not None:
+            loss = loss + match
+            terms["match"] = match.detach()
+        self.last_terms = terms
+        return loss, logits

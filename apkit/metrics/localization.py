@@ -1,0 +1,351 @@
+"""Localization metrics: how well attribution maps agree with ground-truth object masks.
+
+Every function takes a batch of maps ``(N, H, W)`` and binary masks of the same shape (bool or
+0/1 values), and returns one value per map, ``(N,)``, on the maps' device, NaN where the value is
+undefined.  Averaging over maps, per class or class-averaged, is a separate step
+(:func:`per_class_mean`, :func:`class_averaged`, or ``torch.nanmean``).
+
+* :func:`roc_auc` -- the area under the ROC curve of the map's pixels as scores for the mask's
+  pixels, exactly as scikit-learn's ``roc_curve`` + ``auc`` (the paper's metric), tied scores
+  included;
+* :func:`pointing_game` -- does the map's maximum fall on the mask (the paper's strict rule, or
+  within a pixel tolerance as in TorchRay);
+* :func:`relevance_mass` -- the share of the map's positive relevance that falls inside the mask
+  (Arras et al., "relevance mass accuracy").
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from apkit._validation import check_int, check_same_shape, check_tensor
+from apkit.errors import ValidationError
+
+__all__ = [
+    "class_averaged",
+    "per_class_mean",
+    "pointing_game",
+    "relevance_mass",
+    "roc_auc",
+]
+
+# Maps are processed in chunks of about this many pixels, which bounds the working memory (about
+# 60 bytes per pixel for the AUC) and keeps a chunk's work close to the cache.
+_CHUNK_PIXELS = 1 << 18
+
+
+# --------------------------------------------------------------------------------------------
+# input checks
+# --------------------------------------------------------------------------------------------
+
+
+def _binary_mask(mask: object, name: str, like: torch.Tensor, like_name: str) -> torch.Tensor:
+    """Check ``mask`` is binary (bool or 0/1 values) with the shape and device of ``like``."""
+    mask = check_tensor(mask, name)
+    check_same_shape(like, mask, like_name, name)
+    if mask.dtype == torch.bool or mask.numel() == 0:
+        return mask
+    if mask.is_floating_point() or mask.is_complex():
+        binary = bool(((mask == 0) | (mask == 1)).all())
+    else:
+        low, high = torch.aminmax(mask)
+        binary = int(low) >= 0 and int(high) <= 1
+    if not binary:
+        raise ValidationError(
+            f"{name} must be binary (bool or 0/1 values), got other values; for a segmentation mask "
+            "with class ids use (mask == class_id + 1), as the localization protocol does"
+        )
+    return mask
+
+
+def _check_maps(maps: object, name: str = "maps") -> torch.Tensor:
+    maps = check_tensor(maps, name, ndim=3, floating=True)
+    if maps.shape[1] * maps.shape[2] == 0:
+        raise ValidationError(f"{name} must have at least one pixel per map, got shape {tuple(maps.shape)}")
+    return maps
+
+
+def _finite_extrema(rows: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row minimum and maximum ``(R, 1)``; non-finite rows raise (NaN and inf propagate here)."""
+    low, high = rows.amin(dim=1, keepdim=True), rows.amax(dim=1, keepdim=True)  # faster than aminmax
+    bad = ~(torch.isfinite(low) & torch.isfinite(high)).squeeze(1)
+    if bool(bad.any()):
+        where = bad.nonzero().squeeze(1)[:5].tolist()
+        raise ValidationError(
+            f"{name} must be free of NaN and infinite values, got non-finite entries in map(s) {where} "
+            "(counting within the chunk); drop those maps first (the localization protocol skips them)"
+        )
+    return low, high
+
+
+def _chunk_rows(count: int, pixels: int) -> int:
+    return max(1, min(count, _CHUNK_PIXELS // pixels))
+
+
+# --------------------------------------------------------------------------------------------
+# ROC-AUC
+# --------------------------------------------------------------------------------------------
+
+
+def roc_auc(maps: torch.Tensor, masks: torch.Tensor, *, ignore: torch.Tensor | None = None) -> torch.Tensor:
+    """Area under the ROC curve of each map's pixels as scores for its mask's pixels.
+
+    The value equals scikit-learn's ``auc(*roc_curve(mask.ravel(), map.ravel())[:2])``, which the
+    paper uses, tied scores included: it is the Mann-Whitney statistic with mid-ranks for ties,
+    ``(#{pos > neg} + 0.5 #{pos == neg}) / (#pos * #neg)``, here counted exactly in integers.
+
+    Parameters
+    ----------
+    maps : torch.Tensor
+        ``(N, H, W)`` floating-point attribution maps, free of NaN and inf.
+    masks : torch.Tensor
+        ``(N, H, W)`` binary masks (bool or 0/1) on the same device: the positive pixels.
+    ignore : torch.Tensor, optional
+        ``(N, H, W)`` binary: pixels to leave out of both classes (e.g. void pixels).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N,)`` float64, NaN where a mask has no positive or no negative pixel.
+
+    Notes
+    -----
+    Each row of pixels is sorted once (all maps of a chunk in one call); a tie group is a run of
+    equal values in sorted order, found with cumulative maxima, so no Python loop runs per map.
+    Chunks of about a million pixels bound the memory.
+
+    Examples
+    --------
+    >>> maps = torch.tensor([[[0.1, 0.4], [0.35, 0.8]]])
+    >>> masks = torch.tensor([[[0, 0], [1, 1]]])
+    >>> roc_auc(maps, masks)
+    tensor([0.7500], dtype=torch.float64)
+    >>> roc_auc(torch.zeros(1, 2, 2), masks)  # a constant map scores 0.5
+    tensor([0.5000], dtype=torch.float64)
+    """
+    maps = _check_maps(maps)
+    masks = _binary_mask(masks, "masks", maps, "maps")
+    if ignore is not None:
+        ignore = _binary_mask(ignore, "ignore", maps, "maps")
+    count, pixels = maps.shape[0], maps.shape[1] * maps.shape[2]
+    out = torch.empty(count, dtype=torch.float64, device=maps.device)
+    flat = maps.reshape(count, pixels)
+    positive = masks.reshape(count, pixels)
+    skip = None if ignore is None else ignore.reshape(count, pixels)
+    rows = _chunk_rows(count, pixels)
+    for start in range(0, count, rows):
+        stop = min(count, start + rows)
+        out[start:stop] = _auc_rows(flat[start:stop], positive[start:stop], None if skip is None else skip[start:stop])
+    return out
+
+
+def _auc_rows(x: torch.Tensor, positive: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+    """ROC-AUC of each row of ``x`` (R, P) against the binary rows of ``positive``."""
+    _finite_extrema(x, "maps")
+    values, order = torch.sort(x, dim=1)
+    pos = positive.gather(1, order) != 0
+    neg = ~pos
+    if skip is not None:
+        kept = skip.gather(1, order) == 0
+        pos &= kept
+        neg &= kept
+    pos, neg = pos.long(), neg.long()
+
+    # Tie groups: runs of equal values in sorted order (-0.0 == 0.0, as in numpy).
+    new_tie = torch.ones_like(values, dtype=torch.bool)
+    new_tie[:, 1:] = values[:, 1:] != values[:, :-1]
+    last_tie = torch.ones_like(new_tie)
+    last_tie[:, :-1] = new_tie[:, 1:]
+    seen = neg.cumsum(1)  # negatives up to and including each pixel
+    before = seen - neg
+    tie_start = torch.cummax(before * new_tie, 1).values  # negatives below the pixel's tie group
+    tie_end = torch.cummin(seen.masked_fill(~last_tie, torch.iinfo(torch.int64).max).flip(1), 1).values.flip(1)
+    # Twice the Mann-Whitney count, so that ties (worth one half) stay integers: for a positive
+    # pixel, 2 * (negatives below its tie group) + (negatives in its tie group).
+    twice = ((tie_start + tie_end) * pos).sum(1)
+    n_pos, n_neg = pos.sum(1), seen[:, -1]
+    auc = twice.double() / (2 * n_pos * n_neg).double()
+    return auc.masked_fill_((n_pos == 0) | (n_neg == 0), math.nan)
+
+
+# --------------------------------------------------------------------------------------------
+# pointing game
+# --------------------------------------------------------------------------------------------
+
+
+def _disk_offsets(tolerance: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Offsets (dy, dx) with dy**2 + dx**2 < tolerance**2 (TorchRay's acceptance region)."""
+    span = torch.arange(-tolerance, tolerance + 1, device=device)
+    dy, dx = torch.meshgrid(span, span, indexing="ij")
+    inside = dy * dy + dx * dx < tolerance * tolerance
+    return dy[inside], dx[inside]
+
+
+def pointing_game(maps: torch.Tensor, masks: torch.Tensor, *, tolerance: int = 0) -> torch.Tensor:
+    """Pointing game: 1 where the map's maximum falls on the mask, 0 where it does not.
+
+    Parameters
+    ----------
+    maps : torch.Tensor
+        ``(N, H, W)`` floating-point maps, free of NaN and inf.
+    masks : torch.Tensor
+        ``(N, H, W)`` binary masks (bool or 0/1) on the same device.
+    tolerance : int
+        0 (default): the paper's strict rule -- a hit when the mask holds the arg-max pixel, the
+        first one in row-major order when several pixels tie for the maximum.  ``t >= 1``:
+        TorchRay's rule -- a hit when some mask pixel lies at a Euclidean distance ``< t`` pixels
+        from that arg-max (so 1 is the strict rule again; TorchRay's default is 15).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N,)`` float: 1.0 (hit), 0.0 (miss), NaN where a mask is empty.
+
+    Examples
+    --------
+    >>> maps = torch.tensor([[[0.0, 0.2, 0.9], [0.1, 0.3, 0.0]]]).repeat(2, 1, 1)
+    >>> masks = torch.tensor([[[0, 0, 0], [1, 0, 0]]]).repeat(2, 1, 1)
+    >>> pointing_game(maps, masks)
+    tensor([0., 0.])
+    >>> pointing_game(maps, masks, tolerance=3)  # (1, 0) is 2.24 pixels from the max at (0, 2)
+    tensor([1., 1.])
+    """
+    maps = _check_maps(maps)
+    masks = _binary_mask(masks, "masks", maps, "maps")
+    check_int(tolerance, "tolerance", minimum=0)
+    count, height, width = maps.shape
+    dtype = maps.dtype if maps.dtype in (torch.float32, torch.float64) else torch.float32
+    out = torch.empty(count, dtype=dtype, device=maps.device)
+    if count == 0:
+        return out
+    flat = maps.reshape(count, -1)
+    positive = masks.reshape(count, -1)
+    dy, dx = _disk_offsets(tolerance, maps.device) if tolerance > 1 else (None, None)
+    rows = _chunk_rows(count, height * width)
+    for start in range(0, count, rows):
+        stop = min(count, start + rows)
+        chunk = flat[start:stop]
+        _finite_extrema(chunk, "maps")
+        peak = chunk.argmax(dim=1, keepdim=True)  # the first maximum, row-major
+        mask = positive[start:stop]
+        if dy is None:
+            hit = mask.gather(1, peak).squeeze(1) != 0
+        else:
+            r = peak // width + dy
+            c = peak % width + dx
+            inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+            where = r.clamp(0, height - 1) * width + c.clamp(0, width - 1)
+            hit = ((mask.gather(1, where) != 0) & inside).any(1)
+        empty = ~(mask != 0).any(1)
+        out[start:stop] = hit.to(dtype).masked_fill_(empty, math.nan)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# relevance mass
+# --------------------------------------------------------------------------------------------
+
+
+def relevance_mass(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Share of each map's positive relevance that lies inside the mask (Arras et al., 2022).
+
+    ``sum(relu(map) * mask) / sum(relu(map))``: 1 when all positive relevance is on the object.
+
+    Parameters
+    ----------
+    maps : torch.Tensor
+        ``(N, H, W)`` floating-point maps, free of NaN and inf.
+    masks : torch.Tensor
+        ``(N, H, W)`` binary masks (bool or 0/1) on the same device.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N,)``, NaN where a map has no positive value or a mask is empty.
+
+    Examples
+    --------
+    >>> maps = torch.tensor([[[3.0, -1.0], [1.0, 0.0]]])
+    >>> masks = torch.tensor([[[1, 1], [0, 0]]])
+    >>> relevance_mass(maps, masks)
+    tensor([0.7500])
+    """
+    maps = _check_maps(maps)
+    masks = _binary_mask(masks, "masks", maps, "maps")
+    dtype = torch.promote_types(maps.dtype, torch.float32)
+    count = maps.shape[0]
+    flat = maps.reshape(count, -1)
+    if count:
+        _finite_extrema(flat, "maps")
+    relevance = flat.to(dtype).clamp(min=0)
+    inside = masks.reshape(count, -1).to(dtype)
+    total = relevance.sum(1)
+    share = (relevance * inside).sum(1) / total
+    undefined = (total == 0) | (inside.sum(1) == 0)
+    return share.masked_fill_(undefined, math.nan)
+
+
+# --------------------------------------------------------------------------------------------
+# aggregation
+# --------------------------------------------------------------------------------------------
+
+
+def per_class_mean(values: torch.Tensor, classes: torch.Tensor, *, num_classes: int | None = None) -> torch.Tensor:
+    """Mean of ``values`` per class, ignoring NaN; NaN for a class without any value.
+
+    Parameters
+    ----------
+    values : torch.Tensor
+        ``(N,)`` per-pair values, e.g. pointing-game hits or AUCs.
+    classes : torch.Tensor
+        ``(N,)`` integer class of each pair.
+    num_classes : int, optional
+        Length of the result; default ``classes.max() + 1``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(num_classes,)`` float.
+
+    Examples
+    --------
+    >>> per_class_mean(torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.tensor([0, 0, 2, 2]))
+    tensor([0.5000,    nan, 1.0000])
+    """
+    values = check_tensor(values, "values", ndim=1)
+    classes = check_tensor(classes, "classes", ndim=1)
+    check_same_shape(values, classes, "values", "classes")
+    if classes.is_floating_point() or classes.dtype == torch.bool:
+        raise ValidationError(f"classes must be an integer tensor, got {classes.dtype}")
+    if classes.numel() and int(classes.min()) < 0:
+        raise ValidationError("classes must be >= 0, got a negative class index")
+    needed = int(classes.max()) + 1 if classes.numel() else 0
+    if num_classes is None:
+        num_classes = needed
+    check_int(num_classes, "num_classes", minimum=needed)
+    dtype = torch.promote_types(values.dtype, torch.float32)
+    valid = ~torch.isnan(values.to(dtype))
+    classes = classes.long()
+    sums = torch.zeros(num_classes, dtype=dtype, device=values.device).index_add_(
+        0, classes[valid], values.to(dtype)[valid]
+    )
+    counts = torch.zeros(num_classes, dtype=dtype, device=values.device).index_add_(
+        0, classes[valid], torch.ones_like(sums[:1]).expand(int(valid.sum()))
+    )
+    return sums / counts  # 0 / 0 = NaN for classes without values
+
+
+def class_averaged(values: torch.Tensor, classes: torch.Tensor, *, num_classes: int | None = None) -> torch.Tensor:
+    """Class-averaged mean: the mean over classes (those with values) of the per-class means.
+
+    TorchRay's pointing-game accuracy is this aggregate of the hits; the paper's point accuracy
+    is the plain mean over pairs, ``torch.nanmean(values)``.
+
+    Examples
+    --------
+    >>> class_averaged(torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.tensor([0, 0, 2, 2]))
+    tensor(0.7500)
+    """
+    return torch.nanmean(per_class_mean(values, classes, num_classes=num_classes))

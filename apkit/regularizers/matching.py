@@ -1,0 +1,398 @@
+"""Attribution matching: make a student's collapsed attribution map look like its teacher's.
+
+Three maps, all built from the feature map ``A`` (``B x K x h x w``) at a *matching layer*
+(by default the model's ``matching_layer``, e.g. the fifth max-pool of VGG16 at 7x7):
+
+* **EWA** (equally weighted): ``M = mean_k A_k**2`` - no class, no gradient.
+* **SWA** (sensitivity weighted): for the teacher's top-1 class ``c``,
+  ``alpha_k = sum_hw dz_c/dA[k, h, w]`` and ``M = ReLU(sum_k alpha_k A_k)``.  The teacher's map is
+  detached; the student's map is differentiable through ``alpha`` as well (second order,
+  ``create_graph=True``).
+* **SSWA** (stochastic SWA): SWA where a random fraction ``drop`` of the *teacher's* channels is
+  left out of the weighted sum, one draw per batch from a seeded ``torch.Generator`` (so every
+  process of a distributed run draws the same channels).
+
+The loss is the mean over batch and positions of the squared difference of the L2-normalised,
+flattened maps, times ``weight``.  Teacher and student may differ in width or architecture; their
+maps must have the same spatial size, or pass ``resize=True`` to resize the student's map
+(bilinear) to the teacher's.
+
+One teacher pass (:meth:`AttributionMatchingLoss.teacher_pass`) gives the teacher's logits,
+target class and map, so a distillation term can reuse the same teacher forward.  The teacher is
+evaluated in eval mode (its previous mode is restored), no gradient is accumulated in it, and no
+hook is left on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from apkit._validation import check_choice, check_float, check_fraction, check_int, check_tensor
+from apkit.errors import ValidationError
+from apkit.models import default_layer, get_layer
+
+KINDS = ("ewa", "swa", "sswa")
+#: Regularizer strengths of the paper's supplement (C.2), used when ``weight`` is not given.
+DEFAULT_WEIGHTS = {"ewa": 100.0, "swa": 50.0, "sswa": 50.0}
+#: Fraction of teacher channels SSWA leaves out per batch when ``drop`` is not given.
+DEFAULT_DROP = 0.3
+
+
+@dataclass(frozen=True)
+class TeacherPass:
+    """What one teacher forward gives a training step (all tensors detached).
+
+    Attributes
+    ----------
+    logits : torch.Tensor
+        ``(B, classes)`` teacher logits (for distillation).
+    target : torch.Tensor
+        ``(B,)`` class whose map is matched (the teacher's top-1 unless given).
+    map : torch.Tensor
+        ``(B, h, w)`` teacher map at the matching layer (SSWA: with channels left out).
+    dropped : torch.Tensor or None
+        Indices of the teacher channels SSWA left out in this batch.
+    """
+
+    logits: torch.Tensor
+    target: torch.Tensor
+    map: torch.Tensor
+    dropped: torch.Tensor | None = None
+
+
+def ewa_map(activations: torch.Tensor) -> torch.Tensor:
+    """Equally weighted map: the mean over channels of the squared activations, ``(B, h, w)``.
+
+    Examples
+    --------
+    >>> ewa_map(torch.tensor([[[[1.0]], [[3.0]]]]))
+    tensor([[[5.]]])
+    """
+    check_tensor(activations, "activations", ndim=4, floating=True)
+    return activations.pow(2).mean(1)
+
+
+def swa_map(
+    activations: torch.Tensor, gradients: torch.Tensor, *, keep: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Sensitivity-weighted map ``ReLU(sum_k alpha_k A_k)`` with ``alpha_k = sum_hw grad[k]``.
+
+    Parameters
+    ----------
+    activations, gradients : torch.Tensor
+        ``(B, K, h, w)`` feature map and the gradient of the target logit with respect to it.
+    keep : torch.Tensor, optional
+        ``(K,)`` 0/1 channel weights; channels with 0 are left out of the sum (SSWA).
+
+    Examples
+    --------
+    >>> a = torch.ones(1, 2, 1, 2)
+    >>> g = torch.tensor([[[[1.0, 1.0]], [[-0.5, -0.5]]]])
+    >>> swa_map(a, g)
+    tensor([[[1., 1.]]])
+    """
+    check_tensor(activations, "activations", ndim=4, floating=True)
+    check_tensor(gradients, "gradients", ndim=4, floating=True)
+    if activations.shape != gradients.shape:
+        raise ValidationError(
+            f"activations and gradients must have the same shape, got {tuple(activations.shape)} "
+            f"and {tuple(gradients.shape)}"
+        )
+    alpha = gradients.sum((2, 3))  # a sum over positions, as in the paper; the scale cancels later
+    if keep is not None:
+        alpha = alpha * keep.to(alpha)
+    return torch.relu(torch.einsum("bk,bkhw->bhw", alpha, activations))
+
+
+def matching_distance(student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
+    """Mean over batch and positions of ``(normalize(teacher) - normalize(student))**2``.
+
+    Each map is flattened and divided by its L2 norm (at least 1e-12).  For unit maps this is
+    ``(2 - 2 cos) / (h w)`` averaged over the batch.
+
+    Examples
+    --------
+    >>> a = torch.tensor([[[3.0, 4.0]]])
+    >>> float(matching_distance(a, 2 * a))
+    0.0
+    >>> float(matching_distance(torch.tensor([[[1.0, 0.0]]]), torch.tensor([[[0.0, 1.0]]])))
+    1.0
+    """
+    check_tensor(student_map, "student_map", ndim=3, floating=True)
+    check_tensor(teacher_map, "teacher_map", ndim=3, floating=True)
+    if student_map.shape != teacher_map.shape:
+        raise ValidationError(
+            f"student and teacher maps must have the same shape, got {tuple(student_map.shape)} and "
+            f"{tuple(teacher_map.shape)}; match layers of equal spatial size or use resize=True"
+        )
+    s = F.normalize(student_map.flatten(1), dim=1, eps=1e-12)
+    t = F.normalize(teacher_map.flatten(1), dim=1, eps=1e-12)
+    return (t - s).pow(2).mean()
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module whose layer names the user gave (DataParallel / DDP wrap models in ``.module``)."""
+    wrappers = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    return model.module if isinstance(model, wrappers) else model
+
+
+def _feature_map(output: object, layer: str) -> torch.Tensor:
+    if not isinstance(output, torch.Tensor) or output.dim() != 4:
+        got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise ValidationError(
+            f"matching layer {layer!r} must output a (batch, channels, height, width) tensor, got {got}; "
+            "choose a convolutional layer"
+        )
+    return output
+
+
+@contextlib.contextmanager
+def _capture(model: nn.Module, layer: str) -> Iterator[dict]:
+    """Record the output of ``layer`` (and its in-place version counter) during a forward pass.
+
+    The version counter lets us refuse a layer whose output the next layer overwrites in place
+    (e.g. a conv followed by ``ReLU(inplace=True)``): its recorded values would silently change.
+    """
+    store: dict = {}
+
+    def hook(_module, _inputs, output):
+        store["a"] = _feature_map(output, layer)
+        store["version"] = output._version
+
+    handle = get_layer(_unwrap(model), layer).register_forward_hook(hook)
+    try:
+        yield store
+    finally:
+        handle.remove()
+    if "a" not in store:
+        raise ValidationError(f"matching layer {layer!r} was not called in the forward pass")
+    if store["a"]._version != store["version"]:
+        raise ValidationError(
+            f"the output of matching layer {layer!r} is modified in place by the next layer; "
+            "match at that next layer (e.g. the ReLU after a conv) instead"
+        )
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` in eval mode and restore every sub-module's previous mode afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        yield
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
+def _teacher_head_graph(teacher: nn.Module, layer: str, images: torch.Tensor):
+    """Teacher forward that records autograd only *after* ``layer``.
+
+    The layers before the matching layer run under ``no_grad`` (as a plain teacher forward would)
+    and the layer's output is replaced by a detached leaf that requires grad, from which grad mode
+    is switched on for the rest of the forward.  So d(logit)/dA costs only a backward through the
+    head, and no gradient can reach the teacher's parameters.
+    """
+    store: dict[str, torch.Tensor] = {}
+
+    def hook(_module, _inputs, output):
+        leaf = _feature_map(output, layer).detach().requires_grad_(True)
+        store["a"] = leaf
+        torch.set_grad_enabled(True)  # undone when the enclosing no_grad block exits
+        return leaf
+
+    handle = get_layer(_unwrap(teacher), layer).register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            logits = teacher(images)
+    except RuntimeError as exc:
+        if "in-place" in str(exc) or "inplace" in str(exc):
+            raise ValidationError(
+                f"the output of matching layer {layer!r} is modified in place by the next layer; "
+                "match at that next layer (e.g. the ReLU after a conv) instead"
+            ) from exc
+        raise
+    finally:
+        handle.remove()
+    if "a" not in store:
+        raise ValidationError(f"matching layer {layer!r} was not called in the teacher's forward pass")
+    return logits, store["a"]
+
+
+def _check_target(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    check_tensor(target, "target", ndim=1)
+    if target.is_floating_point() or target.dtype == torch.bool:
+        raise ValidationError(f"target must hold integer class indices, got dtype {target.dtype}")
+    if target.shape[0] != logits.shape[0]:
+        raise ValidationError(f"target must have one class per image ({logits.shape[0]}), got {target.shape[0]}")
+    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= logits.shape[1]):
+        raise ValidationError(f"target classes must lie in [0, {logits.shape[1] - 1}]")
+    return target.to(logits.device).long()
+
+
+class AttributionMatchingLoss(nn.Module):
+    """Attribution-matching regularizer (EWA, SWA or SSWA) as a loss module.
+
+    Parameters
+    ----------
+    kind : {"ewa", "swa", "sswa"}
+        Which collapsed map is matched.
+    teacher_layer, student_layer : str, optional
+        Dotted names of the matching layers; default: each model's ``matching_layer`` (see
+        :func:`apkit.models.default_layer`).  The output must not be modified in place by the
+        next layer.
+    weight : float, optional
+        Strength lambda; default 100 for EWA, 50 for SWA and SSWA (the paper's supplement).
+    drop : float, optional
+        SSWA only: fraction of teacher channels left out per batch (``floor(K * drop)``
+        channels); default 0.3.
+    seed : int
+        Seed of the SSWA channel draws (one ``torch.Generator``; every process of a distributed
+        run must use the same seed and so draws the same channels).
+    resize : bool
+        If the maps differ in spatial size, resize the student's map (bilinear) to the teacher's
+        instead of raising.
+
+    Notes
+    -----
+    ``alpha`` is computed with ``autograd.grad`` of the summed target logits, which equals the
+    per-image gradient when the layers after the matching layer treat images independently (true
+    for the VGG and ResNet heads).  In train mode the student's dropout enters ``alpha``, as in
+    the paper's implementation.
+
+    Examples
+    --------
+    >>> from apkit import models
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> teacher = models.create("vgg_small", num_classes=3).eval()
+    >>> student = models.create("vgg_small", num_classes=3, width_divisor=2)
+    >>> reg = AttributionMatchingLoss("swa")
+    >>> x = torch.randn(2, 3, 64, 64)
+    >>> t = reg.teacher_pass(teacher, x)
+    >>> logits, student_map = reg.student_pass(student, x, t.target)
+    >>> loss = reg(student_map, t.map)
+    >>> loss.backward()
+    >>> student.features[0].weight.grad is not None, teacher.features[0].weight.grad is None
+    (True, True)
+    """
+
+    def __init__(
+        self,
+        kind: str = "swa",
+        *,
+        teacher_layer: str | None = None,
+        student_layer: str | None = None,
+        weight: float | None = None,
+        drop: float | None = None,
+        seed: int = 0,
+        resize: bool = False,
+    ):
+        super().__init__()
+        self.kind = check_choice(kind, "regularizer kind", KINDS)
+        for name, layer in (("teacher_layer", teacher_layer), ("student_layer", student_layer)):
+            if layer is not None and not isinstance(layer, str):
+                raise ValidationError(f"{name} must be a dotted module name such as 'features.43', got {layer!r}")
+        self.teacher_layer = teacher_layer
+        self.student_layer = student_layer
+        self.weight = DEFAULT_WEIGHTS[kind] if weight is None else check_float(weight, "weight", minimum=0.0)
+        if kind == "sswa":
+            self.drop = DEFAULT_DROP if drop is None else check_fraction(drop, "drop")
+        elif drop is not None:
+            raise ValidationError(f"drop applies only to kind='sswa', got drop={drop!r} with kind={kind!r}")
+        else:
+            self.drop = 0.0
+        self.seed = check_int(seed, "seed", minimum=0)
+        self.resize = bool(resize)
+        self._generator = torch.Generator().manual_seed(self.seed)
+
+    def extra_repr(self) -> str:
+        drop = f", drop={self.drop}" if self.kind == "sswa" else ""
+        return f"kind={self.kind!r}, weight={self.weight}{drop}"
+
+    @property
+    def needs_gradients(self) -> bool:
+        """SWA and SSWA maps need the gradient of the target logit; EWA maps do not."""
+        return self.kind != "ewa"
+
+    def reset_generator(self, seed: int | None = None) -> None:
+        """Restart the SSWA channel draws (from ``seed``, default the constructor's)."""
+        self._generator.manual_seed(self.seed if seed is None else check_int(seed, "seed", minimum=0))
+
+    def draw_dropped(self, channels: int) -> torch.Tensor:
+        """Draw the ``floor(channels * drop)`` teacher channels SSWA leaves out of this batch."""
+        count = math.floor(channels * self.drop + 1e-9)  # guard against 0.3 * 10 = 2.9999...
+        return torch.randperm(channels, generator=self._generator)[:count].sort().values
+
+    def teacher_pass(
+        self, teacher: nn.Module, images: torch.Tensor, *, target: torch.Tensor | None = None
+    ) -> TeacherPass:
+        """One teacher forward: logits, target class (default: top-1) and the detached teacher map."""
+        check_tensor(images, "images", ndim=4, floating=True)
+        layer = self.teacher_layer or default_layer(_unwrap(teacher), "matching")
+        with _eval_mode(teacher):
+            if self.kind == "ewa":
+                with torch.no_grad(), _capture(teacher, layer) as captured:
+                    logits = teacher(images)
+                activations = captured["a"]
+                chosen = logits.argmax(1) if target is None else _check_target(target, logits)
+                return TeacherPass(logits.detach(), chosen, ewa_map(activations).detach())
+            logits, activations = _teacher_head_graph(teacher, layer, images)
+            chosen = logits.argmax(1) if target is None else _check_target(target, logits)
+            (grads,) = torch.autograd.grad(logits.gather(1, chosen[:, None]).sum(), activations)
+        dropped, keep = None, None
+        if self.kind == "sswa":
+            channels = activations.shape[1]
+            dropped = self.draw_dropped(channels).to(activations.device)
+            keep = torch.ones(channels, device=activations.device, dtype=activations.dtype)
+            keep[dropped] = 0
+        teacher_map = swa_map(activations.detach(), grads, keep=keep)
+        return TeacherPass(logits.detach(), chosen, teacher_map.detach(), dropped)
+
+    def student_pass(
+        self, student: nn.Module, images: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Student forward: ``(logits, map)``, the map differentiable w.r.t. the student's weights.
+
+        For SWA/SSWA the map is built from ``autograd.grad(..., create_graph=True)``, so a loss on
+        it back-propagates through the channel weights too.  The logits are the ones to use for the
+        task or distillation loss: one student forward serves both.
+        """
+        check_tensor(images, "images", ndim=4, floating=True)
+        layer = self.student_layer or default_layer(_unwrap(student), "matching")
+        train_graph = torch.is_grad_enabled()
+        with torch.enable_grad() if self.needs_gradients else contextlib.nullcontext():
+            with _capture(student, layer) as captured:
+                logits = student(images)
+            activations = captured["a"]
+            if self.kind == "ewa":
+                return logits, ewa_map(activations)
+            target = _check_target(target, logits)
+            (grads,) = torch.autograd.grad(
+                logits.gather(1, target[:, None]).sum(), activations, create_graph=train_graph
+            )
+            student_map = swa_map(activations, grads)
+        return logits, student_map
+
+    def forward(self, student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
+        """``weight * matching_distance(student_map, teacher_map)`` (resizing first if allowed)."""
+        check_tensor(student_map, "student_map", ndim=3, floating=True)
+        check_tensor(teacher_map, "teacher_map", ndim=3, floating=True)
+        if student_map.shape[-2:] != teacher_map.shape[-2:]:
+            if not self.resize:
+                raise ValidationError(
+                    f"the student's map is {tuple(student_map.shape[-2:])} but the teacher's is "
+                    f"{tuple(teacher_map.shape[-2:])}; choose matching layers of the same spatial size "
+                    "or pass resize=True"
+                )
+            student_map = F.interpolate(
+                student_map[:, None], size=teacher_map.shape[-2:], mode="bilinear", align_corners=False
+            )[:, 0]
+        return self.weight * matching_distance(student_map, teacher_map.to(student_map.dtype))

@@ -1,0 +1,113 @@
+"""Figures: attribution maps side by side, and ROAR curves.  Matplotlib runs headless (Agg)."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from apkit._io import atomic_write
+from apkit._validation import check_tensor
+from apkit.errors import ValidationError
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure, path: str | os.PathLike) -> Path:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", dpi=110, bbox_inches="tight")
+    _pyplot().close(figure)
+    return atomic_write(path, lambda handle: handle.write(buffer.getvalue()), binary=True)
+
+
+def denormalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Undo ``Normalize(mean, std)`` on ``(N, 3, H, W)`` images and clip to [0, 1] for display."""
+    check_tensor(images, "images", ndim=4, floating=True)
+    mean_t = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    return (images * std_t + mean_t).clamp(0, 1)
+
+
+def plot_attribution_grid(
+    images: torch.Tensor,
+    maps: Mapping[str, torch.Tensor],
+    path: str | os.PathLike,
+    *,
+    row_titles: Sequence[str] | None = None,
+    alpha: float = 0.55,
+) -> Path:
+    """Save a grid: one row per image, the image and then each model's (or method's) map over it.
+
+    Parameters
+    ----------
+    images : Tensor (N, 3, H, W)
+        Display-ready images in [0, 1] (see :func:`denormalize`).
+    maps : mapping of column title -> Tensor (N, H, W)
+        Attribution maps at image resolution; each map is min-max scaled for display.
+    path : path-like
+        Where to write the figure (PNG, PDF, SVG by suffix).
+    row_titles : sequence of str, optional
+        A label per row (e.g. the class explained).
+    alpha : float
+        Opacity of the heat map over the image.
+    """
+    check_tensor(images, "images", ndim=4)
+    for title, values in maps.items():
+        check_tensor(values, f"maps[{title!r}]", ndim=3)
+        if values.shape[0] != images.shape[0] or values.shape[1:] != images.shape[2:]:
+            raise ValidationError(f"maps[{title!r}] must be {(images.shape[0], *images.shape[2:])}, "
+                                  f"got {tuple(values.shape)}")
+    plt = _pyplot()
+    rows, cols = images.shape[0], 1 + len(maps)
+    figure, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows), squeeze=False)
+    pictures = images.detach().permute(0, 2, 3, 1).cpu().numpy()
+    for r in range(rows):
+        axes[r, 0].imshow(pictures[r])
+        if row_titles is not None:
+            axes[r, 0].set_ylabel(row_titles[r], fontsize=7)
+        for c, (title, values) in enumerate(maps.items(), start=1):
+            heat = values[r].detach().float().cpu()
+            heat = (heat - heat.min()) / (heat.max() - heat.min()).clamp_min(1e-12)
+            axes[r, c].imshow(pictures[r])
+            axes[r, c].imshow(heat.numpy(), cmap="jet", alpha=alpha, vmin=0, vmax=1)
+            if r == 0:
+                axes[r, c].set_title(title, fontsize=7)
+        if r == 0:
+            axes[r, 0].set_title("image", fontsize=7)
+    for axis in axes.flat:
+        axis.set_xticks([])
+        axis.set_yticks([])
+    return _save(figure, path)
+
+
+def plot_roar_curves(
+    fractions: Sequence[float],
+    scores: Mapping[str, Sequence[float]],
+    path: str | os.PathLike,
+    *,
+    ylabel: str = "score of the retrained classifier",
+) -> Path:
+    """Save ROAR curves: the retrained classifier's score against the fraction of pixels removed."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(4.5, 3.2))
+    for name, values in scores.items():
+        if len(values) != len(fractions):
+            raise ValidationError(f"scores[{name!r}] must have one value per fraction ({len(fractions)}), "
+                                  f"got {len(values)}")
+        axis.plot(list(fractions), list(values), marker="o", linestyle="--" if name == "random" else "-",
+                  label=name)
+    axis.set_xlabel("fraction of pixels removed")
+    axis.set_ylabel(ylabel)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    return _save(figure, path)
