@@ -131,6 +131,56 @@ def _named_students(students: nn.Module | Sequence[nn.Module] | Mapping[str, nn.
     return named
 
 
+def audit_model(
+    model: nn.Module,
+    dataset,
+    *,
+    teacher: nn.Module | None = None,
+    methods: Sequence[str] = ("gradcam",),
+    protocol: str = "voc",
+    tolerances: Sequence[int] = (0,),
+    classification_set=None,
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Audit one model: its predictive metrics and, per method, its attribution scores.
+
+    Parameters are those of :func:`audit`; ``teacher=None`` skips the similarity columns and
+    ``tolerances`` lists the pointing-game tolerances (the first is reported as ``pointing``,
+    every other one ``t`` as ``pointing@t``).
+
+    Returns
+    -------
+    dict
+        ``{"predictive": {...}, "methods": {method: {auc, pointing, cos, l2, kept, skipped, ...}},
+        "pairs": {method: per-pair values}}``.
+    """
+    from apkit.metrics.protocol import localization_scores
+    from apkit.training import evaluate
+
+    scoring_set = dataset if classification_set is None else classification_set
+    result: dict[str, Any] = {
+        "predictive": evaluate(model, scoring_set, task=getattr(scoring_set, "task", None), device=device,
+                               batch_size=batch_size, progress=progress),
+        "methods": {},
+        "pairs": {},
+    }
+    for method in methods:
+        for i, tolerance in enumerate(tolerances):
+            scores = localization_scores(
+                model, dataset, method=method, teacher=teacher, protocol=protocol, tolerance=tolerance,
+                batch_size=batch_size, device=device, progress=progress,
+            )
+            summary = scores.summary()
+            if i == 0:
+                result["methods"][method] = {k: v for k, v in summary.items() if not isinstance(v, (list, dict))}
+                result["pairs"][method] = scores.pair_values()
+            else:
+                result["methods"][method][f"pointing@{tolerance}"] = summary["pointing"]
+    return result
+
+
 def audit(
     teacher: nn.Module,
     students: nn.Module | Sequence[nn.Module] | Mapping[str, nn.Module],
@@ -175,8 +225,6 @@ def audit(
     AuditReport
     """
     from apkit.attribution import METHODS
-    from apkit.metrics.protocol import localization_scores
-    from apkit.training import evaluate
 
     if not isinstance(teacher, nn.Module):
         raise ValidationError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
@@ -185,24 +233,18 @@ def audit(
         METHODS.get(method)
     check_choice(protocol, "protocol", ("voc", "imagenet"))
     device = resolve_device(device)
-    models = {TEACHER: teacher, **named}
     report = AuditReport(settings={
         "methods": list(methods), "protocol": protocol, "tolerance": tolerance, "batch_size": batch_size,
         "device": str(device), "students": list(named),
     })
-    scoring_set = dataset if classification_set is None else classification_set
-    for name, model in models.items():
-        report.predictive[name] = evaluate(
-            model, scoring_set, task=scoring_set.task, device=device, batch_size=batch_size, progress=progress
+    for name, model in {TEACHER: teacher, **named}.items():
+        result = audit_model(
+            model, dataset, teacher=None if name == TEACHER else teacher, methods=methods, protocol=protocol,
+            tolerances=(tolerance,), classification_set=classification_set, batch_size=batch_size, device=device,
+            progress=progress,
         )
-    for method in methods:
-        for name, model in models.items():
-            result = localization_scores(
-                model, dataset, method=method, teacher=None if name == TEACHER else teacher, protocol=protocol,
-                tolerance=tolerance, batch_size=batch_size, device=device, progress=progress,
-            )
-            summary = result.summary()
-            report.rows.append({"model": name, "method": method, **{c: summary.get(c) for c in ATTRIBUTION_COLUMNS},
-                                "kept": summary.get("kept"), "skipped": summary.get("skipped")})
-            report.pairs[(name, method)] = result.pair_values()
+        report.predictive[name] = result["predictive"]
+        for method in methods:
+            report.rows.append({"model": name, "method": method, **result["methods"][method]})
+            report.pairs[(name, method)] = result["pairs"][method]
     return report

@@ -12,7 +12,8 @@ class TinyImages(TensorDataset):
     """``(image, label, mask)`` items with ``classes``, ``num_classes``, ``task``, ``mean``, ``std``, ``image_size``.
 
     Class ``k`` brightens the ``k``-th horizontal band of the image a little under strong noise,
-    so a tiny CNN learns it in a few epochs without being perfect at once.  ``task="multiclass"`` gives one-hot labels (one class per image).
+    so a tiny CNN learns it in a few epochs without being perfect at once.  ``task="multiclass"``
+    gives one-hot labels (one class per image).
     """
 
     def __init__(self, n=48, *, num_classes=3, image_size=16, task="multilabel", seed=0):

@@ -126,3 +126,35 @@ def test_settings_profiles_and_bad_inputs(data, teacher):
         default_settings("kd", "imagenet")
     with pytest.raises(ValidationError, match="teacher must be"):
         compress("teacher.pt", "kd", train_set=train)
+
+
+def test_cli_compress_writes_model_and_record_and_resumes(tmp_path, monkeypatch, capsys, teacher):
+    import apkit.data
+    from apkit.cli import main
+
+    requested = []
+
+    def fake_from_spec(spec, *, split, **options):  # tiny data instead of rendering the synthetic set
+        requested.append((spec, split, options))
+        return TinyImages(32 if split == "train" else 16, seed=0 if split == "train" else 1)
+
+    monkeypatch.setattr(apkit.data, "from_spec", fake_from_spec, raising=False)
+    models.save_checkpoint(teacher, tmp_path / "teacher.pt")
+    args = ["compress", "--teacher", str(tmp_path / "teacher.pt"), "--method", "structured", "--reg", "swa",
+            "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "16", "--pruning-ratio", "0.5",
+            "--reg-weight", "10", "--set", "importance=group_l1", "--device", "cpu", "--quiet"]
+    main(args)
+    out = capsys.readouterr().out
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert record["settings"]["pruning_ratio"] == 0.5 and record["settings"]["reg_weight"] == 10.0
+    assert record["settings"]["importance"] == "group_l1" and record["settings"]["epochs"] == 1
+    assert f"{record['params']:,} parameters" in out and "model.pt" in out
+    assert requested[0] == ("synthetic", "train", {"image_size": 16})
+    loaded = models.load_checkpoint(tmp_path / "run" / "model.pt")
+    assert models.count_parameters(loaded) == record["params"]
+    main(args + ["--resume"])
+    assert json.loads((tmp_path / "run" / "record.json").read_text()) == record
+    with pytest.raises(SystemExit) as exit_info:
+        main(args + ["--set", "amount=0.5"])
+    assert exit_info.value.code == 1
+    assert "do not apply to method 'structured'" in capsys.readouterr().err

@@ -42,8 +42,6 @@ for _short, _name in SHORT_NAMES.items():
 for _name in captum_names():
     METHODS.register(f"captum:{_name}", captum_method(_name), help=f"Captum's {_name}")
 
-DEFAULT_BATCH_SIZE = 64
-
 
 def explain(
     model: nn.Module,
@@ -52,7 +50,7 @@ def explain(
     method: str = "gradcam",
     layer: str | None = None,
     *,
-    batch_size: int | None = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     **options,
 ) -> torch.Tensor:
     """Attribution maps at input resolution, one per (image, class) pair.
@@ -71,7 +69,8 @@ def explain(
     layer : str, optional
         Dotted module name for layer methods (default: the model's attribution layer).
     batch_size : int, optional
-        At most this many pairs per pass (bounds memory); ``None`` for all at once.
+        At most this many pairs per pass (bounds memory); by default 64, or 16 for LRP and RAP
+        whose relevance is input-sized for every pair.
     **options
         Method options, e.g. ``reduce="sum"`` (Grad-CAM), ``contrastive=True`` (EB),
         ``bounds=(low, high)`` (LRP, RAP), ``n_steps=...`` (Captum's IntegratedGradients).
@@ -87,7 +86,7 @@ def explain(
 
 
 __all__ = [
-    "DEFAULT_BATCH_SIZE", "LRP", "METHODS", "POLICIES", "RAP", "CaptumMethod", "ExcitationBackprop", "GradCAM",
+    "LRP", "METHODS", "POLICIES", "RAP", "CaptumMethod", "ExcitationBackprop", "GradCAM",
     "Method", "as_pairs", "captum_method", "captum_names", "evaluation_mode", "explain", "grad_cam",
     "grad_cam_from", "target_pairs",
 ]

@@ -67,9 +67,12 @@ SUPPORTED = (
 
 def safe_div(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
     """``numerator / denominator`` where the denominator is non-zero, 0 where it is zero."""
-    nonzero = denominator != 0
-    return torch.where(nonzero, numerator / torch.where(nonzero, denominator, torch.ones_like(denominator)),
-                       torch.zeros_like(numerator))
+    return torch.where(denominator != 0, numerator / denominator, 0.0)
+
+
+def safe_inverse(denominator: torch.Tensor) -> torch.Tensor:
+    """``1 / denominator`` where it is non-zero, else 0 (per image, then gathered for the pairs)."""
+    return safe_div(torch.ones_like(denominator), denominator)
 
 
 def per_sample_sum(tensor: torch.Tensor) -> torch.Tensor:
@@ -109,9 +112,13 @@ class LinearLayer:
 
     def transpose(self, s: torch.Tensor, weight: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         m = self.module
-        if isinstance(m, nn.Conv2d):
-            return torch.nn.grad.conv2d_input(shape, weight, s, m.stride, m.padding, m.dilation, m.groups)
-        return s @ weight
+        if not isinstance(m, nn.Conv2d):
+            return s @ weight
+        if isinstance(m.padding, str):  # "same"/"valid": let autograd work out the transpose
+            with torch.enable_grad():
+                x = torch.zeros(shape, dtype=s.dtype, device=s.device, requires_grad=True)
+                return torch.autograd.grad(self.forward(x, weight), x, s)[0]
+        return torch.nn.grad.conv2d_input(shape, weight, s, m.stride, m.padding, m.dilation, m.groups)
 
     def bias_of(self, relevance: torch.Tensor) -> torch.Tensor:
         """Per-pair sum of the bias over the output units, weighted by ``relevance``: (m, 1, ...)."""
@@ -193,6 +200,7 @@ class Plan:
             self.stop = calls[-1]  # a module called several times: its last call, as forward hooks see it
         self.kind = {node: self._classify(node) for node in self.nodes}
         self.layers = self._linear_layers()
+        self.shapes: dict[fx.Node, torch.Size] = {}  # filled by forward()
 
     # -- classification --------------------------------------------------------------------------
     def _classify(self, node: fx.Node) -> str:
@@ -244,7 +252,7 @@ class Plan:
         # "clear": no weighted layer lies between the node and the output.
         clear: dict[fx.Node, bool] = {}
         for node in reversed(self.nodes):
-            users = [u for u in node.users]
+            users = list(node.users)
             clear[node] = node is self.output or (
                 bool(users) and all(u.op == "output" or (clear.get(u, False) and self.kind[u] != "linear")
                                     for u in users)
@@ -266,14 +274,37 @@ class Plan:
         return LinearLayer(layer.name, layer.module, weight, (bias - bn.running_mean) * scale + shift, False, False)
 
     # -- forward -------------------------------------------------------------------------------
+    def _needed(self) -> set[fx.Node]:
+        """Nodes whose values the backward walk reads (the others are dropped after their last use)."""
+        needed = {self.output, *self.sources.values()}
+        for node in self.nodes:
+            if self.kind[node] in ("gradient", "norm"):
+                needed.update(node.all_input_nodes)
+            elif self.kind[node] == "add":
+                needed.update(node.all_input_nodes)
+                needed.add(node)
+        return needed
+
     def forward(self, inputs: torch.Tensor) -> dict[fx.Node, object]:
-        """Values of every node for ``inputs`` (no autograd graph is kept)."""
+        """Values of the nodes the backward walk needs, for ``inputs`` (no autograd graph is kept).
+
+        Every tensor's shape is recorded in ``self.shapes``; values no rule reads are freed as soon
+        as their last user has run, which keeps memory near that of the needed activations.
+        """
+        needed = self._needed()
+        last_use = {node: index for index, user in enumerate(self.nodes) for node in user.all_input_nodes}
         env: dict[fx.Node, object] = {}
+        self.shapes = {}
         with torch.no_grad():
-            for node in self.nodes:
+            for index, node in enumerate(self.nodes):
                 if node.op == "output":
                     break
-                env[node] = self._evaluate(node, env, inputs)
+                value = env[node] = self._evaluate(node, env, inputs)
+                if isinstance(value, torch.Tensor):
+                    self.shapes[node] = value.shape
+                for source in node.all_input_nodes:
+                    if last_use[source] == index and source not in needed and isinstance(env[source], torch.Tensor):
+                        del env[source]
         logits = env[self.output]
         if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
             raise ValidationError("the model must return logits of shape (N, num_classes)")
@@ -324,7 +355,7 @@ class Plan:
                 return r
             for source, r_in in self._propagate(node, env, images, r, rules):
                 relevance[source] = relevance[source] + r_in if source in relevance else r_in
-        shape = tuple(env[target].shape[1:])
+        shape = tuple(self.shapes[target][1:])
         return torch.zeros(len(pairs), *shape, dtype=env[self.output].dtype, device=env[self.output].device)
 
     def _propagate(self, node: fx.Node, env: dict, images: torch.Tensor, r: torch.Tensor, rules: Rules):
@@ -333,7 +364,7 @@ class Plan:
         if kind == "identity":
             return [(first, r)]
         if kind == "reshape":
-            return [(first, r.reshape(len(r), *env[first].shape[1:]))]
+            return [(first, r.reshape(len(r), *self.shapes[first][1:]))]
         if kind == "linear":
             source = self.sources[node]
             return [(source, rules.linear(self.layers[node], env[source], images, r))]
@@ -347,7 +378,8 @@ class Plan:
             return [(first, grad if kind == "gradient" else x.detach() * grad)]
         if kind == "add":
             terms = [a for a in node.args if isinstance(a, fx.Node) and isinstance(env[a], torch.Tensor)]
-            if len(terms) != len(node.args) or node.kwargs or any(env[a].shape != env[node].shape for a in terms):
+            shapes_differ = any(self.shapes[a] != self.shapes[node] for a in terms)
+            if len(terms) != len(node.args) or node.kwargs or shapes_differ:
                 raise ValidationError(
                     f"relevance rules support the sum of equally shaped tensors only, not {node.format_node()}"
                 )
@@ -358,7 +390,7 @@ class Plan:
             dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
             if dim == 0:
                 raise ValidationError("torch.cat along the batch dimension is not supported by relevance rules")
-            sizes = [env[t].shape[dim] for t in tensors]
+            sizes = [self.shapes[t][dim] for t in tensors]
             return list(zip(tensors, torch.split(r, sizes, dim=dim)))
         raise ValidationError(
             f"relevance rules do not support {node.format_node()} ({self._describe(node)}); supported: {SUPPORTED}"
@@ -366,7 +398,9 @@ class Plan:
 
     def _describe(self, node: fx.Node) -> str:
         if node.op == "call_module":
-            return type(self.modules[node.target]).__name__
+            module = self.modules[node.target]
+            extra = f" with padding_mode={module.padding_mode!r}" if isinstance(module, nn.Conv2d) else ""
+            return type(module).__name__ + extra
         return str(node.target)
 
 

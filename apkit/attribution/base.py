@@ -31,7 +31,7 @@ def check_inputs(inputs: object) -> torch.Tensor:
 
 
 def check_batch_size(batch_size: object) -> int | None:
-    """``None`` (everything in one call) or a positive integer."""
+    """``None`` (the caller's default) or a positive integer."""
     return None if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
 
 
@@ -76,6 +76,23 @@ def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = training
 
 
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Switch off ``requires_grad`` of every parameter inside the block; restore each flag afterwards.
+
+    An attribution that needs gradients only with respect to activations then records no graph
+    for the layers below them, which saves the memory of all their activations.
+    """
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 def chunks(pairs: torch.Tensor, batch_size: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Split (image, class) pairs into chunks of at most ``batch_size`` pairs, grouped by image.
 
@@ -118,10 +135,14 @@ class Method(abc.ABC):
     """
 
     name = "method"
-    is_layer_method = False
+    is_layer_method = False  # needs a layer (defaults to the model's attribution layer)
+    accepts_layer = True  # input methods may still stop at a layer
+    default_batch_size = 64  # pairs per pass when the caller gives none
 
     def __init__(self, model: nn.Module, layer: str | None = None):
         self.model = check_model(model)
+        if layer is not None and not self.accepts_layer:
+            raise ValidationError(f"{self.name} attributes to the input and takes no layer; pass layer=None")
         if layer is None and self.is_layer_method:
             layer = default_layer(model, "attribution")
         if layer is not None:
@@ -141,7 +162,8 @@ class Method(abc.ABC):
         target : int, LongTensor (N,) or LongTensor (M, 2)
             One class for every image, one class per image, or (image_index, class_index) pairs.
         batch_size : int, optional
-            At most this many pairs per forward/backward pass (bounds memory).
+            At most this many pairs per forward/backward pass (bounds memory); default
+            ``default_batch_size`` of the method.
 
         Returns
         -------
@@ -179,7 +201,7 @@ class Method(abc.ABC):
                 f"its options are: {', '.join(accepted) or 'none'} (and batch_size)"
             )
         inputs = check_inputs(inputs)
-        batch_size = check_batch_size(batch_size)
+        batch_size = self.default_batch_size if batch_size is None else check_batch_size(batch_size)
         pairs = as_pairs(target, inputs.shape[0], device=inputs.device)
         if len(pairs) == 0:
             raise ValidationError("target selects no (image, class) pair; pass at least one")

@@ -52,7 +52,9 @@ class CaptumMethod(Method):
         if self.is_layer_method:
             arguments.append(get_layer(self.model, self.layer))
         method = self.captum_class(*arguments)
-        attributions = method.attribute(inputs[pairs[:, 0]], target=pairs[:, 1].tolist(), **options)
+        # A gradient-ready copy of the rows (Captum warns when it has to switch gradients on itself).
+        rows = inputs[pairs[:, 0]].detach().requires_grad_()
+        attributions = method.attribute(rows, target=pairs[:, 1].tolist(), **options)
         if isinstance(attributions, tuple):
             attributions = attributions[0]
         return attributions.detach(), logits[pairs[:, 0], pairs[:, 1]]
@@ -86,6 +88,7 @@ def captum_method(name: str) -> type[CaptumMethod]:
             "captum_class": cls,
             "name": f"captum:{name}",
             "is_layer_method": takes_layer,
+            "accepts_layer": takes_layer,
             "__doc__": f"Captum's {name} through apkit's adapter. {doc[0] if doc else ''}".strip(),
         },
     )
@@ -96,7 +99,7 @@ def captum_names() -> list[str]:
     names = []
     for name in sorted(captum.attr.__all__):
         cls = getattr(captum.attr, name)
-        if not inspect.isclass(cls) or name in _ABSTRACT or name.startswith("LLM") or "LLM" in name:
+        if not inspect.isclass(cls) or name in _ABSTRACT or "LLM" in name:
             continue
         if not issubclass(cls, (GradientAttribution, PerturbationAttribution, LayerAttribution)):
             continue

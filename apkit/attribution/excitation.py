@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from apkit.attribution import postprocess
-from apkit.attribution._graph import RuleMethod, Rules, safe_div
+from apkit.attribution._graph import RuleMethod, Rules, safe_inverse
 
 
 class ExcitationRules(Rules):
@@ -43,7 +43,7 @@ class ExcitationRules(Rules):
     @staticmethod
     def _excite(layer, x, images, relevance, positive_weight, shape):
         z = layer.forward(x, positive_weight).clamp(min=0)  # units that are not excited pass nothing
-        return x[images] * layer.transpose(safe_div(relevance, z[images]), positive_weight, shape)
+        return x[images] * layer.transpose(relevance * safe_inverse(z)[images], positive_weight, shape)
 
 
 class ExcitationBackprop(RuleMethod):

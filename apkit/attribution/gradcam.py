@@ -31,6 +31,7 @@ from apkit.attribution.base import (
     check_inputs,
     check_model,
     chunks,
+    frozen,
     gather_chunks,
 )
 from apkit.attribution.targets import as_pairs
@@ -243,8 +244,9 @@ class GradCAM(Method):
 
     def _attribute(self, inputs, pairs, *, reduce: str = "mean", relu_attributions: bool = True):
         check_choice(reduce, "reduce", REDUCTIONS)
-        with torch.enable_grad(), layer_output(self.model, self.layer) as store:
-            logits = self.model(inputs)
+        # Only d logit / d layer is needed: no graph below the layer (see layer_output).
+        with torch.enable_grad(), frozen(self.model), layer_output(self.model, self.layer) as store:
+            logits = self.model(inputs.detach())
         if "output" not in store:
             raise ValidationError(f"layer {self.layer!r} was not called in the model's forward pass")
         maps = grad_cam_from(store["output"], logits, pairs, reduce=reduce, relu=relu_attributions)

@@ -30,7 +30,7 @@ import torch
 
 from apkit._validation import check_choice
 from apkit.attribution import postprocess
-from apkit.attribution._graph import LinearLayer, RuleMethod, Rules, safe_div
+from apkit.attribution._graph import LinearLayer, RuleMethod, Rules, safe_inverse
 from apkit.errors import ValidationError
 
 FIRST_LAYER_RULES = ("zbox", "same")
@@ -60,7 +60,7 @@ def zbox(layer: LinearLayer, x: torch.Tensor, images: torch.Tensor, relevance: t
     w = layer.weight
     wp, wn = w.clamp(min=0), w.clamp(max=0)
     z = layer.forward(x, w) - layer.forward(low, wp) - layer.forward(high, wn)
-    s = safe_div(relevance, z[images])
+    s = relevance * safe_inverse(z)[images]
     shape = (len(images), *x.shape[1:])
     return (x[images] * layer.transpose(s, w, shape) - low[images] * layer.transpose(s, wp, shape)
             - high[images] * layer.transpose(s, wn, shape))
@@ -75,7 +75,7 @@ class LRPRules(Rules):
 
     def start(self, logits, pairs):
         relevance = torch.zeros(len(pairs), logits.shape[1], dtype=logits.dtype, device=logits.device)
-        relevance[torch.arange(len(pairs)), pairs[:, 1]] = logits[pairs[:, 0], pairs[:, 1]]
+        relevance[torch.arange(len(pairs), device=logits.device), pairs[:, 1]] = logits[pairs[:, 0], pairs[:, 1]]
         return relevance
 
     def linear(self, layer, x, images, relevance):
@@ -90,10 +90,10 @@ class LRPRules(Rules):
         if negative:
             xn = x.clamp(max=0)
             z = z + layer.forward(xn, wn)
-        s = safe_div(relevance, z[images])
-        out = xp[images] * layer.transpose(s, wp, shape)
+        s = relevance * safe_inverse(z)[images]
+        out = layer.transpose(s, wp, shape).mul_(xp[images])  # in place: pair-sized tensors are the big ones
         if negative:
-            out = out + xn[images] * layer.transpose(s, wn, shape)
+            out += layer.transpose(s, wn, shape).mul_(xn[images])
         return out
 
 
@@ -115,6 +115,7 @@ class LRP(RuleMethod):
     """
 
     name = "lrp"
+    default_batch_size = 16  # relevance of every pair is input-sized
 
     def _rules(self, *, bounds=None, first_layer: str = "zbox") -> Rules:
         return LRPRules(bounds=bounds, first_layer=first_layer)

@@ -40,7 +40,7 @@ from __future__ import annotations
 import torch
 
 from apkit.attribution import postprocess
-from apkit.attribution._graph import LinearLayer, RuleMethod, Rules, per_sample_sum, safe_div
+from apkit.attribution._graph import LinearLayer, RuleMethod, Rules, per_sample_sum, safe_div, safe_inverse
 from apkit.attribution.lrp import zbox
 
 
@@ -52,9 +52,10 @@ def shift(contributions: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
     >>> shift(torch.tensor([[3.0, 1.0, 0.0]]), torch.tensor([[2.0]])).tolist()
     [[2.0, 0.0, 0.0]]
     """
-    nonzero = (contributions != 0).to(contributions.dtype)
+    nonzero = contributions != 0
+    count = nonzero.flatten(1).sum(1).view(-1, *([1] * (contributions.dim() - 1))).to(contributions.dtype)
     excess = per_sample_sum(contributions) - per_sample_sum(relevance)
-    return contributions - safe_div(excess, per_sample_sum(nonzero)) * nonzero
+    return contributions - safe_div(excess, count) * nonzero
 
 
 class RAPRules(Rules):
@@ -97,15 +98,18 @@ class RAPRules(Rules):
     def _branch(layer: LinearLayer, u, images, relevance):
         """Step (b)1-5 for one non-negative input branch ``u`` (x+ or |x-|)."""
         wp, wn = layer.weight.clamp(min=0), -layer.weight.clamp(max=0)  # w+ and |w-|
-        za1, za2 = layer.forward(u, wp)[images], layer.forward(u, wn)[images]
-        r_pos, r_neg = relevance.clamp(min=0), relevance.clamp(max=0)
-        both = safe_div(relevance, za1 + za2)  # b R+/(Za1+Za2) + b R-/(Za1+Za2)
+        za1, za2 = layer.forward(u, wp), layer.forward(u, wn)
+        s_b = relevance * safe_inverse(za1 + za2)[images]  # b R+/(Za1+Za2) + b R-/(Za1+Za2)
         if isinstance(layer.module, torch.nn.Conv2d):
-            s_a, s_b = safe_div(r_pos, za1), both + safe_div(r_neg, za2)
+            s_a = relevance.clamp(min=0).mul_(safe_inverse(za1)[images])
+            s_b += relevance.clamp(max=0).mul_(safe_inverse(za2)[images])
         else:
-            s_a, s_b = safe_div(relevance, za1), both
+            s_a = relevance * safe_inverse(za1)[images]
         shape = (len(images), *u.shape[1:])
-        return u[images] * (layer.transpose(s_a, wp, shape) + layer.transpose(s_b, wn, shape))
+        out = layer.transpose(s_a, wp, shape)
+        del s_a  # pair-sized tensors are the big ones: keep as few alive as possible
+        out += layer.transpose(s_b, wn, shape)
+        return out.mul_(u[images])
 
     def add(self, terms, total, relevance):
         # Relevance here has both signs; splitting by |x_k| keeps each share bounded and its sign.
@@ -130,6 +134,7 @@ class RAP(RuleMethod):
     """
 
     name = "rap"
+    default_batch_size = 16  # relevance of every pair is input-sized
 
     def _rules(self, *, bounds=None) -> Rules:
         return RAPRules(bounds=bounds)

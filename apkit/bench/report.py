@@ -36,6 +36,7 @@ def collect_results(run: BenchRun, *, wall_seconds: float) -> dict[str, Any]:
         "seed": settings["seed"],
         "wall_seconds": round(wall_seconds, 1),
         "timings": {name: stage.get("seconds") for name, stage in run.stages.items()},
+        "compute_seconds": round(sum(stage.get("seconds", 0.0) for stage in run.stages.values()), 1),
         "models": models,
         "evaluation": {key: run.stages[f"eval-{key}"] for key in models},
         "roar": run.stages.get("roar"),
@@ -87,7 +88,8 @@ def render_tables(results: dict[str, Any]) -> str:
     lines = [
         f"# apkit bench — profile `{results['profile']}`",
         "",
-        f"Device {results['device']}, wall time {results['wall_seconds']:.0f} s, seed {results['seed']}. "
+        f"Device {results['device']}, compute time {results['compute_seconds']:.0f} s over all stages "
+        f"(this invocation: {results['wall_seconds']:.0f} s), seed {results['seed']}. "
         f"Attribution metrics use {METHOD_TITLES.get(primary, primary)} unless a table says otherwise; AUC, "
         "Point Acc, mAP and F1 in %. Cos and ℓ2 compare each model's maps with the teacher's on the same "
         "(image, class) pairs." + (" Published numbers in parentheses." if settings.get("paper") else ""),
@@ -100,7 +102,7 @@ def render_tables(results: dict[str, Any]) -> str:
     for compression in settings["compressions"]:
         lines += [f"### {COMPRESSION_TITLES.get(compression, compression)}", "",
                   f"| Method | Params (non-zero) |{pred_heads} AUC | Point Acc |{tol_heads} Cos | ℓ2 |",
-                  "|---" * (7 + len(tolerances) + (1 if predictive == "top1" else 3)) + "|"]
+                  "|---" * (6 + len(tolerances) + (1 if predictive == "top1" else 3)) + "|"]
         rows = [("Full network", settings["compressions"][compression].get("teacher", "teacher"))]
         rows += [(VARIANT_TITLES.get(r, r), f"{compression}-{r}") for r in settings["regularizers"]]
         for title, key in rows:

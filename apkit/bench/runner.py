@@ -50,6 +50,7 @@ class BenchRun:
             result = compute()
             result["seconds"] = round(time.perf_counter() - started, 2)
             atomic_write_json(path, result)
+            result = read_json(path)  # a fresh and a resumed run see the same (JSON) values
             self.log(f"[done {result['seconds']:.0f}s] {key}: {summary(result)}")
         self.stages[key] = result
         return result
@@ -135,7 +136,7 @@ def run_bench(
             bar.update()
     results = report.collect_results(run, wall_seconds=time.perf_counter() - started)
     report.write_outputs(run, results)
-    return results
+    return read_json(run.out / "results.json")
 
 
 def _check_same_settings(run: BenchRun) -> None:
@@ -189,10 +190,14 @@ def _platform() -> dict[str, Any]:
     }
 
 
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _describe(result: dict[str, Any]) -> str:
     params = result.get("nonzero_params")
     val = result.get("val", {})
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in val.items() if isinstance(v, float))
+    shown = ", ".join(f"{k} {_fmt(v)}" for k, v in val.items() if isinstance(v, float))
     return f"{params / 1e6:.3f}M non-zero params; val {shown}" if params else f"val {shown}"
 
 
@@ -257,7 +262,7 @@ def _evaluation_stage(run: BenchRun, key: str) -> None:
         return result
 
     def summary(result: dict[str, Any]) -> str:
-        return "; ".join(f"{m} AUC {s['auc']:.3f} point {s['pointing']:.3f}" for m, s in result["methods"].items())
+        return "; ".join(f"{m} AUC {_fmt(s['auc'])} point {_fmt(s['pointing'])}" for m, s in result["methods"].items())
 
     run.stage(f"eval-{key}", compute, summary)
 
@@ -275,9 +280,9 @@ def _roar_stage(run: BenchRun) -> None:
             train_settings=spec["train"], train_size=spec["train_size"], test_size=spec["test_size"],
             cache_dir=run.out / "roar-cache", device=run.device, seed=run.settings["seed"], progress=run.progress,
         )
-        return result
+        return result.to_dict()
 
     def summary(result: dict[str, Any]) -> str:
-        return "; ".join(f"{s}: {', '.join(f'{v:.3f}' for v in vals)}" for s, vals in result["scores"].items())
+        return "; ".join(f"{s}: {', '.join(_fmt(v) for v in vals)}" for s, vals in result["scores"].items())
 
     run.stage("roar", compute, summary)

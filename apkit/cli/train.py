@@ -29,8 +29,9 @@ class _TrainCommand(click.Command):
 
 
 @cli.command("train", cls=_TrainCommand)
-@click.option("--model", default="vgg_small", show_default=True,
-              help="Architecture (see `apkit list`); VGG input sizes follow the data.")
+@click.option("--model", default=None,
+              help="Architecture (see `apkit list`); VGG input sizes follow the data "
+                   "[default: vgg_small for the synthetic data, else vgg16_bn].")
 @click.option("--data", "data_spec", default="synthetic", show_default=True,
               help="synthetic | voc:ROOT | imagenet-seg:ROOT")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
@@ -65,8 +66,9 @@ def train_command(model, data_spec, out_dir, recipe, epochs, batch_size, lr, mom
     """Train a classifier (the teacher of later compressions) and keep its best validation epoch.
 
     With no options but --out it trains vgg_small on the embedded synthetic data in about two
-    minutes on a laptop CPU.  For the paper's setting use --model vgg16_bn --data voc:ROOT
-    (the 'teacher' recipe: 60 epochs, lr 0.1, x0.1 at 10/30/40).
+    minutes on a laptop CPU.  --data voc:ROOT trains the paper's VGG16-BN with the 'teacher'
+    recipe (60 epochs, lr 0.1, x0.1 at 10/30/40; the paper started from ImageNet weights, so
+    from scratch consider --recipe teacher-supp).
 
     Writes --out/model.pt (load it with apkit.models.load_checkpoint; it records the dataset,
     metrics and settings) and --out/metrics.json, and prints the validation metrics.

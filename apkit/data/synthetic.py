@@ -46,7 +46,12 @@ _BLOCK = 64  # images per vectorised render at 64x64 (fewer at larger sizes): in
 
 # Rendering parameters, as fractions of the image side unless noted.
 _RADIUS = (0.11, 0.21)  # object radius
-_MIN_CONTRAST = 0.35  # least RGB distance between an object's colour and the background's base colour
+_MAX_ROTATION = math.radians(25)  # objects are rotated by up to this angle either way
+_MIN_CONTRAST = 0.35
+_POLARITY = False
+_OUTLINE = 0
+_OUTLINE_COLOUR = (0.05, 0.05, 0.05)
+_BG_RANGE = (0.1, 0.9)  # least RGB distance between an object's colour and the background's base colour
 _NOISE_STD = 0.05  # per-pixel sensor noise, in intensity units
 
 
@@ -98,7 +103,7 @@ def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
 def _sample_image(rng: np.random.Generator, size: int) -> dict[str, np.ndarray]:
     """Draw every random quantity of one image (fixed-size arrays; unused slots are inactive)."""
     p: dict[str, np.ndarray] = {}
-    base = rng.uniform(0.1, 0.9, 3)
+    base = rng.uniform(_BG_RANGE[0], _BG_RANGE[1], 3)
     p["bg_base"] = base
     angle = rng.uniform(0, 2 * math.pi)
     p["bg_dir"] = np.array([math.cos(angle), math.sin(angle)])
@@ -138,11 +143,14 @@ def _sample_image(rng: np.random.Generator, size: int) -> dict[str, np.ndarray]:
             choice = ok[0] if ok.size else int(ratio.argmax())
         else:
             choice = 0
-        theta = rng.uniform(0, 2 * math.pi)
+        theta = rng.uniform(-_MAX_ROTATION, _MAX_ROTATION)
         # Colours are uniform over the RGB cube, independent of the class, but kept visibly apart from
         # the background: the first of 16 candidates far enough from the base colour (else the farthest).
         colours = rng.uniform(0, 1, (16, 3))
-        distance = np.linalg.norm(colours - base, axis=1)
+        if _POLARITY:
+            distance = (colours - base) @ np.array([0.299, 0.587, 0.114])
+        else:
+            distance = np.linalg.norm(colours - base, axis=1)
         far = np.flatnonzero(distance >= _MIN_CONTRAST)
         colour = colours[far[0] if far.size else int(distance.argmax())]
         objects[k, 2:4] = candidates[choice]
@@ -207,6 +215,11 @@ def _render(params: list[dict[str, np.ndarray]], size: int) -> tuple[torch.Tenso
             inside[rows] = _inside(kind, u, v)
         mask = torch.where(inside, (classes + 1).to(torch.uint8)[:, None, None], mask)
         image = torch.where(inside[:, None], obj[:, 7:, None, None], image)
+        if _OUTLINE:
+            k = 2 * _OUTLINE + 1
+            interior = ~F.max_pool2d((~inside)[:, None].float(), k, 1, _OUTLINE, )[:, 0].bool()
+            border = inside & ~interior
+            image = torch.where(border[:, None], torch.tensor(_OUTLINE_COLOUR).view(1, 3, 1, 1), image)
 
     image = image + torch.from_numpy(np.stack([p["noise"] for p in params]))
     image = (image.clamp(0, 1) * 255).round().to(torch.uint8)

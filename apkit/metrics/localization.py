@@ -32,8 +32,9 @@ __all__ = [
 ]
 
 # Maps are processed in chunks of about this many pixels, which bounds the working memory (about
-# 60 bytes per pixel for the AUC) and keeps a chunk's work close to the cache.
-_CHUNK_PIXELS = 1 << 18
+# 60 bytes per pixel for the AUC); on the CPU small chunks stay close to the cache.
+_CHUNK_PIXELS = {"cpu": 1 << 18}
+_CHUNK_PIXELS_DEFAULT = 1 << 24
 
 
 # --------------------------------------------------------------------------------------------
@@ -67,21 +68,21 @@ def _check_maps(maps: object, name: str = "maps") -> torch.Tensor:
     return maps
 
 
-def _finite_extrema(rows: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row minimum and maximum ``(R, 1)``; non-finite rows raise (NaN and inf propagate here)."""
-    low, high = rows.amin(dim=1, keepdim=True), rows.amax(dim=1, keepdim=True)  # faster than aminmax
-    bad = ~(torch.isfinite(low) & torch.isfinite(high)).squeeze(1)
+def _check_finite_rows(rows: torch.Tensor, name: str, offset: int = 0) -> None:
+    """Raise if a row holds NaN or inf (both propagate to the row's minimum or maximum)."""
+    low, high = rows.amin(dim=1), rows.amax(dim=1)  # cheaper than isfinite(rows).all()
+    bad = ~(torch.isfinite(low) & torch.isfinite(high))
     if bool(bad.any()):
-        where = bad.nonzero().squeeze(1)[:5].tolist()
+        where = (bad.nonzero().squeeze(1)[:5] + offset).tolist()
         raise ValidationError(
-            f"{name} must be free of NaN and infinite values, got non-finite entries in map(s) {where} "
-            "(counting within the chunk); drop those maps first (the localization protocol skips them)"
+            f"{name} must be free of NaN and infinite values, got non-finite entries in map(s) {where}; "
+            "drop those maps first (the localization protocol skips them)"
         )
-    return low, high
 
 
-def _chunk_rows(count: int, pixels: int) -> int:
-    return max(1, min(count, _CHUNK_PIXELS // pixels))
+def _chunk_rows(count: int, pixels: int, device: torch.device) -> int:
+    budget = _CHUNK_PIXELS.get(device.type, _CHUNK_PIXELS_DEFAULT)
+    return max(1, min(count, budget // pixels))
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,9 +113,9 @@ def roc_auc(maps: torch.Tensor, masks: torch.Tensor, *, ignore: torch.Tensor | N
 
     Notes
     -----
-    Each row of pixels is sorted once (all maps of a chunk in one call); a tie group is a run of
-    equal values in sorted order, found with cumulative maxima, so no Python loop runs per map.
-    Chunks of about a million pixels bound the memory.
+    The pixels of all maps of a chunk are sorted in one call, as integer keys ordered by (map,
+    value, class); a tie group is a run of equal values in sorted order, delimited with cumulative
+    maxima and minima, so no Python loop runs per map.  Chunks of maps bound the memory.
 
     Examples
     --------
@@ -134,40 +135,60 @@ def roc_auc(maps: torch.Tensor, masks: torch.Tensor, *, ignore: torch.Tensor | N
     flat = maps.reshape(count, pixels)
     positive = masks.reshape(count, pixels)
     skip = None if ignore is None else ignore.reshape(count, pixels)
-    rows = _chunk_rows(count, pixels)
+    rows = _chunk_rows(count, pixels, maps.device)
     for start in range(0, count, rows):
         stop = min(count, start + rows)
+        _check_finite_rows(flat[start:stop], "maps", start)
         out[start:stop] = _auc_rows(flat[start:stop], positive[start:stop], None if skip is None else skip[start:stop])
     return out
 
 
 def _auc_rows(x: torch.Tensor, positive: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
     """ROC-AUC of each row of ``x`` (R, P) against the binary rows of ``positive``."""
-    _finite_extrema(x, "maps")
-    values, order = torch.sort(x, dim=1)
-    pos = positive.gather(1, order) != 0
-    neg = ~pos
+    # Each pixel's class: 0 negative, 1 positive, 2 left out.
+    label = (positive != 0).to(torch.int64)
     if skip is not None:
-        kept = skip.gather(1, order) == 0
-        pos &= kept
-        neg &= kept
-    pos, neg = pos.long(), neg.long()
+        label.masked_fill_(skip != 0, 2)
+    if x.dtype != torch.float64:
+        # One sort of integer keys (row, value, class): faster than sorting floats with indices, and
+        # the classes come out in sorted order without a gather.
+        rows, pixels = x.shape
+        key = _float32_order(x.float())
+        key <<= 2
+        key |= label
+        key |= (torch.arange(rows, device=x.device) << 34).unsqueeze(1)
+        key = torch.sort(key.view(-1)).values.view(rows, pixels)
+        label = key & 3
+        values = key >> 2  # the row bits are equal within a row: they do not change the tie groups
+    else:  # 64-bit values leave no room for a class bit: sort the floats, gather the classes
+        values, order = torch.sort(x, dim=1)
+        label = label.gather(1, order)
+    count = torch.int32 if x.shape[1] < 2**30 else torch.int64  # counts within a row; int32 is faster
+    pos, neg = (label == 1).to(count), (label == 0).to(count)
 
-    # Tie groups: runs of equal values in sorted order (-0.0 == 0.0, as in numpy).
+    # Tie groups: runs of equal values in sorted order.
     new_tie = torch.ones_like(values, dtype=torch.bool)
     new_tie[:, 1:] = values[:, 1:] != values[:, :-1]
     last_tie = torch.ones_like(new_tie)
     last_tie[:, :-1] = new_tie[:, 1:]
-    seen = neg.cumsum(1)  # negatives up to and including each pixel
+    seen = neg.cumsum(1, dtype=count)  # negatives up to and including each pixel
     before = seen - neg
     tie_start = torch.cummax(before * new_tie, 1).values  # negatives below the pixel's tie group
-    tie_end = torch.cummin(seen.masked_fill(~last_tie, torch.iinfo(torch.int64).max).flip(1), 1).values.flip(1)
+    tie_end = torch.cummin(seen.masked_fill(~last_tie, torch.iinfo(count).max).flip(1), 1).values.flip(1)
     # Twice the Mann-Whitney count, so that ties (worth one half) stay integers: for a positive
     # pixel, 2 * (negatives below its tie group) + (negatives in its tie group).
-    twice = ((tie_start + tie_end) * pos).sum(1)
-    n_pos, n_neg = pos.sum(1), seen[:, -1]
+    twice = ((tie_start + tie_end) * pos).sum(1, dtype=torch.int64)
+    n_pos, n_neg = pos.sum(1, dtype=torch.int64), seen[:, -1].long()
     auc = twice.double() / (2 * n_pos * n_neg).double()
     return auc.masked_fill_((n_pos == 0) | (n_neg == 0), math.nan)
+
+
+def _float32_order(values: torch.Tensor) -> torch.Tensor:
+    """int64 keys in [0, 2**32) ordered as the float32 ``values``; -0.0 and 0.0 share a key."""
+    bits = (values + 0.0).view(torch.int32).long()  # + 0.0 turns -0.0 into 0.0
+    # Floats of one sign are ordered as their bit patterns; the negative ones in reverse.
+    bits ^= (bits >> 31) & 0x7FFFFFFF
+    return bits + (1 << 31)
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,11 +244,11 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor, *, tolerance: int = 0
     flat = maps.reshape(count, -1)
     positive = masks.reshape(count, -1)
     dy, dx = _disk_offsets(tolerance, maps.device) if tolerance > 1 else (None, None)
-    rows = _chunk_rows(count, height * width)
+    rows = _chunk_rows(count, height * width, maps.device)
     for start in range(0, count, rows):
         stop = min(count, start + rows)
         chunk = flat[start:stop]
-        _finite_extrema(chunk, "maps")
+        _check_finite_rows(chunk, "maps", start)
         peak = chunk.argmax(dim=1, keepdim=True)  # the first maximum, row-major
         mask = positive[start:stop]
         if dy is None:
@@ -278,7 +299,7 @@ def relevance_mass(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     count = maps.shape[0]
     flat = maps.reshape(count, -1)
     if count:
-        _finite_extrema(flat, "maps")
+        _check_finite_rows(flat, "maps")
     relevance = flat.to(dtype).clamp(min=0)
     inside = masks.reshape(count, -1).to(dtype)
     total = relevance.sum(1)

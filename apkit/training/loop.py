@@ -398,7 +398,9 @@ def fit(
     -----
     Under ``torchrun`` (a process group initialised before the call), the model is wrapped in
     DistributedDataParallel, the data is split with a DistributedSampler, validation metrics are
-    those of the whole validation set, and only rank 0 writes checkpoints and prints.
+    those of the whole validation set, and only rank 0 writes checkpoints and prints.  Every
+    process must call ``fit`` with the same arguments; ``device="cuda"`` means each process's
+    own GPU (``LOCAL_RANK``).
 
     Examples
     --------

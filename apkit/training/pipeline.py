@@ -14,7 +14,7 @@ from apkit.errors import ValidationError
 from apkit.training.loop import fit, seed_everything
 from apkit.training.recipes import RECIPES
 
-__all__ = ["default_recipe", "train_model"]
+__all__ = ["default_model", "default_recipe", "train_model"]
 
 
 def default_recipe(data: str) -> str:
@@ -22,8 +22,13 @@ def default_recipe(data: str) -> str:
     return "synthetic" if data == "synthetic" else "teacher"
 
 
+def default_model(data: str) -> str:
+    """The architecture ``apkit train`` uses for ``data``: the small VGG for the embedded data, else VGG16-BN."""
+    return "vgg_small" if data == "synthetic" else "vgg16_bn"
+
+
 def train_model(
-    model: str = "vgg_small",
+    model: str | None = None,
     data: str = "synthetic",
     *,
     out_dir: str | Path,
@@ -44,8 +49,9 @@ def train_model(
 
     Parameters
     ----------
-    model : str
-        A name of :data:`apkit.models.MODELS`.  VGG input sizes follow the data's image size.
+    model : str, optional
+        A name of :data:`apkit.models.MODELS`; default :func:`default_model`.  VGG input sizes
+        follow the data's image size.
     data : str
         ``"synthetic"``, ``"voc:ROOT"`` or ``"imagenet-seg:ROOT"`` (see :func:`apkit.data.from_spec`).
     out_dir : path
@@ -72,6 +78,7 @@ def train_model(
     from apkit.data import from_spec
     from apkit.models import MODELS, create, save_checkpoint
 
+    model = default_model(data) if model is None else model
     builder = MODELS.get(model)  # an unknown name fails before any data is read
     recipe_name = default_recipe(data) if recipe is None else recipe
     chosen = RECIPES.get(recipe_name)

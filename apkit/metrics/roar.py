@@ -1,0 +1,515 @@
+"""ROAR, RemOve And Retrain (Hooker et al., 2019; the paper's supplement E).
+
+Do a model's attribution maps point at what matters for the task?  For every image of a training
+and a test set, rank the pixels by the model's map, replace the top fraction ``k`` of them with
+an uninformative value (the dataset's per-channel mean), train a fresh classifier on the
+perturbed training set and score it on the perturbed test set.  The faster the score drops as
+``k`` grows, the more informative the maps; random maps are the baseline.
+
+* :func:`roar` runs the whole grid (sources x fractions) and returns a :class:`RoarResult`
+  (a table and the curves), :func:`plot_roar` draws the curves.
+* Maps are computed once per (model, method, dataset) and cached on disk, atomically, under a
+  key of the model's weights, the method, its target policy and the dataset; each retrained
+  classifier's scores are cached too, so an interrupted run resumes where it stopped.
+* :class:`RemovedPixels` is the perturbed dataset, usable on its own.
+
+Replacement value: the per-channel mean in pixel space, ``dataset.mean`` by default, i.e. 0 in the
+normalised images of a dataset normalised by its own mean.  Ties in a map (e.g. the zeros of a
+ReLU'd map) are broken at random, with a fixed seed per image, so that no image region is
+preferred; random maps are drawn the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from apkit._validation import check_choice, check_fraction, check_int, resolve_device
+from apkit.errors import DataError, ValidationError
+
+__all__ = ["DEFAULT_FRACTIONS", "DEFAULT_TRAIN_SETTINGS", "RANDOM", "RemovedPixels", "RoarResult", "plot_roar", "roar",
+           "roar_maps"]
+
+DEFAULT_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
+RANDOM = "random"
+# Training of each retrained classifier (keyword arguments of apkit.training.fit).
+DEFAULT_TRAIN_SETTINGS = {"epochs": 10, "batch_size": 64, "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4,
+                          "milestones": [], "schedule": "step"}
+_TRAIN_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "milestones", "gamma", "schedule")
+TARGETS = ("own", "label")
+_FORWARDED = ("classes", "num_classes", "task", "mean", "std", "image_size")
+
+
+# ----------------------------------------------------------------------------------------- identities
+
+
+def _digest(*parts: Any) -> str:
+    hasher = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, torch.Tensor):
+            hasher.update(str((part.dtype, tuple(part.shape))).encode())
+            hasher.update(part.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            hasher.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return hasher.hexdigest()[:20]
+
+
+def model_identity(model: nn.Module) -> str:
+    """A digest of the model's class and state (weights and buffers): equal weights, equal key."""
+    state = model.state_dict()
+    parts: list[Any] = [type(model).__name__, getattr(model, "apkit_config", None), sorted(state)]
+    parts += [state[name] for name in sorted(state)]
+    return _digest(*parts)
+
+
+def dataset_identity(dataset) -> str:
+    """A digest of what a dataset is: its class, ``repr``, length and the first and last items."""
+    if isinstance(dataset, torch.utils.data.Subset):
+        return _digest("subset", dataset_identity(dataset.dataset), list(dataset.indices))
+    # A default repr holds a memory address, which changes from run to run: leave it out.
+    own_repr = type(dataset).__repr__ is not object.__repr__
+    parts: list[Any] = [type(dataset).__name__, repr(dataset) if own_repr else "", len(dataset)]
+    for index in sorted({0, len(dataset) - 1}):
+        parts += [x for x in dataset[index] if isinstance(x, torch.Tensor)]
+    return _digest(*parts)
+
+
+# ----------------------------------------------------------------------------------------- maps
+
+
+def _check_dataset(dataset, name: str) -> None:
+    if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        raise ValidationError(f"{name} must be a map-style Dataset, got {type(dataset).__name__}")
+    if len(dataset) == 0:
+        raise ValidationError(f"{name} is empty; it must hold at least one image")
+
+
+@torch.no_grad()
+def _compute_maps(model: nn.Module, dataset, *, method: str, layer: str | None, target: str,
+                  batch_size: int, device: torch.device, progress: bool, explain_options: Mapping) -> torch.Tensor:
+    from apkit.attribution import evaluation_mode, explain
+
+    maps = None
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    previous = next(iter(model.parameters()), torch.empty(0)).device
+    position = 0
+    try:
+        with evaluation_mode(model):
+            model.to(device)
+            for batch in tqdm(loader, desc=f"ROAR maps ({method})", leave=False, disable=not progress):
+                images, labels = batch[0].to(device), batch[1].to(device)
+                logits = model(images)
+                if target == "own":
+                    classes = logits.argmax(1)
+                elif labels.dim() == 1:  # class indices
+                    classes = labels.long()
+                else:  # multi-hot or one-hot: the labelled class the model scores highest
+                    classes = logits.masked_fill(labels <= 0, -math.inf).argmax(1)
+                heat = explain(model, images, classes, method=method, layer=layer, **explain_options)
+                if heat.shape[-2:] != images.shape[-2:]:
+                    raise ValidationError(f"maps of size {tuple(heat.shape[-2:])} do not match the images' "
+                                          f"{tuple(images.shape[-2:])}")
+                if maps is None:
+                    maps = torch.empty(len(dataset), *heat.shape[-2:], dtype=torch.float32)
+                maps[position:position + len(heat)] = heat.float().cpu()
+                position += len(heat)
+    finally:
+        model.to(previous)
+    # A non-finite value ranks lowest: such pixels are removed last.
+    return torch.nan_to_num(maps, nan=-math.inf).clamp_(min=torch.finfo(torch.float32).min)
+
+
+def roar_maps(model: nn.Module, dataset, *, method: str = "gradcam", layer: str | None = None,
+              target: str = "own", cache_dir: str | os.PathLike | None = None, batch_size: int = 64,
+              device: str | torch.device | None = None, progress: bool = True,
+              explain_options: Mapping[str, Any] | None = None) -> tuple[torch.Tensor, bool]:
+    """The model's map of every image of ``dataset``, ``(N, H, W)`` float32 on the CPU.
+
+    ``target="own"``: the model's top-1 class; ``"label"``: the labelled class the model scores
+    highest.  With ``cache_dir`` the maps are read from / written to (atomically)
+    ``cache_dir/roar-maps-<key>.pt``, the key a digest of the weights, method, layer, target and
+    dataset.  Returns ``(maps, computed)``: ``computed`` is False when they came from the cache.
+    """
+    from apkit.attribution import METHODS
+    from apkit.models import atomic_save, safe_load
+
+    if not isinstance(model, nn.Module):
+        raise ValidationError(f"a ROAR source must be a torch.nn.Module or {RANDOM!r}, got {type(model).__name__}")
+    METHODS.get(method)
+    check_choice(target, "target", TARGETS)
+    options = dict(explain_options or {})
+    path = None
+    if cache_dir is not None:
+        key = _digest(model_identity(model), method, layer, target, options, dataset_identity(dataset))
+        path = Path(cache_dir) / f"roar-maps-{key}.pt"
+        if path.is_file():
+            cached = safe_load(path)
+            if isinstance(cached, dict) and isinstance(cached.get("maps"), torch.Tensor) \
+                    and cached["maps"].shape[0] == len(dataset):
+                return cached["maps"], False
+    maps = _compute_maps(model, dataset, method=method, layer=layer, target=target, batch_size=batch_size,
+                         device=resolve_device(device), progress=progress, explain_options=options)
+    if path is not None:
+        atomic_save({"maps": maps, "method": method, "layer": layer, "target": target}, path)
+    return maps, True
+
+
+# ----------------------------------------------------------------------------------------- perturbation
+
+
+def _removal_rank(maps: torch.Tensor | None, count: int, size: tuple[int, int], seed: int) -> torch.Tensor:
+    """Rank of every pixel of every image in removal order (0 = removed first), ``(N, H*W)``.
+
+    Pixels are ordered by decreasing map value, ties in a random order drawn from ``(seed, index)``;
+    without maps, the order is random.
+    """
+    pixels = size[0] * size[1]
+    dtype = torch.int16 if pixels <= torch.iinfo(torch.int16).max else torch.int32
+    rank = torch.empty(count, pixels, dtype=dtype)
+    for start in range(0, count, 256):  # chunks bound the memory
+        stop = min(count, start + 256)
+        order = torch.argsort(_pixel_noise(seed, start, stop, pixels), dim=1)  # a random order first ...
+        if maps is not None:  # ... then a stable sort by decreasing value keeps it among ties
+            values = maps[start:stop].reshape(stop - start, pixels).gather(1, order)
+            order = order.gather(1, torch.sort(values, dim=1, descending=True, stable=True).indices)
+        positions = torch.arange(pixels).expand(stop - start, pixels)
+        rank[start:stop] = torch.empty_like(order).scatter_(1, order, positions).to(dtype)
+    return rank
+
+
+def _pixel_noise(seed: int, start: int, stop: int, pixels: int) -> torch.Tensor:
+    """Pseudo-random int64 keys for the pixels of images ``start..stop-1``: a function of
+    ``(seed, image index, pixel)`` only, so every image gets the same order in every run."""
+    mask = 0xFFFFFFFF
+    key = torch.arange(start * pixels, stop * pixels, dtype=torch.int64).view(stop - start, pixels)
+    key = (key + (seed % 2**31) * 0x9E3779B1) & mask
+    # A 32-bit integer hash (xor-shift, multiply): products stay below 2**63, so nothing overflows.
+    for _ in range(2):
+        key ^= key >> 16
+        key = (key * 0x45D9F3B) & mask
+    return key ^ (key >> 16)
+
+
+class RemovedPixels(Dataset):
+    """A dataset whose images lose their ``fraction`` of highest-ranked pixels.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Items ``(image, label, ...)`` with normalised images ``(3, H, W)``.
+    maps : Tensor (N, H, W), optional
+        One map per image; ``None`` ranks the pixels at random (the ROAR baseline).
+    fraction : float
+        Share of pixels to replace, in [0, 1].
+    fill : sequence of 3 floats, optional
+        Replacement colour in pixel space; default ``dataset.mean``.  It is normalised with
+        ``dataset.mean`` / ``dataset.std`` (so the default is 0 in the images).
+    seed : int
+        Seed of the tie-breaking and random orders.
+    rank : Tensor, optional
+        A precomputed removal order (from another fraction of the same maps), to share it.
+
+    The attributes ``classes``, ``num_classes``, ``task``, ``mean``, ``std``, ``image_size`` of
+    ``dataset`` are forwarded.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch.utils.data import TensorDataset
+    >>> base = TensorDataset(torch.ones(1, 3, 2, 2), torch.ones(1, 1))
+    >>> base.mean, base.std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    >>> maps = torch.tensor([[[0.0, 3.0], [2.0, 1.0]]])
+    >>> RemovedPixels(base, maps, 0.5)[0][0][0]  # the two highest pixels become the mean, 0
+    tensor([[1., 0.],
+            [0., 1.]])
+    """
+
+    def __init__(self, dataset, maps: torch.Tensor | None, fraction: float, *, fill: Sequence[float] | None = None,
+                 seed: int = 0, rank: torch.Tensor | None = None):
+        _check_dataset(dataset, "dataset")
+        self.dataset = dataset
+        self.fraction = check_fraction(fraction, "fraction", allow_one=True)
+        first = dataset[0][0]
+        if not isinstance(first, torch.Tensor) or first.dim() != 3:
+            raise DataError("dataset images must be (C, H, W) tensors")
+        self._size = tuple(first.shape[-2:])
+        pixels = self._size[0] * self._size[1]
+        if maps is not None:
+            if not isinstance(maps, torch.Tensor) or tuple(maps.shape) != (len(dataset), *self._size):
+                raise ValidationError(f"maps must be a tensor of shape {(len(dataset), *self._size)} (one map per "
+                                      f"image at the image size), got "
+                                      f"{tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps)}")
+        mean = getattr(dataset, "mean", None)
+        std = getattr(dataset, "std", None)
+        if fill is None and mean is None:
+            raise ValidationError("dataset has no `mean` attribute; pass fill=(r, g, b), the replacement colour")
+        channels = first.shape[0]
+        fill_rgb = torch.as_tensor(mean if fill is None else fill, dtype=torch.float32).reshape(-1)
+        norm_mean = torch.as_tensor(mean if mean is not None else [0.0] * channels, dtype=torch.float32)
+        norm_std = torch.as_tensor(std if std is not None else [1.0] * channels, dtype=torch.float32)
+        if fill_rgb.numel() != channels or norm_mean.numel() != channels or norm_std.numel() != channels:
+            raise ValidationError(f"fill, mean and std must have one value per channel ({channels})")
+        self.fill = ((fill_rgb - norm_mean) / norm_std).view(-1, 1)
+        self.seed = check_int(seed, "seed", minimum=0)
+        self.rank = _removal_rank(maps, len(dataset), self._size, self.seed) if rank is None else rank
+        self.removed = int(round(self.fraction * pixels))
+        for name in _FORWARDED:
+            if hasattr(dataset, name):
+                setattr(self, name, getattr(dataset, name))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        item = self.dataset[index]
+        image = item[0].clone()
+        removed = self.rank[index].long() < self.removed
+        flat = image.view(image.shape[0], -1)
+        flat[:, removed] = self.fill.to(flat.dtype)
+        return (image, *item[1:])
+
+
+# ----------------------------------------------------------------------------------------- ROAR
+
+
+@dataclass
+class RoarResult:
+    """Scores of the retrained classifiers, per source of maps and fraction removed.
+
+    Attributes
+    ----------
+    fractions : list of float
+    scores : dict of str to list of float
+        ``{source: [score at each fraction]}`` for the chosen ``metric``.
+    metric : str
+        ``"f1"`` (multi-label, as the paper's Figure 3) or ``"top1"`` by default.
+    details : dict of str to list of dict
+        Every metric of :func:`apkit.training.evaluate` per source and fraction.
+    unperturbed : dict, optional
+        The classifier's metrics without any removal (with ``include_unperturbed``).
+    settings : dict
+        The run's options; ``maps_computed`` lists the ``(source, split)`` maps this run computed
+        (empty when every map came from the cache).
+    """
+
+    fractions: list[float]
+    scores: dict[str, list[float]]
+    metric: str
+    details: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    unperturbed: dict[str, float] | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-ready data."""
+        return {"fractions": self.fractions, "scores": self.scores, "metric": self.metric, "details": self.details,
+                "unperturbed": self.unperturbed, "settings": self.settings}
+
+    def table(self) -> str:
+        """A markdown table: one row per source, one column per fraction."""
+        head = "| maps from | " + " | ".join(f"k={f:g}" for f in self.fractions) + " |"
+        lines = [f"ROAR: {self.metric} of the retrained classifier (lower = more informative maps)", "",
+                 head, "|---" * (1 + len(self.fractions)) + "|"]
+        for source, values in self.scores.items():
+            lines.append(f"| {source} | " + " | ".join(f"{v:.4f}" for v in values) + " |")
+        if self.unperturbed is not None:
+            lines += ["", f"Without removal: {self.metric} = {self.unperturbed.get(self.metric, math.nan):.4f}"]
+        return "\n".join(lines) + "\n"
+
+
+def _subset(dataset, size: int | None):
+    if size is None or size >= len(dataset):
+        return dataset
+    subset = torch.utils.data.Subset(dataset, range(size))
+    for name in _FORWARDED:
+        if hasattr(dataset, name):
+            setattr(subset, name, getattr(dataset, name))
+    return subset
+
+
+def roar(
+    sources: Mapping[str, nn.Module | str | None],
+    train_set,
+    test_set,
+    *,
+    method: str = "gradcam",
+    layer: str | None = None,
+    target: str = "own",
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    classifier: str = "vgg11_bn",
+    classifier_options: Mapping[str, Any] | None = None,
+    train_settings: Mapping[str, Any] | None = None,
+    metric: str | None = None,
+    train_size: int | None = None,
+    test_size: int | None = None,
+    fill: Sequence[float] | None = None,
+    include_unperturbed: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    num_workers: int = 0,
+    explain_options: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> RoarResult:
+    """Remove-and-retrain for each source of maps (models, and random maps) and each fraction.
+
+    Parameters
+    ----------
+    sources : mapping of str to model, "random" or None
+        ``{name: model}``: the model whose maps rank the pixels; ``"random"`` (or ``None``):
+        random maps, the baseline.
+    train_set, test_set : Dataset
+        Items ``(image, label, ...)`` with attributes ``num_classes``, ``task``, ``mean``, ``std``.
+    method, layer : str
+        Attribution method and layer of the maps (:func:`apkit.explain`).
+    target : {"own", "label"}
+        Class explained per image: the source model's top-1, or its highest-scored labelled class.
+    fractions : sequence of float
+        Shares of pixels removed, each in [0, 1].
+    classifier, classifier_options : str, mapping
+        The retrained model, built by :func:`apkit.models.create` (the paper: VGG-11).
+    train_settings : mapping, optional
+        Keyword arguments of :func:`apkit.training.fit` for each classifier (``epochs``,
+        ``batch_size``, ``lr``, ``momentum``, ``weight_decay``, ``milestones``, ``gamma``,
+        ``schedule``); default :data:`DEFAULT_TRAIN_SETTINGS`, which they update.
+    metric : str, optional
+        Score reported; default ``"f1"`` (multi-label, as the paper's Figure 3) or ``"top1"``.
+    train_size, test_size : int, optional
+        Use only the first images of each set.
+    fill : sequence of 3 floats, optional
+        Replacement colour in pixel space; default the dataset's mean.
+    include_unperturbed : bool
+        Also train once on the intact data (no removal; the same for every source).
+    cache_dir : path, optional
+        Where maps and finished classifiers' scores are cached (resume after an interruption).
+    device : str or torch.device, optional
+        ``"cpu"``, ``"cuda"``; ``None`` picks CUDA when available.
+    seed : int
+        Seeds the training, the random maps and the tie-breaking.
+    num_workers : int
+        DataLoader workers of the training.
+    explain_options : mapping, optional
+        Extra keyword arguments of :func:`apkit.explain`.
+    progress : bool
+        Show progress.
+
+    Returns
+    -------
+    RoarResult
+        ``.table()``, ``.to_dict()`` and :func:`plot_roar` show it.
+    """
+    from apkit import models
+    from apkit.attribution import METHODS
+    from apkit.training import METRIC_NAMES, evaluate, fit
+
+    _check_dataset(train_set, "train_set")
+    _check_dataset(test_set, "test_set")
+    if not isinstance(sources, Mapping) or not sources:
+        raise ValidationError("sources must be a non-empty mapping {name: model or 'random'}")
+    sources = {name: RANDOM if source is None else source for name, source in sources.items()}
+    for name, source in sources.items():
+        if not (isinstance(source, nn.Module) or source == RANDOM):
+            raise ValidationError(f"source {name!r} must be a torch.nn.Module, {RANDOM!r} or None, "
+                                  f"got {type(source).__name__}")
+    METHODS.get(method)
+    models.MODELS.get(classifier)
+    check_choice(target, "target", TARGETS)
+    fractions = [check_fraction(f, "fraction", allow_one=True) for f in fractions]
+    if not fractions:
+        raise ValidationError("fractions must hold at least one fraction, e.g. (0.1, 0.5, 0.9)")
+    for name, size in (("train_size", train_size), ("test_size", test_size)):
+        if size is not None:
+            check_int(size, name, minimum=1)
+    num_classes = getattr(train_set, "num_classes", None)
+    if num_classes is None:
+        raise ValidationError("train_set needs a `num_classes` attribute (apkit datasets have one)")
+    task = getattr(train_set, "task", "multilabel")
+    metric = ("f1" if task == "multilabel" else "top1") if metric is None else metric
+    check_choice(metric, "metric", [m for m in METRIC_NAMES[task]])
+    check_int(seed, "seed", minimum=0)
+    device = resolve_device(device)
+    classifier_options = dict(classifier_options or {})
+    unknown = sorted(set(train_settings or {}) - set(_TRAIN_KEYS))
+    if unknown:
+        raise ValidationError(f"train_settings has unknown keys {unknown}; use some of {list(_TRAIN_KEYS)}")
+    training = {**DEFAULT_TRAIN_SETTINGS, **dict(train_settings or {})}
+    if "milestones" in training:
+        training["milestones"] = list(training["milestones"])
+    batch_size = check_int(training["batch_size"], "train_settings['batch_size']", minimum=1)
+    data_key = {
+        "train": [dataset_identity(train_set), train_size], "test": [dataset_identity(test_set), test_size],
+    }
+    splits = {"train": _subset(train_set, train_size), "test": _subset(test_set, test_size)}
+    computed: list[tuple[str, str]] = []
+
+    def train_and_score(cell_key: str, train_data, test_data) -> dict[str, float]:
+        path = Path(cache_dir) / f"roar-score-{cell_key}.json" if cache_dir is not None else None
+        if path is not None and path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+        net = models.create(classifier, num_classes=num_classes, **classifier_options)
+        fit(net, train_data, task=task, device=device, seed=seed, progress=progress, num_workers=num_workers,
+            **training)
+        scores = evaluate(net, test_data, task=task, device=device, batch_size=max(batch_size, 64))
+        if path is not None:
+            from apkit._io import atomic_write_json
+
+            atomic_write_json(path, scores)
+        return scores
+
+    common = [classifier, classifier_options, training, seed, data_key, fill]
+    unperturbed = None
+    if include_unperturbed:
+        unperturbed = train_and_score(_digest("unperturbed", *common), splits["train"], splits["test"])
+    scores: dict[str, list[float]] = {}
+    details: dict[str, list[dict[str, float]]] = {}
+    for name, source in sources.items():
+        split_maps = {}
+        for split, data in splits.items():
+            if source == RANDOM:
+                split_maps[split] = None
+                continue
+            split_maps[split], fresh = roar_maps(
+                source, data, method=method, layer=layer, target=target, cache_dir=cache_dir,
+                batch_size=max(batch_size, 64), device=device, progress=progress, explain_options=explain_options,
+            )
+            if fresh:
+                computed.append((name, split))
+        source_key = RANDOM if source == RANDOM else [model_identity(source), method, layer, target,
+                                                      dict(explain_options or {})]
+        ranks: dict[str, torch.Tensor] = {}
+        details[name] = []
+        for fraction in fractions:
+            perturbed = {}
+            for split, data in splits.items():
+                perturbed[split] = RemovedPixels(data, split_maps[split], fraction, fill=fill, seed=seed,
+                                                 rank=ranks.get(split))
+                ranks[split] = perturbed[split].rank
+                split_maps[split] = None  # the removal order is all that is needed from now on
+            result = train_and_score(_digest(source_key, fraction, *common), perturbed["train"], perturbed["test"])
+            details[name].append(result)
+        scores[name] = [cell[metric] for cell in details[name]]
+    settings = {"method": method, "layer": layer, "target": target, "classifier": classifier,
+                "classifier_options": classifier_options, **training, "train_size": len(splits["train"]),
+                "test_size": len(splits["test"]), "seed": seed, "maps_computed": computed}
+    return RoarResult(fractions=list(fractions), scores=scores, metric=metric, details=details,
+                      unperturbed=unperturbed, settings=settings)
+
+
+def plot_roar(result: RoarResult, path: str | os.PathLike) -> Path:
+    """Save the ROAR curves of ``result`` (score against fraction removed) to ``path`` (png, pdf, svg)."""
+    from apkit.viz import plot_roar_curves
+
+    if not isinstance(result, RoarResult):
+        raise ValidationError(f"result must be a RoarResult, got {type(result).__name__}")
+    return plot_roar_curves(result.fractions, result.scores, path,
+                            ylabel=f"{result.metric} of the retrained classifier")
