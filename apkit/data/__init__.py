@@ -1,37 +1,121 @@
-"""Datasets: the embedded synthetic shapes and local copies of real datasets, behind one registry.
+"""Datasets: the embedded synthetic shapes, PASCAL VOC 2012, ImageNet with object masks.
 
-Every item is ``(image, label, mask)``: a normalised float image ``(3, H, W)``, a multi-hot float
-label ``(C,)`` and a uint8 mask ``(H, W)`` with 0 = background, ``k + 1`` = class ``k`` and
-255 = void or unknown.
+Every dataset yields ``(image, label, mask)``: image float32 ``(3, H, W)`` normalised; label
+float32 ``(C,)`` (multi-hot, or one-hot for a multiclass task); mask uint8 ``(H, W)`` with
+0 = background, ``k + 1`` = class ``k``, 255 = void or unknown.  Datasets carry ``classes``,
+``num_classes``, ``task`` ("multilabel" or "multiclass"), ``mean``, ``std`` and ``image_size``.
+
+Examples
+--------
+>>> from apkit import data
+>>> data.DATASETS.names()
+['synthetic', 'voc', 'imagenet-seg']
+>>> val = data.from_spec("synthetic", split="val", num_samples=8)
+>>> len(val), val.classes[:3], val[0][2].dtype
+(8, ('circle', 'square', 'triangle'), torch.uint8)
 """
 
 from __future__ import annotations
 
-from apkit.data.synthetic import SyntheticShapes
-from apkit.errors import DataError
+import inspect
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from apkit._validation import check_choice
+from apkit.data.imagenet_seg import ImageNetSeg
+from apkit.data.synthetic import CLASSES as SHAPE_CLASSES
+from apkit.data.synthetic import SyntheticShapes, generate_shapes
+from apkit.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    VOC_MEAN,
+    VOC_STD,
+    PairTransform,
+    imagenet_transform,
+    voc_transform,
+)
+from apkit.data.voc import VOC2012, VOC_CLASSES
+from apkit.errors import DataError, ValidationError
 from apkit.registry import Registry
 
 DATASETS: Registry = Registry("dataset")
 DATASETS.register("synthetic", SyntheticShapes,
-                  help="embedded multi-label shapes with exact masks (no download); splits train/val/seg")
+                  help="embedded 8-class shapes with exact masks, generated from a seed (splits train/val/seg)")
+DATASETS.register("voc", VOC2012,
+                  help="PASCAL VOC 2012 from a local folder (train/val classification, seg = 1,449 masks)")
+DATASETS.register("imagenet-seg", ImageNetSeg,
+                  help="ImageNet folders (train/val) and images with object masks (seg, top-1 protocol)")
+
+# Per dataset: its splits, and for a real one how a spec names its folder.
+_SPLITS = {"synthetic": ("train", "val", "seg"), "voc": ("train", "val", "seg"),
+           "imagenet-seg": ("train", "val", "seg")}
+_ROOT_EXAMPLE = {"voc": "voc:/path/to/VOCdevkit", "imagenet-seg": "imagenet-seg:/path/to/imagenet"}
 
 
-def create(name: str, *, split: str, root: str | None = None, **options):
-    """Build the registered dataset ``name`` for ``split`` (real datasets need ``root``)."""
+def create(name: str, *, split: str, root: str | Path | None = None, **options) -> Dataset:
+    """Build the registered dataset ``name`` for ``split``.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`DATASETS` ("synthetic", "voc", "imagenet-seg").
+    split : str
+        "train", "val" or "seg" (the held-out set with segmentation masks).
+    root : str or Path, optional
+        Folder of a real dataset; the synthetic data is generated and takes none.
+    **options
+        Dataset options, e.g. ``num_samples``, ``image_size``, ``seed`` (synthetic) or ``void``
+        (VOC).
+
+    Returns
+    -------
+    torch.utils.data.Dataset
+        Items ``(image, label, mask)``; attributes ``classes``, ``num_classes``, ``task``, ``mean``,
+        ``std``, ``image_size``.
+
+    Examples
+    --------
+    >>> create("synthetic", split="seg", num_samples=2).split
+    'seg'
+    """
     factory = DATASETS.get(name)
-    if name == "synthetic":
-        if root is not None:
-            raise DataError("the synthetic dataset is generated, it takes no root; use --data synthetic")
-        return factory(split, **options)
-    if root is None or str(root) == "":
-        raise DataError(f"dataset {name!r} reads a local folder: pass it as '{name}:/path/to/root'")
-    return factory(root, split=split, **options)
+    check_choice(split, f"split of dataset {name!r}", _SPLITS.get(name, ("train", "val", "seg")))
+    accepted = [p for p in inspect.signature(factory).parameters if p not in ("root", "split")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValidationError(f"dataset {name!r} does not take options {unknown}; it takes: {', '.join(accepted)}")
+    if name in _ROOT_EXAMPLE:
+        if root is None or not str(root).strip():
+            raise DataError(f"dataset {name!r} reads a local folder: pass its root, e.g. "
+                            f"\"{_ROOT_EXAMPLE[name]}\" (or root=... in the API)")
+        return factory(root, split, **options)
+    if root is not None:
+        raise ValidationError(f"dataset {name!r} is generated, not read from a folder; drop root={str(root)!r}")
+    return factory(split, **options)
 
 
-def from_spec(spec: str, *, split: str, **options):
-    """Build a dataset from a CLI spec: ``"synthetic"``, ``"voc:ROOT"`` or ``"imagenet-seg:ROOT"``."""
-    name, _, root = str(spec).partition(":")
-    return create(name, split=split, root=root or None, **options)
+def from_spec(spec: str, *, split: str, **options) -> Dataset:
+    """Build a dataset from a spec string: ``"synthetic"``, ``"voc:ROOT"`` or ``"imagenet-seg:ROOT"``.
+
+    Examples
+    --------
+    >>> from_spec("synthetic", split="train", num_samples=3).num_samples
+    3
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValidationError(f"dataset spec must be a string like 'synthetic' or 'voc:/path/to/VOCdevkit', "
+                              f"got {spec!r}")
+    name, sep, root = spec.strip().partition(":")
+    DATASETS.get(name)
+    if sep and not root.strip():
+        hint = _ROOT_EXAMPLE.get(name, name)
+        raise DataError(f"dataset spec {spec!r} names no folder after ':'; write e.g. \"{hint}\"")
+    return create(name, split=split, root=root if sep else None, **options)
 
 
-__all__ = ["DATASETS", "SyntheticShapes", "create", "from_spec"]
+__all__ = [
+    "DATASETS", "create", "from_spec", "SyntheticShapes", "generate_shapes", "SHAPE_CLASSES", "VOC2012",
+    "VOC_CLASSES", "ImageNetSeg", "PairTransform", "voc_transform", "imagenet_transform", "VOC_MEAN",
+    "VOC_STD", "IMAGENET_MEAN", "IMAGENET_STD",
+]
