@@ -3,7 +3,7 @@ Audit a compressed model against its original
 =============================================
 
 A pruned model can keep its accuracy and still explain its predictions differently.
-``apkit.audit(teacher, students, dataset)`` measures both, on a dataset with segmentation masks:
+``audit(teacher, students, dataset)`` (from ``apkit.audit``) measures both, on a dataset with masks:
 
 * predictive metrics of every model (the paper's per-image mAP, per-class mAP, F1);
 * per attribution method, how well the maps localize the objects (ROC-AUC and pointing game
@@ -11,8 +11,9 @@ A pruned model can keep its accuracy and still explain its predictions different
   (image, class) pairs (cosine similarity, normalized L2 distance).
 
 Here the student is the teacher with 90 % of its convolution weights removed by magnitude
-pruning and briefly fine-tuned (``apkit.compression.compress``).  Compare the rows: accuracy
-barely moves, while the attribution columns tell whether the explanations survived.
+pruning and briefly fine-tuned (``apkit.compression.compress``).  Compare the rows: the
+predictive columns say what the pruning cost in accuracy, the attribution columns whether the
+explanations survived it.
 """
 
 import torch
@@ -20,6 +21,7 @@ from _common import DEVICE, FAST, dataset, output, teacher
 from torch.utils.data import DataLoader
 
 import apkit
+from apkit.audit import audit
 from apkit.compression import compress
 from apkit.metrics import cosine_similarity
 from apkit.viz import denormalize, plot_attribution_grid
@@ -31,8 +33,7 @@ print(f"Pruned: {record['weight_sparsity']:.0%} of the conv weights are zero, "
       f"{record['nonzero_params']:,} of {record['teacher']['params']:,} parameters remain.")
 
 seg = dataset("seg")
-report = apkit.audit(original, {"pruned 90%": pruned}, seg, methods=("gradcam", "lrp"), device=DEVICE,
-                     progress=False)
+report = audit(original, {"pruned 90%": pruned}, seg, methods=("gradcam", "lrp"), device=DEVICE, progress=False)
 print(report.to_markdown())
 paths = report.save(output("audit"))  # report.md, report.csv, report.json (with per-pair values)
 print(f"Saved {paths['markdown']} and the per-pair values in {paths['json']}")

@@ -19,6 +19,7 @@ from _common import DEVICE, FAST, dataset, output, teacher
 from torch.utils.data import DataLoader
 
 import apkit
+from apkit.audit import audit
 from apkit.compression import compress
 from apkit.viz import denormalize, plot_attribution_grid
 
@@ -32,7 +33,7 @@ for reg, name in (("none", "KD"), ("swa", "KD + SWA")):
     print(f"{name}: {record['params']:,} parameters ({record['compression_ratio']:.1f}x fewer), "
           f"validation mAP {record['val']['map_image']:.3f}, training {record['timings']['finetune_s']:.0f} s")
 
-report = apkit.audit(original, students, seg, methods=("gradcam",), device=DEVICE, progress=False)
+report = audit(original, students, seg, methods=("gradcam",), device=DEVICE, progress=False)
 print(report.to_markdown())
 
 # Teacher and students side by side, for the class the teacher is most sure of in each image.

@@ -8,7 +8,8 @@ items.  Here a temporary folder holds PNG images in ``images/`` and PNG masks of
 it; a plain torchvision ResNet-18 is trained with ``apkit.training.fit`` (or load your weights with
 ``model.load_state_dict``), explained at layers named as in ``model.named_modules()`` and scored
 against the masks.  In the figure, compare Grad-CAM at ``layer4`` (2x2 for 64x64 inputs), at
-``layer3`` (4x4) and LRP (pixels) with the mask of the class explained (last column).
+``layer3`` (4x4) and LRP (pixels) with the mask of the class explained (last column).  A ResNet
+trained from scratch on a few hundred small images learns little: expect rough maps in fast mode.
 """
 
 import tempfile

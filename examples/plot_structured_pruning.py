@@ -60,7 +60,7 @@ for i, name in enumerate(models):
     axis.bar([c + i * width for c in range(len(columns))], [v[i] for v in columns.values()], width, label=name)
 axis.set_xticks([c + width * (len(models) - 1) / 2 for c in range(len(columns))], list(columns))
 axis.set_ylim(0, 1)
-axis.legend(fontsize=8)
+axis.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.12))
 axis.set_title("Structured pruning (60 % of filters): naive vs SWA fine-tuning", fontsize=9)
 figure.savefig(output("structured_pruning.png"), dpi=110, bbox_inches="tight")
 print(f"Saved {output('structured_pruning.png')}: one group of bars per metric (the teacher has no cos).")

@@ -19,10 +19,15 @@ def run(args, capsys):
     return code, captured.out, captured.err
 
 
-def assert_one_line_error(code, err, *fragments):
+def assert_one_line_error(code, err, *fragments, layout=False):
+    """Exit code 1 and one ``apkit: error:`` line naming the problem, no traceback.
+
+    With ``layout``, the line may be followed by the expected folder layout (data-root errors).
+    """
     assert code == 1
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("apkit: error: "), err
+    assert lines[0].startswith("apkit: error: ") and err.count("apkit: error:") == 1, err
+    assert len(lines) == 1 or layout, err
     assert "Traceback" not in err
     for fragment in fragments:
         assert fragment in lines[0]
@@ -70,14 +75,16 @@ def test_unknown_recipe_and_bad_values(tmp_path, capsys):
 
 def test_missing_data_root(tmp_path, capsys):
     code, _, err = run(["train", "--data", f"voc:{tmp_path / 'absent'}", "--out", tmp_path / "o"], capsys)
-    assert_one_line_error(code, err, "absent")
+    assert_one_line_error(code, err, "absent", layout=True)
+    assert "ImageSets/Main/train.txt" in err  # the layout says what to put there
+    assert not (tmp_path / "o").exists()  # nothing written
 
 
 def test_incomplete_data_root(tmp_path, capsys):
     root = tmp_path / "VOCdevkit" / "VOC2012"
     (root / "JPEGImages").mkdir(parents=True)  # no annotations, no image lists
     code, _, err = run(["train", "--data", f"voc:{tmp_path}", "--out", tmp_path / "o"], capsys)
-    assert_one_line_error(code, err)
+    assert_one_line_error(code, err, "missing", layout=True)
 
 
 def _training_checkpoint(out):

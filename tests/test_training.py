@@ -152,18 +152,21 @@ def test_fixed_seed_reproduces_a_run_exactly(tiny_data):
     assert not same_state(a, c)  # the seed matters (shuffling and dropout)
 
 
-def test_resume_after_interruption_equals_uninterrupted_run(tiny_data, tmp_path):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_resume_after_interruption_equals_uninterrupted_run(tiny_data, tmp_path, channels_last):
     train, val = tiny_data
+    settings = {**SETTINGS, "channels_last": channels_last}
     full = tiny_cnn()
-    expected = fit(full, train, val_set=val, **SETTINGS)
+    expected = fit(full, train, val_set=val, **settings)
 
     interrupted = tiny_cnn()
     with pytest.raises(Interrupt):
-        fit(interrupted, train, val_set=val, checkpoint_dir=tmp_path, on_epoch_end=interrupt_after(2), **SETTINGS)
+        fit(interrupted, train, val_set=val, checkpoint_dir=tmp_path, on_epoch_end=interrupt_after(2), **settings)
     resumed_model = tiny_cnn()  # a fresh process would start from a fresh model
-    resumed = fit(resumed_model, train, val_set=val, checkpoint_dir=tmp_path, resume=True, **SETTINGS)
+    resumed = fit(resumed_model, train, val_set=val, checkpoint_dir=tmp_path, resume=True, **settings)
 
     assert same_state(resumed_model, full)
+    assert resumed_model[0].weight.is_contiguous()  # given back in the standard memory format
     assert without_time(resumed.history) == without_time(expected.history)
     assert resumed.best_epoch == expected.best_epoch and resumed.best_metrics == expected.best_metrics
     assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME]  # no temporary files left

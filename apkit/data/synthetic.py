@@ -47,7 +47,7 @@ _BLOCK = 64  # images per vectorised render at 64x64 (fewer at larger sizes): in
 
 # Rendering parameters (lengths as fractions of the image side, intensities in [0, 1]).
 _RADIUS = (0.13, 0.23)  # object radius
-_MAX_ROTATION = math.radians(30)  # objects are rotated by up to this angle either way
+_MAX_ROTATION = math.radians(20)  # objects are rotated by up to this angle either way
 _BG_RANGE = (0.25, 0.95)  # each channel of the background's base colour
 _MIN_CONTRAST = 0.35  # least RGB distance between an object's colour and the background's base colour
 # Objects have a thin dark outline, the same for every class: a colour-independent edge that makes

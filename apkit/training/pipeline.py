@@ -10,6 +10,7 @@ from typing import Any
 
 from apkit import __version__
 from apkit._io import atomic_write_json
+from apkit._validation import resolve_device
 from apkit.errors import ValidationError
 from apkit.training.loop import fit, seed_everything
 from apkit.training.recipes import RECIPES
@@ -111,7 +112,7 @@ def train_model(
     result = fit(
         net, train_set, val_set=val_set, task=train_set.task, **chosen.kwargs(), device=device, seed=seed,
         checkpoint_dir=out_dir / "training", resume=resume, progress=progress, select=select,
-        num_workers=num_workers,
+        num_workers=num_workers, channels_last=resolve_device(device).type == "cpu",  # faster CPU convolutions
     )
     seconds = time.perf_counter() - began
     settings = {"model": model, "model_options": options, "data": data, "data_options": data_options,
