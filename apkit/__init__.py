@@ -8,16 +8,9 @@ __version__ = "0.1.0"
 
 from apkit.errors import ApkitError  # noqa: E402
 
-# The top-level API lives in sub-packages; import them only when used, so `import apkit` stays light.
-_LAZY = {"explain": "apkit.attribution", "audit": "apkit.audit", "AuditReport": "apkit.audit"}
+# The top-level API.  Importing the function over the submodule of the same name binds
+# `apkit.audit` to the function for good (a later `import apkit.audit` does not rebind it).
+from apkit.attribution import explain  # noqa: E402
+from apkit.audit import AuditReport, audit  # noqa: E402
 
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'apkit' has no attribute {name!r}")
-
-
-__all__ = ["ApkitError", "__version__", *_LAZY]
+__all__ = ["ApkitError", "AuditReport", "__version__", "audit", "explain"]

@@ -30,10 +30,10 @@ DEVICE = "cpu"  # every example runs on a laptop CPU; "cuda" works too
 
 IMAGE_SIZE = 32 if FAST else 64
 SIZES = {"train": 2000, "val": 300, "seg": 60} if FAST else {"train": 4000, "val": 500, "seg": 500}
-# The "synthetic" recipe: 12 epochs of SGD with a cosine schedule, about 2 minutes on 2 CPU cores.
+# The "synthetic" recipe: SGD with a cosine schedule, about 2 minutes on 2 CPU cores at 64x64.
 TEACHER_TRAINING = RECIPES.get("synthetic").kwargs()
 if FAST:
-    TEACHER_TRAINING.update(epochs=10)
+    TEACHER_TRAINING["epochs"] = min(TEACHER_TRAINING["epochs"], 10)
 
 
 def dataset(split: str, num_samples: int | None = None) -> SyntheticShapes:
@@ -57,7 +57,7 @@ def teacher() -> torch.nn.Module:
     torch.manual_seed(0)  # the initial weights
     net = models.create("vgg_small", num_classes=8, input_size=IMAGE_SIZE)
     result = fit(net, dataset("train"), val_set=dataset("val"), **TEACHER_TRAINING, device=DEVICE, seed=0,
-                 progress=False)
+                 channels_last=DEVICE == "cpu", progress=False)  # channels-last: faster CPU convolutions
     print(f"Teacher: per-image mAP {result.best_metrics['map_image']:.3f} on {SIZES['val']} validation images")
     models.save_checkpoint(net, path, meta={"val": result.best_metrics})
     return net.eval()

@@ -1,8 +1,9 @@
 """The embedded default dataset: coloured shapes on cluttered backgrounds, with exact masks.
 
 Each image holds one to three objects of eight shape classes, drawn with random colours,
-sizes, positions and rotations over a noisy background with distractor strokes and blobs that
-belong to no class.  Every item is a pure function of ``(seed, split, index, image_size)``, so
+sizes, positions and rotations (up to 20 degrees) and a thin dark outline, over a noisy background
+with distractor strokes and blobs that belong to no class.  The fill colour is drawn independently
+of the class, so only shape identifies it.  Every item is a pure function of ``(seed, split, index, image_size)``, so
 no download and no storage is needed, and any item can be regenerated on its own.
 
 Rendering is vectorised over a batch of images on pixel-coordinate grids; the random draws are
@@ -27,8 +28,8 @@ CLASSES = ("circle", "square", "triangle", "star", "ring", "cross", "crescent", 
 
 #: Per-channel mean and std of the generator's images in [0, 1], measured once on 4,000
 #: training images at 64x64 (seed 0); every split and seed shares them.
-MEAN = (0.5609, 0.5562, 0.5571)
-STD = (0.2680, 0.2663, 0.2668)
+MEAN = (0.5610, 0.5563, 0.5573)
+STD = (0.2679, 0.2662, 0.2667)
 
 SPLITS = ("train", "val", "seg")
 #: Default number of images per split.
@@ -325,10 +326,15 @@ class _IndexOutOfRange(ValidationError, IndexError):
 class SyntheticShapes(Dataset):
     """Multi-label shapes dataset with exact per-class segmentation masks (the embedded default).
 
-    Eight shape classes (:data:`CLASSES`), one to three objects per image with random colours,
-    sizes, positions and rotations, on noisy backgrounds with distractor strokes and blobs. Colour
-    is drawn independently of the class, so only shape identifies it. Items are deterministic in
-    ``(seed, split, index, image_size)``; the three splits use separate seed streams.
+    Eight shape classes (:data:`CLASSES`), one to three objects per image (distinct classes) with
+    random colours, sizes, positions and rotations, on noisy backgrounds with distractor strokes and
+    blobs. Colour is drawn independently of the class, so only shape identifies it. Items are
+    deterministic in ``(seed, split, index, image_size)``; the three splits use separate seed
+    streams, so they never share an image. Rendering 1,000 images takes about a second on one core.
+
+    A small VGG (``vgg_small``) trained from scratch with SGD for 12 epochs on the default train
+    split reaches a per-class mAP of about 0.99 on val; its Grad-CAM maps hit the object under strict
+    pointing about 60 % of the time (shapes with holes or gaps are hard on an 8x8 map).
 
     Parameters
     ----------

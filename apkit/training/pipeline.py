@@ -12,6 +12,7 @@ from apkit import __version__
 from apkit._io import atomic_write_json
 from apkit._validation import resolve_device
 from apkit.errors import ValidationError
+from apkit.training.distributed import is_main_process
 from apkit.training.loop import fit, seed_everything
 from apkit.training.recipes import RECIPES
 
@@ -133,6 +134,7 @@ def train_model(
             "mean": list(getattr(train_set, "mean", ())), "std": list(getattr(train_set, "std", ())),
             "image_size": int(train_set.image_size), "metrics": result.best_metrics, "best_epoch": result.best_epoch,
             "settings": settings}
-    save_checkpoint(net, out_dir / "model.pt", meta=meta)
-    atomic_write_json(out_dir / "metrics.json", summary)
+    if is_main_process():  # under torchrun, one process writes
+        save_checkpoint(net, out_dir / "model.pt", meta=meta)
+        atomic_write_json(out_dir / "metrics.json", summary)
     return summary
