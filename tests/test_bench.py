@@ -100,3 +100,55 @@ def test_bench_refuses_to_mix_settings_in_one_folder(tmp_path):
     with pytest.raises(ValidationError, match="other settings"):
         run_bench("smoke", out_dir=out, overrides=TINY, progress=False)
     assert Path(out / "settings.json").exists()
+
+
+def _tiny_voc(root: Path, count: int = 8, size: int = 48) -> Path:
+    """A VOC-shaped folder: random images, each with one or two objects and a matching class mask."""
+    import numpy as np
+    from PIL import Image
+
+    from apkit.data.voc import VOC_CLASSES, voc_palette
+
+    base = root / "VOCdevkit" / "VOC2012"
+    for sub in ("JPEGImages", "Annotations", "ImageSets/Main", "ImageSets/Segmentation", "SegmentationClass"):
+        (base / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [f"img{i}" for i in range(count)]
+    for i, name in enumerate(names):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(base / "JPEGImages" / f"{name}.jpg")
+        classes = [i % 20, (i + 7) % 20] if i % 2 else [i % 20]
+        objects = "".join(f"<object><name>{VOC_CLASSES[c]}</name><difficult>0</difficult></object>" for c in classes)
+        (base / "Annotations" / f"{name}.xml").write_text(f"<annotation>{objects}</annotation>")
+        mask = np.zeros((size, size), dtype=np.uint8)
+        for j, c in enumerate(classes):
+            mask[8 + 16 * j:20 + 16 * j, 8:30] = c + 1
+        png = Image.new("P", (size, size))
+        png.putpalette(voc_palette().flatten().tolist())
+        png.putdata(mask.flatten().tolist())
+        png.save(base / "SegmentationClass" / f"{name}.png")
+    (base / "ImageSets/Main/train.txt").write_text("\n".join(names[:6]) + "\n")
+    (base / "ImageSets/Main/val.txt").write_text("\n".join(names[6:]) + "\n")
+    (base / "ImageSets/Segmentation/val.txt").write_text("\n".join(names[4:]) + "\n")
+    return root
+
+
+def test_voc_profile_runs_on_a_tiny_voc_folder(tmp_path):
+    root = _tiny_voc(tmp_path / "data")
+    overrides = [
+        "data.image_size=64", 'teachers.teacher.options={"input_size": 64, "width_divisor": 8}',
+        "teachers.teacher.train.epochs=1", "compressions.kd.epochs=1", "compressions.structured.epochs=1",
+        "compressions.unstructured.epochs=1", "compressions.unstructured.steps=2",
+        'evaluation.methods=["gradcam", "lrp"]', "evaluation.batch_size=4",
+        'roar.classifier.options={"input_size": 64, "width_divisor": 8}', "roar.train.epochs=1",
+        "roar.fractions=[0.5]", "figures.examples=2",
+    ]
+    results = run_bench("voc", out_dir=tmp_path / "out", data_root=root, device="cpu", overrides=overrides,
+                        progress=False)
+    assert results["settings"]["paper"] == "voc"
+    assert set(results["models"]) == {"teacher"} | {f"{c}-{r}" for c in ("kd", "structured", "unstructured")
+                                                     for r in ("none", "ewa", "swa", "sswa")}
+    # The paper's pipelines: /8 of the teacher's width for KD, 1 - 0.8^2 of the conv weights after 2 steps.
+    assert results["models"]["unstructured-none"]["weight_sparsity"] == pytest.approx(1 - 0.8 ** 2, abs=1e-3)
+    tables = (tmp_path / "out" / "tables.md").read_text()
+    assert "(88.79)" in tables and "(80.21)" in tables  # the supplement's numbers beside ours
+    assert (tmp_path / "out" / "figures" / "maps.png").stat().st_size > 0

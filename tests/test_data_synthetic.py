@@ -40,6 +40,10 @@ def test_contract_and_normalisation():
     assert torch.allclose(image.double(), expected, atol=1e-6)
     assert torch.equal(label, raw_label) and torch.equal(mask, raw_mask)
     assert torch.equal(data[-2][0], data[3][0])
+    images, labels, masks = data.tensors()
+    assert torch.equal(images[3], image) and torch.equal(labels[3], label) and torch.equal(masks[3], mask)
+    uncached = SyntheticShapes("train", num_samples=5, cache=False).tensors()
+    assert all(torch.equal(a, b) for a, b in zip(uncached, (images, labels, masks)))
 
 
 def test_stored_mean_std_match_the_generator():

@@ -163,9 +163,9 @@ def _load_datasets(settings: dict[str, Any], data_root) -> dict[str, Any]:
     if data["name"] != "synthetic" and data_root is None:
         # from_spec raises the error that explains what to download and how to lay it out.
         spec = data["name"]
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"image_size": data["image_size"]}
     if data["name"] == "synthetic":
-        options = {"image_size": data["image_size"], "seed": settings["seed"]}
+        options["seed"] = settings["seed"]
     sizes = data.get("sizes", {})
     datasets = {}
     for split in ("train", "val", "seg"):

@@ -42,5 +42,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # Commands register themselves on `cli` when their module is imported.
-from apkit.cli import audit, bench, compress, list_cmd  # noqa: E402,F401
-from apkit.cli import train  # noqa: E402,F401
+from apkit.cli import (  # noqa: E402,F401
+    audit,
+    bench,
+    compress,
+    list_cmd,
+    train,  # noqa: E402,F401
+)
