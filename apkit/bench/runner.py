@@ -203,7 +203,7 @@ def _describe(result: dict[str, Any]) -> str:
 
 def _teacher_stage(run: BenchRun, key: str) -> None:
     from apkit.models import count_parameters, create, load_checkpoint, save_checkpoint
-    from apkit.training import evaluate, fit
+    from apkit.training import evaluate, fit, seed_everything
 
     spec = run.settings["teachers"][key]
     train, val = run.datasets["train"], run.datasets["val"]
@@ -213,6 +213,7 @@ def _teacher_stage(run: BenchRun, key: str) -> None:
             model = load_checkpoint(spec["checkpoint"], map_location=run.device, expect_num_classes=train.num_classes)
             history: list = []
         else:
+            seed_everything(run.settings["seed"])  # the initial weights, too, come from the run's seed
             model = create(spec["model"], num_classes=train.num_classes, **spec["options"])
             history = fit(model, train, val_set=val, device=run.device, seed=run.settings["seed"],
                           checkpoint_dir=run.out / "models" / key / "training", resume=True, progress=run.progress,

@@ -410,7 +410,7 @@ def roar(
     """
     from apkit import models
     from apkit.attribution import METHODS
-    from apkit.training import METRIC_NAMES, evaluate, fit
+    from apkit.training import METRIC_NAMES, evaluate, fit, seed_everything
 
     _check_dataset(train_set, "train_set")
     _check_dataset(test_set, "test_set")
@@ -456,6 +456,7 @@ def roar(
         path = Path(cache_dir) / f"roar-score-{cell_key}.json" if cache_dir is not None else None
         if path is not None and path.is_file():
             return json.loads(path.read_text(encoding="utf-8"))
+        seed_everything(seed)  # every retrained classifier starts from the same seeded weights
         net = models.create(classifier, num_classes=num_classes, **classifier_options)
         fit(net, train_data, task=task, device=device, seed=seed, progress=progress, num_workers=num_workers,
             **training)
