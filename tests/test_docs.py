@@ -36,8 +36,9 @@ def test_every_page_exists_with_a_title():
     for page in PAGES:
         text = (DOCS / page).read_text(encoding="utf-8")
         assert text.startswith("# "), f"docs/{page} must open with a '# ' title"
-    for stub in ("reproduction.md", "performance.md"):
-        assert "Filled from the latest benchmark run." in (DOCS / stub).read_text(encoding="utf-8")
+    # The reproduction page states the paper's sizes that the test suite checks exactly.
+    reproduction = (DOCS / "reproduction.md").read_text(encoding="utf-8")
+    assert all(n in reproduction for n in ("15,224,916", "294,364", "3,269,153", "0.9719"))
 
 
 def test_relative_links_resolve():
