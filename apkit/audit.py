@@ -159,6 +159,8 @@ def audit_model(
     from apkit.metrics.protocol import localization_scores
     from apkit.training import evaluate
 
+    if not tolerances:
+        raise ValidationError("tolerances must list at least one pointing-game tolerance, e.g. (0,)")
     scoring_set = dataset if classification_set is None else classification_set
     result: dict[str, Any] = {
         "predictive": evaluate(model, scoring_set, task=getattr(scoring_set, "task", None), device=device,
@@ -167,17 +169,13 @@ def audit_model(
         "pairs": {},
     }
     for method in methods:
-        for i, tolerance in enumerate(tolerances):
-            scores = localization_scores(
-                model, dataset, method=method, teacher=teacher, protocol=protocol, tolerance=tolerance,
-                batch_size=batch_size, device=device, progress=progress,
-            )
-            summary = scores.summary()
-            if i == 0:
-                result["methods"][method] = {k: v for k, v in summary.items() if not isinstance(v, (list, dict))}
-                result["pairs"][method] = scores.pair_values()
-            else:
-                result["methods"][method][f"pointing@{tolerance}"] = summary["pointing"]
+        # One set of maps serves every tolerance.
+        scores = localization_scores(
+            model, dataset, method=method, teacher=teacher, protocol=protocol, tolerance=tolerances[0],
+            extra_tolerances=tuple(tolerances[1:]), batch_size=batch_size, device=device, progress=progress,
+        )
+        result["methods"][method] = {k: v for k, v in scores.summary().items() if not isinstance(v, (list, dict))}
+        result["pairs"][method] = scores.pair_values()
     return result
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -94,13 +94,16 @@ class LocalizationTotals:
     class_hits: torch.Tensor
     class_auc_sum: torch.Tensor
     class_auc_count: torch.Tensor
+    extra_hits: torch.Tensor  # hits at each extra pointing tolerance, over the kept pairs
 
     @classmethod
-    def zeros(cls, num_classes: int, device: torch.device | str = "cpu") -> LocalizationTotals:
-        """Empty totals."""
+    def zeros(cls, num_classes: int, device: torch.device | str = "cpu", *,
+              extra_tolerances: int = 0) -> LocalizationTotals:
+        """Empty totals (``extra_tolerances``: how many extra pointing tolerances are counted)."""
         values = {}
         for f in fields(cls):
-            size = (num_classes,) if f.name.startswith("class_") else ()
+            size = (num_classes,) if f.name.startswith("class_") else (
+                (extra_tolerances,) if f.name.startswith("extra_") else ())
             values[f.name] = torch.zeros(size, dtype=torch.float64, device=device)
         return cls(**values)
 
@@ -117,8 +120,9 @@ class LocalizationTotals:
 
     def merge(self, other: LocalizationTotals) -> LocalizationTotals:
         """The totals of both parts (e.g. two batches, or two shards of a dataset)."""
-        if not isinstance(other, LocalizationTotals) or other.class_kept.shape != self.class_kept.shape:
-            raise ValidationError("can only merge LocalizationTotals with the same number of classes")
+        if (not isinstance(other, LocalizationTotals) or other.class_kept.shape != self.class_kept.shape
+                or other.extra_hits.shape != self.extra_hits.shape):
+            raise ValidationError("can only merge LocalizationTotals with the same classes and tolerances")
         return self._from_vector(self._vector() + other._vector().to(self.kept.device))
 
     def all_reduce(self) -> LocalizationTotals:
@@ -177,8 +181,13 @@ class LocalizationResult:
 
     def summary(self) -> dict[str, Any]:
         """``auc``, ``pointing`` (means over kept pairs, as the paper), their class averages,
-        ``cos`` and ``l2`` (means over the similarity pairs), and the pair counts."""
-        return self.totals.summary()
+        ``cos`` and ``l2`` (means over the similarity pairs), the pair counts, and
+        ``pointing@t`` for every extra tolerance ``t``."""
+        summary = self.totals.summary()
+        kept = float(self.totals.kept)
+        for tolerance, hits in zip(self.settings.get("extra_tolerances", ()), self.totals.extra_hits.tolist()):
+            summary[f"pointing@{tolerance}"] = hits / kept if kept > 0 else math.nan
+        return summary
 
     def pair_values(self) -> dict[str, list]:
         """The per-pair table as plain lists (JSON-ready; NaN stays a float NaN)."""
@@ -226,15 +235,16 @@ def _class_presence(masks: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 def _scores(maps: torch.Tensor, masks: torch.Tensor, ignore: torch.Tensor | None,
-            tolerance: int) -> tuple[torch.Tensor, torch.Tensor]:
+            tolerances: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """AUC ``(P,)`` and pointing hits ``(P, len(tolerances))`` of one batch of maps."""
     if maps.shape[0] == 0:
-        empty = torch.empty(0, dtype=torch.float64, device=maps.device)
-        return empty, empty
+        return (torch.empty(0, dtype=torch.float64, device=maps.device),
+                torch.empty(0, len(tolerances), dtype=torch.float64, device=maps.device))
     if ignore is not None and not bool(ignore.any()):
         ignore = None
     auc = roc_auc(normalize_maps(maps), masks, ignore=ignore)
-    hit = pointing_game(maps, masks, tolerance=tolerance).double()
-    return auc, hit
+    hits = torch.stack([pointing_game(maps, masks, tolerance=t) for t in tolerances], dim=1).double()
+    return auc, hits
 
 
 def localization_scores(
@@ -249,6 +259,7 @@ def localization_scores(
     similarity: str = "kept",
     similarity_method: str | None = None,
     tolerance: int = 0,
+    extra_tolerances: Sequence[int] = (),
     batch_size: int = 16,
     num_workers: int = 0,
     device: str | torch.device | None = None,
@@ -280,6 +291,9 @@ def localization_scores(
         Attribution method of the similarity maps; default ``method``.
     tolerance : int
         Pointing-game tolerance in pixels; 0 is the paper's strict rule.
+    extra_tolerances : sequence of int
+        More pointing-game tolerances scored on the same maps, reported as ``pointing@t``
+        (and the per-pair columns ``hit@t``).
     batch_size : int
         Images per batch (per process under ``torchrun``); memory stays bounded by it.
     num_workers : int
@@ -326,6 +340,9 @@ def localization_scores(
     check_choice(protocol, "protocol", PROTOCOLS)
     check_choice(similarity, "similarity", SIMILARITY_PAIRS)
     check_int(tolerance, "tolerance", minimum=0)
+    extra_tolerances = tuple(check_int(t, "extra_tolerances", minimum=0) for t in extra_tolerances)
+    tolerances = (tolerance, *extra_tolerances)
+    pair_columns = PAIR_COLUMNS + tuple(f"hit@{t}" for t in extra_tolerances)
     check_int(batch_size, "batch_size", minimum=1)
     check_int(num_workers, "num_workers", minimum=0)
     options = dict(explain_options or {})
@@ -336,7 +353,7 @@ def localization_scores(
     indices = list(range(rank, len(dataset), world))
     loader = DataLoader(dataset, batch_size=batch_size, sampler=indices, shuffle=False, num_workers=num_workers)
     totals: LocalizationTotals | None = None
-    columns: dict[str, list[torch.Tensor]] = {name: [] for name in PAIR_COLUMNS}
+    columns: dict[str, list[torch.Tensor]] = {name: [] for name in pair_columns}
     position = 0
     models = [model] + ([teacher] if teacher is not None else [])
     with _on_device(models, device), torch.no_grad():
@@ -358,7 +375,7 @@ def localization_scores(
                 raise ValidationError(f"the model has {logits.shape[1]} outputs but the dataset has "
                                       f"{num_classes} classes; use a model trained on this dataset")
             if totals is None:
-                totals = LocalizationTotals.zeros(num_classes, device)
+                totals = LocalizationTotals.zeros(num_classes, device, extra_tolerances=len(extra_tolerances))
             teacher_logits = teacher(images) if teacher is not None else None
 
             # Candidate pairs, whether each is kept, and its binary mask.
@@ -392,7 +409,8 @@ def localization_scores(
                 similar = torch.ones_like(kept)
 
             auc = torch.full((pairs.shape[0],), math.nan, dtype=torch.float64, device=device)
-            hit, cos, l2 = auc.clone(), auc.clone(), auc.clone()
+            cos, l2 = auc.clone(), auc.clone()
+            hits = torch.full((pairs.shape[0], len(tolerances)), math.nan, dtype=torch.float64, device=device)
             # The model's maps for every pair it needs (kept or compared with the teacher).
             need = kept | (similar if similarity_method == method else torch.zeros_like(kept))
             maps = torch.empty(0, *images.shape[-2:], device=device)
@@ -409,8 +427,8 @@ def localization_scores(
                 kept &= ~invalid
                 similar &= ~invalid
                 score = kept[where]
-                pair_auc, pair_hit = _scores(maps[score], objects[where[score]], void[where[score]], tolerance)
-                auc[where[score]], hit[where[score]] = pair_auc, pair_hit
+                pair_auc, pair_hits = _scores(maps[score], objects[where[score]], void[where[score]], tolerances)
+                auc[where[score]], hits[where[score]] = pair_auc, pair_hits
 
             # Similarity to the teacher's maps on the same pairs.
             sim_where = similar.nonzero().squeeze(1)
@@ -430,13 +448,13 @@ def localization_scores(
                     cos[sim_where] = cosine_similarity(student_maps, teacher_maps).double()
                     l2[sim_where] = normalized_l2(student_maps, teacher_maps).double()
 
-            _accumulate(totals, pairs[:, 1], kept, auc, hit, cos, l2)
-            for name, values in zip(PAIR_COLUMNS, (image_index[pairs[:, 0]], pairs[:, 1], correct, teacher_correct,
-                                                   kept, auc, hit, cos, l2)):
+            _accumulate(totals, pairs[:, 1], kept, auc, hits, cos, l2)
+            for name, values in zip(pair_columns, (image_index[pairs[:, 0]], pairs[:, 1], correct, teacher_correct,
+                                                   kept, auc, hits[:, 0], cos, l2, *hits[:, 1:].unbind(1))):
                 columns[name].append(values)
 
     if totals is None:  # an empty dataset, or an empty share of one
-        totals = LocalizationTotals.zeros(num_classes or 0, device)
+        totals = LocalizationTotals.zeros(num_classes or 0, device, extra_tolerances=len(extra_tolerances))
     totals = totals.all_reduce()
     table = {}
     for name, parts in columns.items():
@@ -449,14 +467,17 @@ def localization_scores(
         order = torch.argsort(table["image"] * (num_classes or 1) + table["class"], stable=True)
         table = {name: values[order] for name, values in table.items()}
     settings = {"method": method, "layer": layer, "protocol": protocol, "similarity": similarity,
-                "similarity_method": similarity_method, "tolerance": tolerance, "teacher": teacher is not None,
+                "similarity_method": similarity_method, "tolerance": tolerance,
+                "extra_tolerances": list(extra_tolerances), "teacher": teacher is not None,
                 "num_images": len(dataset)}
     return LocalizationResult(totals=totals, pairs=table, settings=settings)
 
 
 def _accumulate(totals: LocalizationTotals, classes: torch.Tensor, kept: torch.Tensor, auc: torch.Tensor,
-                hit: torch.Tensor, cos: torch.Tensor, l2: torch.Tensor) -> None:
-    """Add one batch's pairs to ``totals`` (in place)."""
+                hits: torch.Tensor, cos: torch.Tensor, l2: torch.Tensor) -> None:
+    """Add one batch's pairs to ``totals`` (in place); ``hits`` has one column per tolerance."""
+    hit = hits[:, 0]
+    totals.extra_hits += hits[kept, 1:].sum(0)
     has_auc = kept & ~torch.isnan(auc)
     totals.kept += float(kept.sum())
     totals.auc_sum += auc[has_auc].sum()
