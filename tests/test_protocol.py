@@ -118,6 +118,20 @@ def test_voc_protocol_equals_reference_loop(fake):
     assert math.isnan(summary["cos"])  # no teacher
 
 
+def test_extra_tolerances_equal_separate_runs(fake):
+    data = _dataset()
+    together = localization_scores(fake, data, extra_tolerances=(2, 5), device="cpu", batch_size=3, progress=False)
+    summary = together.summary()
+    for tolerance in (2, 5):
+        alone = localization_scores(fake, data, tolerance=tolerance, device="cpu", batch_size=3, progress=False)
+        assert summary[f"pointing@{tolerance}"] == alone.summary()["pointing"]
+        np.testing.assert_array_equal(together.pairs[f"hit@{tolerance}"].numpy(), alone.pairs["hit"].numpy())
+    strict = localization_scores(fake, data, device="cpu", batch_size=3, progress=False).summary()
+    assert {k: v for k, v in summary.items() if "@" not in k} == pytest.approx(strict, nan_ok=True)
+    with pytest.raises(ValidationError, match="extra_tolerances"):
+        localization_scores(fake, data, extra_tolerances=(-1,), device="cpu", progress=False)
+
+
 def test_similarity_with_teacher_and_nan_maps(fake):
     data = _dataset()
     student = Lookup(fake.table.clone())
