@@ -9,7 +9,7 @@ process, checks that the values are the same, and also times Quantus's ``AUC`` a
 The maps imitate Grad-CAM at VGG16's conv5_3: a ReLU'd 14x14 map upsampled bilinearly to the
 input size; the masks are random blobs.
 
-Run:  python benchmarks/bench_metrics.py [--maps 2000] [--size 227] [--threads N] [--no-quantus]
+Run:  python benchmarks/bench_metrics.py [--maps 2000] [--size 227] [--threads N] [--no-quantus] [--device cpu]
 
 By default torch runs on one thread, as the scikit-learn loop does, so the ratio compares one core
 with one core.  (On a machine busy with other work, torch's multi-threaded kernels can be much
@@ -19,11 +19,12 @@ slower than single-threaded ones: each parallel region waits for a descheduled t
 from __future__ import annotations
 
 import argparse
-import time
+import importlib
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _common import Measurement, print_measurements, resolve_device, timed
 from sklearn.metrics import auc, roc_curve
 
 from apkit.metrics import pointing_game, roc_auc
@@ -79,13 +80,70 @@ def quantus_metrics(maps: np.ndarray, masks: np.ndarray):
     return np.asarray(aucs, dtype=np.float64), np.asarray(hits, dtype=np.float64)
 
 
-def timed(fn, *args):
-    start = time.perf_counter()
-    out = fn(*args)
-    return time.perf_counter() - start, out
+def measure(*, maps: int = 2000, size: int = 227, threads: int = 1, seed: int = 0, quantus: bool = True,
+            device: torch.device | str = "cpu", repeats: int = 1) -> list[Measurement]:
+    """Time apkit's metrics against the paper loop (and Quantus) on the same maps; check the values.
+
+    Returns one :class:`Measurement` for the scikit-learn loop and one for Quantus (skipped when
+    Quantus is not installed or ``quantus=False``).  ``threads`` torch threads are used on the CPU
+    (0: torch's default) and restored afterwards.
+    """
+    device = torch.device(device)
+    previous = torch.get_num_threads()
+    if threads and device.type == "cpu":
+        torch.set_num_threads(threads)
+    try:
+        cpu_maps, cpu_masks = make_data(maps, size, seed)
+        maps_np, masks_np = cpu_maps.numpy(), cpu_masks.numpy()
+        on_device = cpu_maps.to(device), cpu_masks.to(device)
+        apkit_metrics(on_device[0][:4], on_device[1][:4])  # warm-up
+        t_apkit, peak_apkit, (ours_auc, ours_hit) = timed(lambda: apkit_metrics(*on_device), repeats=repeats,
+                                                          device=device)
+        t_paper, peak_paper, (paper_auc, paper_hit) = timed(lambda: paper_loop(maps_np, masks_np), repeats=repeats,
+                                                            device=torch.device("cpu"))
+        ours_auc, ours_hit = ours_auc.cpu().numpy(), ours_hit.cpu().numpy()
+        auc_error = float(np.abs(ours_auc - paper_auc).max())
+        equal = auc_error <= 1e-9 and bool(np.array_equal(ours_hit, paper_hit))
+        where = f"{torch.get_num_threads()} torch thread(s)" if device.type == "cpu" else "on the GPU"
+        operation = f"ROC-AUC + pointing game of {maps} maps at {size}x{size}"
+        rows = [Measurement(
+            name="metrics", operation=operation, apkit=f"apkit.metrics, batched ({where})",
+            baseline="paper loop: sklearn roc_curve + auc, np.where, per map (1 core)",
+            apkit_s=t_apkit, baseline_s=t_paper, equal=equal,
+            check=f"AUC max difference {auc_error:.1e} (<= 1e-9), pointing hits "
+                  f"{'identical' if np.array_equal(ours_hit, paper_hit) else 'DIFFER'}",
+            apkit_peak=peak_apkit, baseline_peak=peak_paper, device=str(device), repeats=repeats,
+            extra={"mean_auc": float(paper_auc.mean()), "pointing": float(paper_hit.mean()),
+                   "apkit_ms_per_map": 1000 * t_apkit / maps, "baseline_ms_per_map": 1000 * t_paper / maps},
+        )]
+        quantus_row = Measurement(name="metrics-quantus", operation=operation, apkit=rows[0].apkit,
+                                  baseline="Quantus AUC + PointingGame", device=str(device), repeats=repeats)
+        reason = None if quantus else "Quantus left out (quantus=False)"
+        if quantus:
+            try:
+                importlib.import_module("quantus")
+            except ImportError as exc:
+                reason = f"Quantus is not installed ({exc}); pip install quantus to add it"
+        if reason is None:
+            t_q, peak_q, (q_auc, q_hit) = timed(lambda: quantus_metrics(maps_np, masks_np), repeats=repeats,
+                                                device=torch.device("cpu"))
+            q_error = float(np.abs(q_auc - paper_auc).max())
+            # Quantus counts a hit when any tied maximum is on the mask; the maps have one maximum.
+            quantus_row.baseline_s, quantus_row.baseline_peak = t_q, peak_q
+            quantus_row.apkit_s, quantus_row.apkit_peak = t_apkit, peak_apkit
+            quantus_row.equal = q_error <= 1e-9 and bool(np.array_equal(q_hit, paper_hit))
+            quantus_row.check = (f"Quantus vs the paper loop (which apkit matches): AUC max difference "
+                                 f"{q_error:.1e}, pointing hits "
+                                 f"{'identical' if np.array_equal(q_hit, paper_hit) else 'DIFFER'}")
+        else:
+            quantus_row.skipped, quantus_row.check = True, reason
+        rows.append(quantus_row)
+        return rows
+    finally:
+        torch.set_num_threads(previous)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[Measurement]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--maps", type=int, default=2000)
     parser.add_argument("--size", type=int, default=227)
@@ -93,42 +151,17 @@ def main() -> None:
                         help="torch threads (default 1: the paper loop uses one core; 0 keeps torch's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-quantus", action="store_true")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    maps, masks = make_data(args.maps, args.size, args.seed)
-    maps_np, masks_np = maps.numpy(), masks.numpy()
-    apkit_metrics(maps[:4], masks[:4])  # warm-up
-
-    rows = []
-    t_paper, (paper_auc, paper_hit) = timed(paper_loop, maps_np, masks_np)
-    rows.append(("paper loop (sklearn roc_curve + auc, np.where)", t_paper))
-    t_apkit, (ours_auc, ours_hit) = timed(apkit_metrics, maps, masks)
-    rows.append((f"apkit.metrics (torch, {torch.get_num_threads()} thread(s))", t_apkit))
-    np.testing.assert_allclose(ours_auc.numpy(), paper_auc, rtol=0, atol=1e-9)
-    np.testing.assert_array_equal(ours_hit.numpy(), paper_hit)
-    checks = ["AUC equal to 1e-9 and pointing hits identical to the paper loop"]
-
-    if not args.no_quantus:
-        try:
-            import quantus  # noqa: F401
-        except ImportError:
-            checks.append("Quantus is not installed: skipped")
-        else:
-            t_quantus, (q_auc, q_hit) = timed(quantus_metrics, maps_np, masks_np)
-            rows.append(("Quantus AUC + PointingGame", t_quantus))
-            np.testing.assert_allclose(q_auc, paper_auc, rtol=0, atol=1e-9)
-            # Quantus counts a hit when any tied maximum is on the mask; the maps have one maximum.
-            np.testing.assert_array_equal(q_hit, paper_hit)
-            checks.append("Quantus values equal too")
-
-    print(f"{args.maps} maps of {args.size}x{args.size}, AUC + pointing game, CPU")
-    print(f"{'implementation':<52} {'seconds':>9} {'ms / map':>9} {'speed-up vs paper loop':>24}")
-    for name, seconds in rows:
-        print(f"{name:<52} {seconds:9.3f} {1000 * seconds / args.maps:9.3f} {t_paper / seconds:23.1f}x")
-    print("; ".join(checks))
-    print(f"mean AUC {paper_auc.mean():.4f}, pointing accuracy {paper_hit.mean():.4f}")
+    parser.add_argument("--device", default="cpu", help="where apkit's metrics run: cpu, cuda or auto")
+    args = parser.parse_args(argv)
+    rows = measure(maps=args.maps, size=args.size, threads=args.threads, seed=args.seed,
+                   quantus=not args.no_quantus, device=resolve_device(args.device))
+    print_measurements(rows)
+    extra = rows[0].extra
+    print(f"\n{extra['apkit_ms_per_map']:.3f} ms / map (apkit), {extra['baseline_ms_per_map']:.3f} ms / map "
+          f"(paper loop); mean AUC {extra['mean_auc']:.4f}, pointing accuracy {extra['pointing']:.4f}")
+    if any(row.equal is False for row in rows):
+        raise SystemExit("the values differ from the paper loop")
+    return rows
 
 
 if __name__ == "__main__":

@@ -36,14 +36,21 @@ def _paper_regularizer_options() -> dict[str, dict[str, float]]:
     return {"ewa": {"reg_weight": 100.0}, "swa": {"reg_weight": 50.0}, "sswa": {"reg_weight": 50.0, "drop": 0.3}}
 
 
-def _synthetic(train: int, val: int, seg: int, image_size: int, *, teacher_epochs: int, kd_epochs: int,
+def _synthetic(train: int, val: int, seg: int, image_size: int, *, teacher_epochs: int | None, kd_epochs: int,
                prune_epochs: int, roar: dict) -> dict[str, Any]:
+    from apkit.training import RECIPES
+
+    # The teacher follows the "synthetic" recipe of `apkit train` (teacher_epochs=None keeps its epochs).
+    recipe = RECIPES.get("synthetic").kwargs()
+    recipe["epochs"] = teacher_epochs or recipe["epochs"]
+    teacher_train = {**_train(recipe.pop("epochs"), recipe.pop("lr")), **recipe}
+    teacher_train["milestones"] = list(teacher_train["milestones"])
     # Compression entries are settings of apkit.compression.compress: a settings profile plus overrides.
     return {
         "data": {"name": "synthetic", "image_size": image_size, "sizes": {"train": train, "val": val, "seg": seg}},
         "protocol": "voc",
         "teachers": {"teacher": {"model": "vgg_small", "options": {"input_size": image_size}, "checkpoint": None,
-                                 "train": _train(teacher_epochs, 0.05, weight_decay=5e-4, schedule="cosine")}},
+                                 "train": teacher_train}},
         "compressions": {
             "kd": {"method": "kd", "profile": "quick", "epochs": kd_epochs},
             "structured": {"method": "structured", "profile": "quick", "epochs": prune_epochs},
@@ -65,18 +72,21 @@ def smoke() -> dict[str, Any]:
         400, 100, 60, 32, teacher_epochs=3, kd_epochs=1, prune_epochs=1,
         roar={"enabled": True, "fractions": [0.5], "sources": ["teacher", "kd-none", "kd-swa", "random"],
               "classifier": {"model": "vgg_small", "options": {"input_size": 32, "width_divisor": 4}},
-              "train": _train(1, 0.05), "train_size": 200, "test_size": 60},
+              "train": _train(1, 0.05), "train_size": 200, "test_size": 60, "metric": "map_class"},
     )
 
 
 @PROFILES.register("default", help="the paper's grid on the embedded synthetic data; minutes on a laptop CPU")
 def default() -> dict[str, Any]:
     return _synthetic(
-        4000, 500, 500, 64, teacher_epochs=12, kd_epochs=8, prune_epochs=2,
-        roar={"enabled": True, "fractions": [0.1, 0.3, 0.5, 0.7, 0.9],
+        3000, 400, 300, 64, teacher_epochs=10, kd_epochs=4, prune_epochs=2,
+        # Short retraining leaves F1 at a 0.5 threshold near 0 whatever is removed: the threshold-free
+        # per-class mAP shows the ROAR ordering at laptop scale (the paper's F1 is in the details).
+        roar={"enabled": True, "fractions": [0.1, 0.5, 0.9],
               "sources": ["teacher", "kd-none", "kd-swa", "random"],
-              "classifier": {"model": "vgg_small", "options": {"input_size": 64, "width_divisor": 2}},
-              "train": _train(3, 0.05, schedule="cosine"), "train_size": 2000, "test_size": 500},
+              "classifier": {"model": "vgg_small", "options": {"input_size": 64, "width_divisor": 4}},
+              "train": _train(8, 0.05, batch_size=32, schedule="cosine"), "train_size": 1500, "test_size": 400,
+              "metric": "map_class"},
     )
 
 
@@ -101,7 +111,7 @@ def voc() -> dict[str, Any]:
         "roar": {"enabled": True, "fractions": [0.1, 0.3, 0.5, 0.7, 0.9],
                  "sources": ["teacher", "kd-none", "kd-swa", "random"],
                  "classifier": {"model": "vgg11_bn", "options": {}}, "train": _train(60, 0.01),
-                 "train_size": None, "test_size": None},
+                 "train_size": None, "test_size": None, "metric": "f1"},
         "figures": {"examples": 6, "method": "gradcam"},
         "seed": 0,
         "paper": "voc",

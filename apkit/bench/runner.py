@@ -23,6 +23,7 @@ from apkit._io import atomic_write_json, read_json
 from apkit._validation import resolve_device
 from apkit.bench.profiles import resolve_profile
 from apkit.errors import ValidationError
+from apkit.training.distributed import barrier, is_main_process
 
 TEACHER = "teacher"
 
@@ -40,7 +41,11 @@ class BenchRun:
     _models: dict[str, torch.nn.Module] = field(default_factory=dict)
 
     def stage(self, key: str, compute: Callable[[], dict[str, Any]], summary: Callable[[dict], str]) -> dict:
-        """Run ``compute`` once: its result is stored as ``stages/<key>.json`` and reused afterwards."""
+        """Run ``compute`` once: its result is stored as ``stages/<key>.json`` and reused afterwards.
+
+        Under ``torchrun`` every process computes (training and evaluation share the work) and
+        rank 0 writes; the others wait for its files.
+        """
         path = self.out / "stages" / f"{key}.json"
         if path.exists():
             result = read_json(path)
@@ -49,14 +54,16 @@ class BenchRun:
             started = time.perf_counter()
             result = compute()
             result["seconds"] = round(time.perf_counter() - started, 2)
-            atomic_write_json(path, result)
+            if is_main_process():
+                atomic_write_json(path, result)
+            barrier()
             result = read_json(path)  # a fresh and a resumed run see the same (JSON) values
             self.log(f"[done {result['seconds']:.0f}s] {key}: {summary(result)}")
         self.stages[key] = result
         return result
 
     def log(self, message: str) -> None:
-        if self.progress:
+        if self.progress and is_main_process():
             tqdm.write(message)
 
     def model_path(self, key: str) -> Path:
@@ -129,13 +136,16 @@ def run_bench(
     plan += [(f"eval-{k}", lambda k=k: _evaluation_stage(run, k)) for k in [*teachers, *keys]]
     if settings["roar"].get("enabled"):
         plan.append(("roar", lambda: _roar_stage(run)))
-    with tqdm(total=len(plan), desc=f"apkit bench ({profile})", unit="stage", disable=not progress) as bar:
+    with tqdm(total=len(plan), desc=f"apkit bench ({profile})", unit="stage",
+              disable=not (progress and is_main_process())) as bar:
         for name, step in plan:
             bar.set_postfix_str(name)
             step()
             bar.update()
     results = report.collect_results(run, wall_seconds=time.perf_counter() - started)
-    report.write_outputs(run, results)
+    if is_main_process():
+        report.write_outputs(run, results)
+    barrier()
     return read_json(run.out / "results.json")
 
 
@@ -151,8 +161,9 @@ def _check_same_settings(run: BenchRun) -> None:
                 f"{str(run.out)!r} holds a benchmark with other settings (differs in: {', '.join(changed)}); "
                 "use another --out folder or delete this one"
             )
-    else:
+    elif is_main_process():
         atomic_write_json(path, current)
+    barrier()  # every process has checked the folder before rank 0 fills it
 
 
 def _load_datasets(settings: dict[str, Any], data_root) -> dict[str, Any]:
@@ -217,8 +228,10 @@ def _teacher_stage(run: BenchRun, key: str) -> None:
             model = create(spec["model"], num_classes=train.num_classes, **spec["options"])
             history = fit(model, train, val_set=val, device=run.device, seed=run.settings["seed"],
                           checkpoint_dir=run.out / "models" / key / "training", resume=True, progress=run.progress,
+                          channels_last=run.device.type == "cpu",  # faster CPU convolutions
                           **spec["train"]).history
-        save_checkpoint(model, run.model_path(key), meta={"stage": key, "settings": spec})
+        if is_main_process():
+            save_checkpoint(model, run.model_path(key), meta={"stage": key, "settings": spec})
         return {"params": count_parameters(model), "nonzero_params": count_parameters(model, nonzero=True),
                 "val": evaluate(model, val, device=run.device), "history": history}
 
@@ -259,7 +272,9 @@ def _evaluation_stage(run: BenchRun, key: str) -> None:
             tolerances=evaluation["tolerances"], classification_set=run.datasets["val"],
             batch_size=evaluation["batch_size"], device=run.device, progress=run.progress,
         )
-        atomic_write_json(run.out / "pairs" / f"{key}.json", result.pop("pairs"))
+        pairs = result.pop("pairs")
+        if is_main_process():
+            atomic_write_json(run.out / "pairs" / f"{key}.json", pairs)
         return result
 
     def summary(result: dict[str, Any]) -> str:
@@ -279,7 +294,8 @@ def _roar_stage(run: BenchRun) -> None:
             sources, run.datasets["train"], run.datasets["val"], fractions=spec["fractions"],
             classifier=spec["classifier"]["model"], classifier_options=spec["classifier"]["options"],
             train_settings=spec["train"], train_size=spec["train_size"], test_size=spec["test_size"],
-            cache_dir=run.out / "roar-cache", device=run.device, seed=run.settings["seed"], progress=run.progress,
+            metric=spec.get("metric"), cache_dir=run.out / "roar-cache", device=run.device, seed=run.settings["seed"],
+            progress=run.progress,
         )
         return result.to_dict()
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from apkit.cli import cli
+from apkit.errors import ValidationError
 
 
 def _model_name(path: str) -> str:
@@ -28,12 +29,14 @@ def _model_name(path: str) -> str:
               help="voc: every correctly predicted ground-truth class; imagenet: the top-1 class. "
                    "[default: imagenet for imagenet-seg data, else voc]")
 @click.option("--tolerance", type=int, default=0, show_default=True, help="Pointing-game tolerance in pixels.")
+@click.option("--samples", type=int, default=None,
+              help="synthetic: number of evaluation images [500]; they are rendered at the teacher's input size.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="apkit-audit", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def audit_command(teacher, students, data_spec, split, methods, protocol, tolerance, batch_size, device, out_dir,
-                  quiet):
+def audit_command(teacher, students, data_spec, split, methods, protocol, tolerance, samples, batch_size, device,
+                  out_dir, quiet):
     """Audit compressed models against their original: accuracy, attribution quality against the masks
     (ROC-AUC, pointing game) and similarity to the original's maps (cosine, normalised L2), per method.
 
@@ -42,15 +45,31 @@ def audit_command(teacher, students, data_spec, split, methods, protocol, tolera
     from apkit.audit import audit
     from apkit.data import from_spec
     from apkit.models import load_checkpoint
+    from apkit.training import is_main_process
+    from apkit.training.distributed import init_from_environment
 
-    dataset = from_spec(data_spec, split=split)
-    teacher_model = load_checkpoint(teacher, expect_num_classes=dataset.num_classes)
+    init_from_environment(device)  # under torchrun: join the process group
+
+    if samples is not None and data_spec != "synthetic":
+        raise ValidationError("--samples applies only to --data synthetic")
+    teacher_model = load_checkpoint(teacher)
+    data_options = {} if samples is None else {"num_samples": samples}
+    input_size = teacher_model.apkit_config.get("options", {}).get("input_size")
+    if data_spec == "synthetic" and input_size is not None:  # render the images at the teacher's input size
+        data_options["image_size"] = input_size
+    dataset = from_spec(data_spec, split=split, **data_options)
+    if teacher_model.apkit_config["num_classes"] != dataset.num_classes:
+        raise ValidationError(
+            f"the teacher has {teacher_model.apkit_config['num_classes']} classes but the data has "
+            f"{dataset.num_classes}; use a teacher trained on this dataset"
+        )
     named = {_model_name(p): load_checkpoint(p, expect_num_classes=dataset.num_classes) for p in students}
     if protocol is None:
         protocol = "imagenet" if data_spec.startswith("imagenet") else "voc"
     report = audit(teacher_model, named, dataset, methods=[m.strip() for m in methods.split(",") if m.strip()],
                    protocol=protocol, tolerance=tolerance, batch_size=batch_size, device=device,
                    progress=not quiet)
-    paths = report.save(out_dir)
-    click.echo(report.to_markdown())
-    click.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
+    if is_main_process():  # under torchrun every process holds the whole report; one writes it
+        paths = report.save(out_dir)
+        click.echo(report.to_markdown())
+        click.echo(f"wrote {', '.join(str(p) for p in paths.values())}")

@@ -28,9 +28,13 @@ def bench_command(profile, data_root, device, out_dir, overrides, quiet):
     Every finished stage is kept: if the run is interrupted, the same command continues it.
     """
     from apkit.bench.runner import run_bench
+    from apkit.training.distributed import init_from_environment, is_main_process
+
+    init_from_environment(device)  # under torchrun: join the process group
 
     out_dir = out_dir or f"apkit-bench-{profile}"
     results = run_bench(profile, out_dir=out_dir, data_root=data_root, device=device,
                         overrides=overrides, progress=not quiet)
-    click.echo(f"wrote {out_dir}/results.json, {out_dir}/tables.md and {out_dir}/figures/ "
-               f"(wall time {results['wall_seconds']:.0f} s)")
+    if is_main_process():
+        click.echo(f"wrote {out_dir}/results.json, {out_dir}/tables.md and {out_dir}/figures/ "
+                   f"(wall time {results['wall_seconds']:.0f} s)")

@@ -86,7 +86,9 @@ def compress_command(teacher, method, reg, data_spec, out_dir, profile, epochs, 
     from apkit.compression import compress
     from apkit.data import from_spec
     from apkit.models import load_checkpoint
+    from apkit.training.distributed import init_from_environment
 
+    init_from_environment(device)  # under torchrun: join the process group
     given = dict(epochs=epochs, lr=lr, batch_size=batch_size, width_divisor=width_divisor,
                  pruning_ratio=pruning_ratio, amount=amount, steps=steps, reg_weight=reg_weight, drop=drop)
     options = {k: v for k, v in given.items() if v is not None}  # unset options keep the profile's value

@@ -73,7 +73,10 @@ def train_command(model, data_spec, out_dir, recipe, epochs, batch_size, lr, mom
     Writes --out/model.pt (load it with apkit.models.load_checkpoint; it records the dataset,
     metrics and settings) and --out/metrics.json, and prints the validation metrics.
     """
+    from apkit.training.distributed import init_from_environment
     from apkit.training.pipeline import train_model
+
+    init_from_environment(device)  # under torchrun: join the process group
 
     if image_size is not None and data_spec != "synthetic":
         raise ValidationError("--image-size applies only to --data synthetic")

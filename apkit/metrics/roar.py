@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from apkit._validation import check_choice, check_fraction, check_int, resolve_device
 from apkit.errors import DataError, ValidationError
+from apkit.training.distributed import is_main_process
 
 __all__ = ["DEFAULT_FRACTIONS", "DEFAULT_TRAIN_SETTINGS", "RANDOM", "RemovedPixels", "RoarResult", "plot_roar", "roar",
            "roar_maps"]
@@ -160,7 +161,7 @@ def roar_maps(model: nn.Module, dataset, *, method: str = "gradcam", layer: str 
                 return cached["maps"], False
     maps = _compute_maps(model, dataset, method=method, layer=layer, target=target, batch_size=batch_size,
                          device=resolve_device(device), progress=progress, explain_options=options)
-    if path is not None:
+    if path is not None and is_main_process():  # under torchrun every process has the maps; one writes
         atomic_save({"maps": maps, "method": method, "layer": layer, "target": target}, path)
     return maps, True
 
@@ -459,9 +460,9 @@ def roar(
         seed_everything(seed)  # every retrained classifier starts from the same seeded weights
         net = models.create(classifier, num_classes=num_classes, **classifier_options)
         fit(net, train_data, task=task, device=device, seed=seed, progress=progress, num_workers=num_workers,
-            **training)
+            channels_last=device.type == "cpu", **training)  # channels-last: faster CPU convolutions
         scores = evaluate(net, test_data, task=task, device=device, batch_size=max(batch_size, 64))
-        if path is not None:
+        if path is not None and is_main_process():
             from apkit._io import atomic_write_json
 
             atomic_write_json(path, scores)

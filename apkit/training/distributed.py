@@ -1,8 +1,9 @@
 """Small helpers over ``torch.distributed`` so that the same code runs in one process or under ``torchrun``.
 
-Nothing here starts a process group: launch with ``torchrun --nproc-per-node N ...`` and call
-``torch.distributed.init_process_group`` (backend ``"nccl"`` on GPUs, ``"gloo"`` on CPUs) before
-using apkit.  Without a process group every helper is a cheap no-op for a single process.
+The ``apkit`` commands join the process group that ``torchrun --nproc-per-node N ...`` describes
+(:func:`init_from_environment`); from Python, call it, or ``torch.distributed.init_process_group``
+(backend ``"nccl"`` on GPUs, ``"gloo"`` on CPUs), before using apkit.  Without a process group every
+helper is a cheap no-op for a single process.
 
 Examples
 --------
@@ -30,6 +31,7 @@ __all__ = [
     "all_reduce_sum",
     "barrier",
     "broadcast_buffers",
+    "init_from_environment",
     "is_distributed",
     "is_main_process",
     "local_device",
@@ -52,6 +54,27 @@ def world_info() -> tuple[int, int]:
 def is_main_process() -> bool:
     """True on rank 0 (the process that writes files and logs) and in a single process."""
     return world_info()[0] == 0
+
+
+def init_from_environment(device: str | torch.device | None = None) -> bool:
+    """Join the process group that ``torchrun`` describes in the environment, if any and not yet joined.
+
+    ``WORLD_SIZE`` above 1 (set by ``torchrun``) starts a group with the ``"nccl"`` backend when the
+    run uses CUDA (``device`` ``"cuda"``, ``"cuda:N"``, or ``None``/``"auto"`` with a GPU present),
+    each process on its ``LOCAL_RANK``'s GPU, and ``"gloo"`` otherwise.  The group is left at exit.
+    Returns :func:`is_distributed`.
+    """
+    import atexit
+
+    if not dist.is_available() or dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return is_distributed()
+    name = "auto" if device is None else str(device)
+    use_cuda = name.startswith("cuda") or (name == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
+    return is_distributed()
 
 
 def barrier() -> None:

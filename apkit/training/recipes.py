@@ -80,6 +80,7 @@ RECIPES.register(
          "wd 1e-4, batch 64",
 )
 RECIPES.register(
-    "synthetic", Recipe(10, 0.02, 32, weight_decay=5e-4, schedule="cosine"),
-    help="teacher on the embedded synthetic data: about 2 minutes on a 2-core CPU",
+    "synthetic", Recipe(8, 0.05, 64, weight_decay=5e-4, schedule="cosine"),
+    help="teacher on the embedded synthetic data: 8 epochs, lr 0.05 cosine, wd 5e-4, batch 64; about 2 minutes "
+         "on a 2-core CPU",
 )

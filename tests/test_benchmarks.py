@@ -1,0 +1,91 @@
+"""The benchmark runner works from a fresh copy of the sources, and every measurement agrees with its baseline."""
+
+import importlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "benchmarks"
+ROWS = {"synthetic", "metrics", "metrics-quantus", "gradcam", "excitation", "lrp", "rap", "regularizer-step",
+        "regularizer-student", "audit"}
+
+
+@pytest.fixture
+def runner():
+    """benchmarks/run.py as a module (it imports its sibling scripts by their plain names)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        yield importlib.import_module("run")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def _results(out: Path) -> dict:
+    return json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+
+
+def test_the_runner_works_from_a_fresh_copy(tmp_path):
+    # Only the source folders, without caches, run from another folder: what a fresh clone has.  The
+    # runner imports every benchmark script at start, so one cheap benchmark shows that all of them load.
+    clone = tmp_path / "clone"
+    for folder in ("apkit", "benchmarks"):
+        shutil.copytree(ROOT / folder, clone / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    out = tmp_path / "results" / "table.md"
+    command = [sys.executable, str(clone / "benchmarks" / "run.py"), "--smoke", "--only", "synthetic",
+               "--device", "cpu", "--threads", "1", "--out", str(out)]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("Machine: ") and "cores" in done.stdout and "torch " in done.stdout
+    data = _results(out)
+    assert [row["name"] for row in data["results"]] == ["synthetic"] and data["results"][0]["equal"] is True
+    assert Path(data["machine"]["apkit_source"]) == clone / "apkit"  # the copy's code was measured
+    assert "| synthetic |" in out.read_text(encoding="utf-8")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["table.json", "table.md"]  # no temporary file left
+
+
+def test_every_measurement_runs_and_agrees_with_its_baseline(runner, tmp_path):
+    out = tmp_path / "table.md"
+    threads = torch.get_num_threads()
+    try:
+        # One thread: tiny models run faster so, above all on a machine that other jobs share.
+        assert runner.main(["--smoke", "--device", "cpu", "--threads", "1", "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    data = _results(out)
+    rows = {row["name"]: row for row in data["results"]}
+    assert set(rows) == ROWS
+    machine = data["machine"]
+    assert data["size"] == "smoke" and machine["device"] == "cpu" and machine["cpu_cores"] >= 1
+    assert machine["torch_threads"] == 1 and machine["torch"] == torch.__version__
+    quantus = importlib.util.find_spec("quantus") is not None
+    for name, row in rows.items():
+        if name == "metrics-quantus" and not quantus:
+            assert row["skipped"] and "not installed" in row["check"]
+            continue
+        assert not row["skipped"] and row["equal"] is True, (name, row["check"])
+        assert row["apkit_s"] > 0 and row["device"] == "cpu"
+        if name != "synthetic":  # the only row without a baseline
+            assert row["baseline_s"] > 0 and row["ratio"] == pytest.approx(row["baseline_s"] / row["apkit_s"])
+        if sys.platform.startswith("linux"):  # peak memory is measured on Linux
+            assert row["apkit_peak"] is not None
+    table = out.read_text(encoding="utf-8")
+    assert all(f"| {name} |" in table for name in ROWS)
+    assert "**NO**" not in table and "VmHWM" in table  # the peak-memory footnote
+
+
+def test_bad_arguments_are_refused(runner, capsys):
+    for argv, message in ((["--only", "nope"], "unknown benchmark(s) nope; known: synthetic, metrics"),
+                          (["--device", "tpu"], "device 'tpu' is not supported"),
+                          (["--out", "table.json"], "--out names the Markdown file"),
+                          (["--quick", "--smoke"], "not allowed with"),
+                          (["--threads", "-1"], "--threads must be 0")):
+        with pytest.raises(SystemExit) as exit_info:
+            runner.main(argv)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
