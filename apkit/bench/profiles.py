@@ -42,9 +42,7 @@ def _synthetic(train: int, val: int, seg: int, image_size: int, *, teacher_epoch
 
     # The teacher follows the "synthetic" recipe of `apkit train` (teacher_epochs=None keeps its epochs).
     recipe = RECIPES.get("synthetic").kwargs()
-    recipe["epochs"] = teacher_epochs or recipe["epochs"]
-    teacher_train = {**_train(recipe.pop("epochs"), recipe.pop("lr")), **recipe}
-    teacher_train["milestones"] = list(teacher_train["milestones"])
+    teacher_train = {**recipe, "epochs": teacher_epochs or recipe["epochs"], "milestones": list(recipe["milestones"])}
     # Compression entries are settings of apkit.compression.compress: a settings profile plus overrides.
     return {
         "data": {"name": "synthetic", "image_size": image_size, "sizes": {"train": train, "val": val, "seg": seg}},

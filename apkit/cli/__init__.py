@@ -11,7 +11,7 @@ import sys
 import click
 
 from apkit import __version__
-from apkit.errors import ApkitError
+from apkit.errors import ApkitError, ValidationError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -22,6 +22,21 @@ def cli() -> None:
     Start with `apkit bench` (the whole story on the embedded synthetic data), `apkit list`
     (what is available) or `apkit COMMAND --help`.
     """
+
+
+def teacher_data_options(teacher, data_spec: str) -> dict:
+    """Dataset options that follow a loaded teacher: synthetic images are rendered at its input size."""
+    input_size = teacher.apkit_config.get("options", {}).get("input_size")
+    return {"image_size": input_size} if data_spec == "synthetic" and input_size is not None else {}
+
+
+def check_teacher_classes(teacher, dataset) -> None:
+    """Refuse a teacher whose class count is not the dataset's."""
+    if teacher.apkit_config["num_classes"] != dataset.num_classes:
+        raise ValidationError(
+            f"the teacher has {teacher.apkit_config['num_classes']} classes but the data has "
+            f"{dataset.num_classes}; use a teacher trained on this dataset"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from apkit.cli import cli
+from apkit.cli import check_teacher_classes, cli, teacher_data_options
 from apkit.errors import ValidationError
 
 
@@ -53,16 +53,11 @@ def audit_command(teacher, students, data_spec, split, methods, protocol, tolera
     if samples is not None and data_spec != "synthetic":
         raise ValidationError("--samples applies only to --data synthetic")
     teacher_model = load_checkpoint(teacher)
-    data_options = {} if samples is None else {"num_samples": samples}
-    input_size = teacher_model.apkit_config.get("options", {}).get("input_size")
-    if data_spec == "synthetic" and input_size is not None:  # render the images at the teacher's input size
-        data_options["image_size"] = input_size
+    data_options = teacher_data_options(teacher_model, data_spec)
+    if samples is not None:
+        data_options["num_samples"] = samples
     dataset = from_spec(data_spec, split=split, **data_options)
-    if teacher_model.apkit_config["num_classes"] != dataset.num_classes:
-        raise ValidationError(
-            f"the teacher has {teacher_model.apkit_config['num_classes']} classes but the data has "
-            f"{dataset.num_classes}; use a teacher trained on this dataset"
-        )
+    check_teacher_classes(teacher_model, dataset)
     named = {_model_name(p): load_checkpoint(p, expect_num_classes=dataset.num_classes) for p in students}
     if protocol is None:
         protocol = "imagenet" if data_spec.startswith("imagenet") else "voc"

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from apkit.cli import cli
+from apkit.cli import check_teacher_classes, cli, teacher_data_options
 from apkit.errors import ValidationError
 
 METHOD_CHOICES = ("kd", "structured", "unstructured")
@@ -98,19 +98,12 @@ def compress_command(teacher, method, reg, data_spec, out_dir, profile, epochs, 
     if not synthetic and any(n is not None for n in sizes.values()):
         raise ValidationError("--train-samples and --val-samples apply only to --data synthetic")
     teacher_model = load_checkpoint(teacher)
-    data_options = {}
-    input_size = teacher_model.apkit_config.get("options", {}).get("input_size")
-    if synthetic and input_size is not None:  # render the images at the teacher's input size
-        data_options["image_size"] = input_size
+    data_options = teacher_data_options(teacher_model, data_spec)
     datasets = {
         split: from_spec(data_spec, split=split, **data_options, **({"num_samples": n} if n is not None else {}))
         for split, n in sizes.items()
     }
-    if datasets["train"].num_classes != teacher_model.apkit_config["num_classes"]:
-        raise ValidationError(
-            f"the teacher has {teacher_model.apkit_config['num_classes']} classes but the data has "
-            f"{datasets['train'].num_classes}; use a teacher trained on this dataset"
-        )
+    check_teacher_classes(teacher_model, datasets["train"])
     _, record = compress(
         teacher_model, method, reg, train_set=datasets["train"], val_set=datasets["val"], settings=profile,
         out_dir=out_dir, resume=resume, device=device, seed=seed, progress=not quiet, **options,
