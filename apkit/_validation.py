@@ -6,10 +6,13 @@ Every check raises :class:`apkit.errors.ValidationError` with a message of the f
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
+from torch import nn
 
 from apkit.errors import UnknownNameError, ValidationError
 
@@ -57,6 +60,43 @@ def check_same_device(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str
             f"{name_a} and {name_b} must be on the same device, got {a.device} and {b.device}; "
             f"move one with .to({a.device!s})"
         )
+
+
+def check_module(value: object, name: str = "model") -> nn.Module:
+    """Check ``value`` is a ``torch.nn.Module``; return it."""
+    if not isinstance(value, nn.Module):
+        raise _fail(name, "a torch.nn.Module", type(value).__name__)
+    return value
+
+
+def check_dataset(value: object, name: str = "dataset", *, allow_empty: bool = False) -> Any:
+    """Check ``value`` is a map-style dataset (``__getitem__`` and ``__len__``), non-empty unless allowed."""
+    if not (hasattr(value, "__getitem__") and hasattr(value, "__len__")):
+        raise _fail(name, "a map-style dataset (with __getitem__ and __len__)", type(value).__name__)
+    if not allow_empty and len(value) == 0:
+        raise ValidationError(f"{name} is empty; it must hold at least one example")
+    return value
+
+
+def parse_overrides(items: Iterable[str]) -> list[tuple[list[str], Any]]:
+    """Parse ``"a.b=value"`` settings into ``(["a", "b"], value)``; values are JSON, else a bare word.
+
+    Examples
+    --------
+    >>> parse_overrides(["train.epochs=5", "model=vgg_small", "ratios=[0.5, 0.7]"])
+    [(['train', 'epochs'], 5), (['model'], 'vgg_small'), (['ratios'], [0.5, 0.7])]
+    """
+    parsed = []
+    for item in items:
+        key, sep, raw = str(item).partition("=")
+        if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+            raise ValidationError(f"a setting must look like a.b=value (e.g. train.epochs=5), got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw  # a bare word such as a path or a layer name
+        parsed.append((key.strip().split("."), value))
+    return parsed
 
 
 def check_choice(value: object, name: str, choices: Iterable[str]) -> str:

@@ -4,7 +4,7 @@ The paper's evaluation script (METHOD §4.2) walks the segmentation set with bat
 forward pass, then for every ground-truth class of the image one Captum ``LayerGradCam`` call, a
 bilinear upsampling, the first ``np.where`` arg-max for the pointing game, min-max normalisation
 and scikit-learn's ``roc_curve`` + ``auc``; a pair counts when the class is predicted (logit > 0).
-apkit's :func:`apkit.metrics.protocol.localization_scores` scores the same pairs with batched
+apkit's :func:`apkit.evaluation.localization_scores` scores the same pairs with batched
 forward passes, all pairs of a batch in one Grad-CAM call and batched metrics.  This script runs
 both on the same model and images (the embedded synthetic segmentation split), in one process,
 and checks that they keep the same pairs and give the same AUC and pointing values.
@@ -27,7 +27,7 @@ from sklearn.metrics import auc, roc_curve
 
 from apkit import models
 from apkit.data import SyntheticShapes
-from apkit.metrics.protocol import localization_scores
+from apkit.evaluation import localization_scores
 
 VOID = 255
 

@@ -27,8 +27,7 @@ import torch.nn.functional as F
 from _common import Measurement, print_measurements, resolve_device, timed
 from sklearn.metrics import auc, roc_curve
 
-from apkit.metrics import pointing_game, roc_auc
-from apkit.metrics.protocol import normalize_maps
+from apkit.metrics import normalize_maps, pointing_game, roc_auc
 
 
 def make_data(count: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,19 +21,20 @@ from _common import DEVICE, FAST, dataset, output, teacher
 from torch.utils.data import DataLoader
 
 import apkit
-from apkit.audit import audit
 from apkit.compression import compress
+from apkit.evaluation import audit
 from apkit.metrics import cosine_similarity
 from apkit.viz import denormalize, plot_attribution_grid
 
 original = teacher()
 pruned, record = compress(original, "unstructured", "none", train_set=dataset("train"), val_set=dataset("val"),
                           settings="quick", amount=0.9, epochs=1 if FAST else 2, device=DEVICE, progress=False)
-print(f"Pruned: {record['weight_sparsity']:.0%} of the conv weights are zero, "
-      f"{record['nonzero_params']:,} of {record['teacher']['params']:,} parameters remain.")
+print(f"Pruned: {record.weight_sparsity:.0%} of the conv weights are zero, "
+      f"{record.nonzero_params:,} of {record.teacher['params']:,} parameters remain.")
 
 seg = dataset("seg")
-report = audit(original, {"pruned 90%": pruned}, seg, methods=("gradcam", "lrp"), device=DEVICE, progress=False)
+report = audit(original, {"pruned 90%": pruned}, seg, attribution_methods=("gradcam", "lrp"), device=DEVICE,
+               progress=False)
 print(report.to_markdown())
 paths = report.save(output("audit"))  # report.md, report.csv, report.json (with per-pair values)
 print(f"Saved {paths['markdown']} and the per-pair values in {paths['json']}")

@@ -24,7 +24,7 @@ from torchvision.transforms.functional import normalize, pil_to_tensor, to_tenso
 
 import apkit
 from apkit.data import SyntheticShapes
-from apkit.metrics import localization_scores
+from apkit.evaluation import localization_scores
 from apkit.training import fit
 from apkit.viz import denormalize, plot_attribution_grid
 

@@ -8,14 +8,14 @@ dataset's mean colour, a fresh classifier is trained on the perturbed training i
 on the perturbed test images.  If the maps point at the evidence, the score drops quickly as
 the removed fraction ``k`` grows; random maps are the baseline.
 
-``apkit.metrics.roar`` runs the grid (sources x fractions), caches maps and scores under
+``apkit.evaluation.roar`` runs the grid (sources x fractions), caches maps and scores under
 ``cache_dir`` (an interrupted run resumes), and returns a table and the curves.  Look at whether
 the teacher's Grad-CAM curve lies below the random one: the lower, the more informative the maps.
 """
 
 from _common import DEVICE, FAST, IMAGE_SIZE, dataset, output, teacher
 
-from apkit.metrics import plot_roar, roar
+from apkit.evaluation import plot_roar, roar
 
 model = teacher()
 result = roar(

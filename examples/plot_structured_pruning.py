@@ -24,7 +24,7 @@ import torch
 from _common import DEVICE, FAST, IMAGE_SIZE, dataset, output, teacher
 
 from apkit.compression import CompressionObjective, prune_structured
-from apkit.metrics import localization_scores
+from apkit.evaluation import localization_scores
 from apkit.models import count_parameters
 from apkit.regularizers import AttributionMatchingLoss
 from apkit.training import evaluate, fit

@@ -7,7 +7,7 @@ from torch import nn
 
 import apkit
 from apkit import models
-from apkit.attribution import METHODS, explain, target_pairs
+from apkit.attribution import ATTRIBUTION_METHODS, explain, target_pairs
 from apkit.errors import ApkitError, UnknownNameError, ValidationError
 from apkit.models import VGG
 
@@ -16,12 +16,7 @@ CAPTUM_METHODS = [("saliency", {}), ("integrated_gradients", {"n_steps": 4}), ("
                   ("captum:LayerGradCam", {})]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +33,7 @@ def tiny():
 
 
 def test_registry_lists_the_paper_methods_and_captum():
-    names = METHODS.names()
+    names = ATTRIBUTION_METHODS.names()
     for name in ["gradcam", "excitation", "lrp", "rap", "integrated_gradients", "saliency", "guided_gradcam",
                  "captum:IntegratedGradients", "captum:LayerGradCam", "captum:Occlusion"]:
         assert name in names

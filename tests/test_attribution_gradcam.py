@@ -8,15 +8,9 @@ from torch import nn
 import apkit
 from apkit import models
 from apkit.attribution import GradCAM, grad_cam, grad_cam_from
-from apkit.models import capture_activations, get_layer
+from apkit.models import capture_outputs, get_layer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +78,7 @@ def test_differentiable_gradcam_has_the_reference_second_order_gradient():
 
     # The paper's code: one forward of the batch (BatchNorm in train mode sees the same batch), then
     # one backward per class.
-    with capture_activations(model, [layer]) as acts:
+    with capture_outputs(model, [layer]) as acts:
         logits = model(x)
     reference_maps = []
     for image, cls in pairs.tolist():
@@ -108,7 +102,7 @@ def test_gradcam_from_an_existing_forward_and_a_frozen_model():
         p.requires_grad_(False)
     x = torch.randn(3, 3, 32, 32)
     maps = grad_cam(model, x, torch.tensor([0, 1, 2]))  # works without any gradient in the model
-    with capture_activations(model, [model.attribution_layer]) as acts:
+    with capture_outputs(model, [model.attribution_layer]) as acts:
         model.requires_grad_(True)
         logits = model(x)
     again = grad_cam_from(acts[model.attribution_layer], logits, torch.tensor([0, 1, 2]), retain_graph=True)

@@ -25,13 +25,7 @@ from apkit.models import get_layer
 STABILIZER = 1e-12  # zennit adds it to denominators; apkit divides exactly (0 where 0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors on a shared 2-core machine run far faster without thread hand-offs.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomize_batchnorm(model, input_size=64):

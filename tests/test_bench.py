@@ -20,7 +20,7 @@ from apkit.errors import UnknownNameError, ValidationError
 TINY = [
     "data.sizes.train=160", "data.sizes.val=40", "data.sizes.seg=24",
     "teachers.teacher.train.epochs=2", "compressions.kd.epochs=1",
-    "evaluation.methods=[\"gradcam\",\"excitation\"]", "evaluation.batch_size=24",
+    "evaluation.attribution_methods=[\"gradcam\",\"excitation\"]", "evaluation.batch_size=24",
     "roar.train_size=64", "roar.test_size=24", "figures.examples=2",
 ]
 
@@ -41,9 +41,9 @@ def _numbers(results: dict) -> dict:
 
 def test_profiles_are_registered_and_overridable():
     assert PROFILES.names() == ["smoke", "default", "voc", "imagenet"]
-    settings = resolve_profile("voc", ["compressions.kd.epochs=2", "evaluation.methods=[\"lrp\"]"])
+    settings = resolve_profile("voc", ["compressions.kd.epochs=2", "evaluation.attribution_methods=[\"lrp\"]"])
     assert settings["compressions"]["kd"]["epochs"] == 2
-    assert settings["evaluation"]["methods"] == ["lrp"]
+    assert settings["evaluation"]["attribution_methods"] == ["lrp"]
     assert resolve_profile("voc")["compressions"]["structured"]["epochs"] == 60  # supplement C.2
     with pytest.raises(ValidationError, match="not a setting"):
         resolve_profile("smoke", ["teachers.teacher.train.epoch=3"])
@@ -148,7 +148,7 @@ def test_voc_profile_runs_on_a_tiny_voc_folder(tmp_path):
         "data.image_size=64", 'teachers.teacher.options={"input_size": 64, "width_divisor": 8}',
         "teachers.teacher.train.epochs=1", "compressions.kd.epochs=1", "compressions.structured.epochs=1",
         "compressions.unstructured.epochs=1", "compressions.unstructured.steps=2",
-        'evaluation.methods=["gradcam", "lrp"]', "evaluation.batch_size=4",
+        'evaluation.attribution_methods=["gradcam", "lrp"]', "evaluation.batch_size=4",
         'roar.classifier.options={"input_size": 64, "width_divisor": 8}', "roar.train.epochs=1",
         "roar.fractions=[0.5]", "figures.examples=2",
     ]

@@ -45,25 +45,25 @@ def test_compress_each_method_writes_a_correct_record(tmp_path, data, teacher, m
     assert _untouched(teacher, before)
     assert not has_masks(model) and not model.training
     example = torch.randn(1, 3, 16, 16)
-    assert record["params"] == models.count_parameters(model)
-    assert record["nonzero_params"] == models.count_parameters(model, nonzero=True)
-    assert record["macs"] == int(tp.utils.count_ops_and_params(model, example)[0])
-    assert record["teacher"]["params"] == models.count_parameters(teacher)
-    assert record["compression_ratio"] == pytest.approx(record["teacher"]["params"] / record["nonzero_params"])
-    assert record["settings"]["epochs"] == 1 and record["method"] == method and record["reg"] == reg
-    assert set(record["val"]) >= {"map_class", "map_image", "f1"}
-    assert record["timings"]["total_s"] >= record["timings"]["finetune_s"] > 0
+    assert record.params == models.count_parameters(model)
+    assert record.nonzero_params == models.count_parameters(model, nonzero=True)
+    assert record.macs == int(tp.utils.count_ops_and_params(model, example)[0])
+    assert record.teacher["params"] == models.count_parameters(teacher)
+    assert record.compression_ratio == pytest.approx(record.teacher["params"] / record.nonzero_params)
+    assert record.settings["epochs"] == 1 and record.method == method and record.regularizer == reg
+    assert set(record.val) >= {"map_class", "map_image", "f1"}
+    assert record.timings["total_s"] >= record.timings["finetune_s"] > 0
     if method == "kd":
-        assert record["config"] == [8, "M", 16, "M", 32, 32, "M", 64, 64, "M"]
-        assert record["best_epoch"] == 1 and "train_match" in record["history"][0]
+        assert record.config == [8, "M", 16, "M", 32, 32, "M", 64, 64, "M"]
+        assert record.best_epoch == 1 and "train_match" in record.history[0]
     elif method == "structured":
-        assert record["config"] == [8, "M", 16, "M", 32, 32, "M", 64, 64, "M"]
-        assert "val_after_pruning" in record and record["timings"]["prune_s"] > 0
+        assert record.config == [8, "M", 16, "M", 32, 32, "M", 64, 64, "M"]
+        assert record.val_after_pruning is not None and record.timings["prune_s"] > 0
     else:
-        assert record["weight_sparsity"] == pytest.approx(0.75, abs=1e-4)
-        assert [s["step"] for s in record["steps"]] == [1, 2]
+        assert record.weight_sparsity == pytest.approx(0.75, abs=1e-4)
+        assert [s["step"] for s in record.steps] == [1, 2]
     saved = json.loads((tmp_path / "record.json").read_text())
-    assert saved["params"] == record["params"] and saved["val"] == pytest.approx(record["val"])
+    assert saved["params"] == record.params and saved["val"] == pytest.approx(record.val)
     loaded = models.load_checkpoint(tmp_path / "model.pt")
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
@@ -71,7 +71,7 @@ def test_compress_each_method_writes_a_correct_record(tmp_path, data, teacher, m
     # A finished run is returned as it is; other settings in the same folder are refused.
     again, again_record = compress(teacher, method, reg, train_set=data[0], val_set=data[1], out_dir=tmp_path,
                                    resume=True, device="cpu", progress=False, **FAST, **options)
-    assert again_record == saved
+    assert again_record.to_dict() == saved
     with pytest.raises(CheckpointError, match="other settings"):
         compress(teacher, method, reg, train_set=data[0], out_dir=tmp_path, resume=True, device="cpu",
                  progress=False, **dict(FAST, epochs=2), **options)
@@ -95,7 +95,7 @@ def test_iterative_unstructured_resumes_at_the_interrupted_step(tmp_path, data, 
     monkeypatch.setattr(api, "fit", lambda *a, **k: (calls.append(k["checkpoint_dir"].name), real_fit(*a, **k))[1])
     resumed, record = compress(teacher, "unstructured", "sswa", out_dir=tmp_path / "b", resume=True, **options)
     assert calls == ["step01", "step02", "step02"]  # step 1 was not redone
-    assert [s["step"] for s in record["steps"]] == [1, 2]
+    assert [s["step"] for s in record.steps] == [1, 2]
     for (name, p), q in zip(reference.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(p, q), name
 
@@ -129,7 +129,7 @@ def test_settings_profiles_and_bad_inputs(data, teacher):
 
 
 def test_cli_compress_writes_model_and_record_and_resumes(tmp_path, monkeypatch, capsys, teacher):
-    import apkit.data
+    import apkit.training.pipeline
     from apkit.cli import main
 
     requested = []
@@ -138,15 +138,15 @@ def test_cli_compress_writes_model_and_record_and_resumes(tmp_path, monkeypatch,
         requested.append((spec, split, options))
         return TinyImages(32 if split == "train" else 16, seed=0 if split == "train" else 1)
 
-    monkeypatch.setattr(apkit.data, "from_spec", fake_from_spec, raising=False)
+    monkeypatch.setattr(apkit.training.pipeline, "from_spec", fake_from_spec)
     models.save_checkpoint(teacher, tmp_path / "teacher.pt")
-    args = ["compress", "--teacher", str(tmp_path / "teacher.pt"), "--method", "structured", "--reg", "swa",
+    args = ["compress", "--teacher", str(tmp_path / "teacher.pt"), "--method", "structured", "--regularizer", "swa",
             "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "16", "--pruning-ratio", "0.5",
-            "--reg-weight", "10", "--set", "importance=group_l1", "--device", "cpu", "--quiet"]
+            "--weight", "10", "--set", "importance=group_l1", "--device", "cpu", "--quiet"]
     main(args)
     out = capsys.readouterr().out
     record = json.loads((tmp_path / "run" / "record.json").read_text())
-    assert record["settings"]["pruning_ratio"] == 0.5 and record["settings"]["reg_weight"] == 10.0
+    assert record["settings"]["pruning_ratio"] == 0.5 and record["settings"]["weight"] == 10.0
     assert record["settings"]["importance"] == "group_l1" and record["settings"]["epochs"] == 1
     assert f"{record['params']:,} parameters" in out and "model.pt" in out
     assert requested[0] == ("synthetic", "train", {"image_size": 16})

@@ -33,8 +33,9 @@ import apkit
 from apkit import models
 from apkit.compression import compress
 from apkit.data import SyntheticShapes
+from apkit.distributed import is_main_process
 from apkit.regularizers import AttributionMatchingLoss
-from apkit.training import CHECKPOINT_NAME, is_main_process
+from apkit.training import CHECKPOINT_NAME
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 
@@ -84,7 +85,7 @@ def _data() -> dict[str, SyntheticShapes]:
 
 
 def _audit(teacher: nn.Module, model: nn.Module, seg) -> dict:
-    report = apkit.audit(teacher, {"pruned": model}, seg, methods=["gradcam"], batch_size=3, device="cpu",
+    report = apkit.audit(teacher, {"pruned": model}, seg, attribution_methods=["gradcam"], batch_size=3, device="cpu",
                          progress=False)
     return {"report": report, "predictive": report.predictive, "rows": report.rows,
             "pairs": {f"{m}/{k}": v for (m, k), v in report.pairs.items()}}
@@ -100,8 +101,8 @@ def _run(out_dir: Path, batchnorm: bool) -> tuple[dict, nn.Module]:
     report = audited.pop("report")
     if is_main_process():
         report.save(out_dir / "audit")
-    result = {"draws": draws, "state": model.state_dict(), "val": record["val"],
-              "val_after_pruning": record["val_after_pruning"], "history": record["history"]}
+    result = {"draws": draws, "state": model.state_dict(), "val": record.val,
+              "val_after_pruning": record.val_after_pruning, "history": record.history}
     return {"fine_tune": result, "audit": audited}, model
 
 

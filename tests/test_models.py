@@ -11,7 +11,7 @@ from torch.nn.utils import prune
 from apkit import models
 from apkit.errors import CheckpointError, UnknownNameError, ValidationError
 from apkit.models import (
-    capture_activations,
+    capture_outputs,
     count_parameters,
     default_layer,
     get_layer,
@@ -33,7 +33,7 @@ def test_vgg16_layers_and_shapes():
     assert isinstance(get_layer(model, "features.42"), nn.ReLU)
     assert isinstance(get_layer(model, "features.43"), nn.MaxPool2d)
     assert default_layer(model) == "features.42" and default_layer(model, "matching") == "features.43"
-    with capture_activations(model, ["features.42", "features.43"]) as acts:
+    with capture_outputs(model, ["features.42", "features.43"]) as acts:
         logits = model(torch.zeros(1, 3, 227, 227))
     # 227 -> 113 -> 56 -> 28 -> 14 at conv5_3, 7 after pool5; VGG16/8 has 64 channels there.
     assert acts["features.42"].shape == (1, 64, 14, 14) and acts["features.43"].shape == (1, 64, 7, 7)
@@ -44,7 +44,7 @@ def test_vgg16_layers_and_shapes():
 def test_vgg_small_layers():
     model = models.create("vgg_small", num_classes=8)
     assert (model.attribution_layer, model.matching_layer) == ("features.20", "features.21")
-    with capture_activations(model, [model.attribution_layer, model.matching_layer]) as acts:
+    with capture_outputs(model, [model.attribution_layer, model.matching_layer]) as acts:
         model.eval()(torch.zeros(2, 3, 64, 64))
     assert acts["features.20"].shape[-2:] == (8, 8) and acts["features.21"].shape[-2:] == (4, 4)
 
@@ -58,7 +58,7 @@ def test_unknown_layer_lists_the_names():
     with pytest.raises(ValidationError):
         get_layer(model, 42)
     with pytest.raises(UnknownNameError):
-        with capture_activations(model, ["features.0", "nope"]):
+        with capture_outputs(model, ["features.0", "nope"]):
             pass
     assert not get_layer(model, "features.0")._forward_hooks  # the first hook was removed again
 
@@ -66,7 +66,7 @@ def test_unknown_layer_lists_the_names():
 def test_capture_removes_hooks_when_the_block_raises():
     model = models.create("vgg_small", num_classes=8)
     with pytest.raises(RuntimeError):
-        with capture_activations(model, ["features.20"]):
+        with capture_outputs(model, ["features.20"]):
             raise RuntimeError("boom")
     assert not get_layer(model, "features.20")._forward_hooks
 

@@ -17,7 +17,8 @@ import apkit
 import apkit.attribution
 from apkit import models
 from apkit.errors import DataError, UnknownNameError, ValidationError
-from apkit.metrics.protocol import LocalizationTotals, localization_scores, normalize_maps
+from apkit.evaluation.localization import LocalizationTotals, localization_scores
+from apkit.metrics import normalize_maps
 
 NUM_CLASSES = 4
 SIZE = 12
@@ -120,16 +121,16 @@ def test_voc_protocol_equals_reference_loop(fake):
 
 def test_extra_tolerances_equal_separate_runs(fake):
     data = _dataset()
-    together = localization_scores(fake, data, extra_tolerances=(2, 5), device="cpu", batch_size=3, progress=False)
+    together = localization_scores(fake, data, tolerances=(0, 2, 5), device="cpu", batch_size=3, progress=False)
     summary = together.summary()
     for tolerance in (2, 5):
-        alone = localization_scores(fake, data, tolerance=tolerance, device="cpu", batch_size=3, progress=False)
+        alone = localization_scores(fake, data, tolerances=(tolerance,), device="cpu", batch_size=3, progress=False)
         assert summary[f"pointing@{tolerance}"] == alone.summary()["pointing"]
         np.testing.assert_array_equal(together.pairs[f"hit@{tolerance}"].numpy(), alone.pairs["hit"].numpy())
     strict = localization_scores(fake, data, device="cpu", batch_size=3, progress=False).summary()
     assert {k: v for k, v in summary.items() if "@" not in k} == pytest.approx(strict, nan_ok=True)
-    with pytest.raises(ValidationError, match="extra_tolerances"):
-        localization_scores(fake, data, extra_tolerances=(-1,), device="cpu", progress=False)
+    with pytest.raises(ValidationError, match="tolerances"):
+        localization_scores(fake, data, tolerances=(0, -1), device="cpu", progress=False)
 
 
 def test_similarity_with_teacher_and_nan_maps(fake):
@@ -152,7 +153,7 @@ def test_similarity_with_teacher_and_nan_maps(fake):
 
 def test_imagenet_protocol_uses_top1_and_object_mask(fake):
     data = _dataset()
-    result = localization_scores(fake, data, protocol="imagenet", tolerance=2, device="cpu", progress=False)
+    result = localization_scores(fake, data, protocol="imagenet", tolerances=(2,), device="cpu", progress=False)
     top1 = fake.table.argmax(1)
     assert result.pairs["class"].tolist() == top1.tolist()
     for i in (0, 3):
@@ -241,7 +242,7 @@ def test_errors(fake):
     with pytest.raises(UnknownNameError, match="kept"):
         localization_scores(fake, data, similarity="some", device="cpu", progress=False)
     with pytest.raises(ValidationError, match="tolerance"):
-        localization_scores(fake, data, tolerance=-1, device="cpu", progress=False)
+        localization_scores(fake, data, tolerances=(-1,), device="cpu", progress=False)
     with pytest.raises(ValidationError, match="Module"):
         localization_scores("model", data, device="cpu", progress=False)
     bad = _dataset()

@@ -198,7 +198,7 @@ def test_bad_inputs_raise_apkit_errors():
     x = torch.randn(2, 3, 8, 8)
     with pytest.raises(UnknownNameError, match="ewa, swa, sswa"):
         AttributionMatchingLoss("gradcam")
-    with pytest.raises(ValidationError, match="only to kind='sswa'"):
+    with pytest.raises(ValidationError, match="only to regularizer='sswa'"):
         AttributionMatchingLoss("swa", drop=0.3)
     with pytest.raises(ValidationError, match="drop"):
         AttributionMatchingLoss("sswa", drop=1.5)

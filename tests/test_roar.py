@@ -9,7 +9,7 @@ from torch.utils.data import TensorDataset
 from apkit import models
 from apkit.data.synthetic import SyntheticShapes
 from apkit.errors import UnknownNameError, ValidationError
-from apkit.metrics.roar import RemovedPixels, RoarResult, _removal_rank, dataset_identity, plot_roar, roar
+from apkit.evaluation.roar import RemovedPixels, RoarResult, dataset_identity, plot_roar, removal_rank, roar
 
 
 def _base(n=3, size=4):
@@ -38,13 +38,13 @@ def test_removed_pixels_replace_the_top_fraction_with_the_mean():
 def test_removal_order_breaks_ties_at_random_but_reproducibly():
     maps = torch.zeros(2, 4, 4)
     maps[:, 0, 0] = 1.0  # one clear maximum, then 15 tied pixels
-    rank = _removal_rank(maps, 2, (4, 4), seed=0)
+    rank = removal_rank(maps, 2, (4, 4), seed=0)
     assert rank[:, 0].tolist() == [0, 0]
     assert sorted(rank[0].tolist()) == list(range(16))
     assert not torch.equal(rank[0], rank[1])  # ties ordered differently per image
-    assert torch.equal(rank, _removal_rank(maps, 2, (4, 4), seed=0))
-    assert not torch.equal(rank, _removal_rank(maps, 2, (4, 4), seed=1))
-    random = _removal_rank(None, 2, (4, 4), seed=0)
+    assert torch.equal(rank, removal_rank(maps, 2, (4, 4), seed=0))
+    assert not torch.equal(rank, removal_rank(maps, 2, (4, 4), seed=1))
+    random = removal_rank(None, 2, (4, 4), seed=0)
     assert sorted(random[1].tolist()) == list(range(16))
 
 
@@ -54,15 +54,6 @@ def test_dataset_identity_is_stable_and_content_based():
     b.tensors[0][0, 0, 0, 0] += 1
     assert dataset_identity(a) != dataset_identity(b)
     assert dataset_identity(torch.utils.data.Subset(a, range(2))) != dataset_identity(a)
-
-
-@pytest.fixture
-def one_thread():
-    # Tiny models gain nothing from threads, and on a busy machine threads only wait for each other.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_roar_end_to_end_reuses_its_cache(tmp_path, one_thread):

@@ -1,6 +1,6 @@
 """Attribution maps: Grad-CAM, Excitation Backprop, LRP alpha=1 beta=0, RAP, and any Captum method.
 
-Every method is registered in :data:`METHODS` and reached by name through :func:`explain`, which
+Every method is registered in :data:`ATTRIBUTION_METHODS` and reached by name through :func:`explain`, which
 returns the maps the paper evaluates, ``(M, H, W)`` at input resolution, for many (image, class)
 pairs in batched calls.  The classes follow Captum's vocabulary (``Method(model, layer=...)``,
 ``.attribute(inputs, target=...)``); :func:`grad_cam` is the differentiable Grad-CAM used by
@@ -22,25 +22,30 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from apkit.attribution.base import Method, evaluation_mode
+from apkit._compat import deprecated_attributes
+from apkit.attribution.base import Method
 from apkit.attribution.captum_methods import SHORT_NAMES, CaptumMethod, captum_method, captum_names
 from apkit.attribution.excitation import ExcitationBackprop
-from apkit.attribution.gradcam import GradCAM, grad_cam, grad_cam_from
+from apkit.attribution.gradcam import GradCAM, channel_weights, class_activation_map, grad_cam, grad_cam_from
 from apkit.attribution.lrp import LRP
 from apkit.attribution.rap import RAP
-from apkit.attribution.targets import POLICIES, as_pairs, target_pairs
+from apkit.attribution.targets import as_pairs, target_pairs
 from apkit.registry import Registry
 
-METHODS: Registry = Registry("attribution method")
-METHODS.register("gradcam", GradCAM, help="Grad-CAM at a layer (the paper's first method), bilinear upsampling")
-METHODS.register("excitation", ExcitationBackprop,
-                 help="Excitation Backprop: marginal winning probability at a layer (contrastive=True option)")
-METHODS.register("lrp", LRP, help="LRP alpha=1 beta=0 (z+ rule, z^B first layer, BatchNorm folded) to the input")
-METHODS.register("rap", RAP, help="Relative Attributing Propagation (Nam et al. 2020) to the input, positive part")
+ATTRIBUTION_METHODS: Registry = Registry("attribution method")
+ATTRIBUTION_METHODS.register("gradcam", GradCAM,
+                             help="Grad-CAM at a layer (the paper's first method), bilinear upsampling")
+ATTRIBUTION_METHODS.register(
+    "excitation", ExcitationBackprop,
+    help="Excitation Backprop: marginal winning probability at a layer (contrastive=True option)")
+ATTRIBUTION_METHODS.register("lrp", LRP,
+                             help="LRP alpha=1 beta=0 (z+ rule, z^B first layer, BatchNorm folded) to the input")
+ATTRIBUTION_METHODS.register("rap", RAP,
+                             help="Relative Attributing Propagation (Nam et al. 2020) to the input, positive part")
 for _short, _name in SHORT_NAMES.items():
-    METHODS.register(_short, captum_method(_name), help=f"Captum's {_name} (same as captum:{_name})")
+    ATTRIBUTION_METHODS.register(_short, captum_method(_name), help=f"Captum's {_name} (same as captum:{_name})")
 for _name in captum_names():
-    METHODS.register(f"captum:{_name}", captum_method(_name), help=f"Captum's {_name}")
+    ATTRIBUTION_METHODS.register(f"captum:{_name}", captum_method(_name), help=f"Captum's {_name}")
 
 
 def explain(
@@ -64,7 +69,7 @@ def explain(
         One class per image, or (image_index, class_index) pairs (see
         :func:`apkit.attribution.targets.target_pairs` for the "label"/"own"/"teacher" policies).
     method : str
-        A name in :data:`METHODS` (``apkit list`` shows them), e.g. "gradcam", "excitation",
+        A name in :data:`ATTRIBUTION_METHODS` (``apkit list`` shows them), e.g. "gradcam", "excitation",
         "lrp", "rap", "integrated_gradients" or any "captum:<ClassName>".
     layer : str, optional
         Dotted module name for layer methods (default: the model's attribution layer).
@@ -82,11 +87,15 @@ def explain(
         and RAP summed over colour channels with the sign flipped for a negative logit (RAP: its
         positive part), Captum methods summed over channels.
     """
-    return METHODS.get(method)(model, layer).heatmap(inputs, target, batch_size=batch_size, **options)
+    return ATTRIBUTION_METHODS.get(method)(model, layer).heatmap(inputs, target, batch_size=batch_size, **options)
 
 
 __all__ = [
-    "LRP", "METHODS", "POLICIES", "RAP", "CaptumMethod", "ExcitationBackprop", "GradCAM",
-    "Method", "as_pairs", "captum_method", "captum_names", "evaluation_mode", "explain", "grad_cam",
+    "ATTRIBUTION_METHODS", "LRP", "RAP", "CaptumMethod", "ExcitationBackprop", "GradCAM", "Method", "as_pairs",
+    "captum_method", "captum_names", "channel_weights", "class_activation_map", "explain", "grad_cam",
     "grad_cam_from", "target_pairs",
 ]
+
+# Kept for one release: the registry's old name.
+__getattr__ = deprecated_attributes(__name__, {"METHODS": ("apkit.attribution.ATTRIBUTION_METHODS",
+                                                           lambda: ATTRIBUTION_METHODS)})

@@ -44,6 +44,11 @@ _IDENTITY_MODULES = (nn.ReLU, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identit
 _GRADIENT_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
 _NORM_MODULES = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+# How the backward walk treats each kind of module (the first match wins).
+_MODULE_KINDS = (
+    ((nn.Conv2d, nn.Linear), "linear"), (_BATCHNORMS, "batchnorm"), (_IDENTITY_MODULES, "identity"),
+    (_GRADIENT_MODULES, "gradient"), (_NORM_MODULES, "norm"), (nn.Flatten, "reshape"),
+)
 _FUNCTIONS = {
     F.relu: "identity", torch.relu: "identity", F.dropout: "identity",
     operator.add: "add", torch.add: "add",
@@ -208,23 +213,9 @@ class Plan:
             return "stop"
         if node.op == "call_module":
             module = self.modules[node.target]
-            if isinstance(module, nn.Conv2d):
-                if module.padding_mode != "zeros":
-                    return "unknown"
-                return "linear"
-            if isinstance(module, nn.Linear):
-                return "linear"
-            if isinstance(module, _BATCHNORMS):
-                return "batchnorm"
-            if isinstance(module, _IDENTITY_MODULES):
-                return "identity"
-            if isinstance(module, _GRADIENT_MODULES):
-                return "gradient"
-            if isinstance(module, _NORM_MODULES):
-                return "norm"
-            if isinstance(module, nn.Flatten):
-                return "reshape"
-            return "unknown"
+            if isinstance(module, nn.Conv2d) and module.padding_mode != "zeros":
+                return "unknown"
+            return next((kind for types, kind in _MODULE_KINDS if isinstance(module, types)), "unknown")
         if node.op == "call_function":
             return _FUNCTIONS.get(node.target, "unknown")
         if node.op == "call_method":

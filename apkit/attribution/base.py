@@ -15,11 +15,12 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from apkit._validation import check_int, check_tensor
+from apkit._modules import evaluating, get_layer
+from apkit._validation import check_int, check_module, check_tensor
 from apkit.attribution import postprocess
 from apkit.attribution.targets import as_pairs
 from apkit.errors import ValidationError
-from apkit.models import default_layer, get_layer
+from apkit.models import default_layer
 
 
 def check_inputs(inputs: object) -> torch.Tensor:
@@ -35,12 +36,6 @@ def check_batch_size(batch_size: object) -> int | None:
     return None if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
 
 
-def check_model(model: object) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise ValidationError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    return model
-
-
 def check_classes(pairs: torch.Tensor, num_classes: int) -> None:
     """Raise if a target class index is not a valid logit index."""
     if pairs.numel() and int(pairs[:, 1].max()) >= num_classes:
@@ -48,32 +43,6 @@ def check_classes(pairs: torch.Tensor, num_classes: int) -> None:
             f"target class {int(pairs[:, 1].max())} is out of range: the model has {num_classes} outputs "
             f"(valid classes 0..{num_classes - 1})"
         )
-
-
-@contextlib.contextmanager
-def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Run ``model`` in eval mode inside the block and restore every module's mode afterwards.
-
-    The train/eval flag is saved per module, so a model whose parts are in mixed modes comes back
-    exactly as it was, also when the block raises.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout())
-    >>> with evaluation_mode(net):
-    ...     net[1].training
-    False
-    >>> net[1].training
-    True
-    """
-    modes = [(module, module.training) for module in model.modules()]
-    try:
-        model.eval()
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 @contextlib.contextmanager
@@ -140,7 +109,7 @@ class Method(abc.ABC):
     default_batch_size = 64  # pairs per pass when the caller gives none
 
     def __init__(self, model: nn.Module, layer: str | None = None):
-        self.model = check_model(model)
+        self.model = check_module(model)
         if layer is not None and not self.accepts_layer:
             raise ValidationError(f"{self.name} attributes to the input and takes no layer; pass layer=None")
         if layer is None and self.is_layer_method:
@@ -206,7 +175,7 @@ class Method(abc.ABC):
         if len(pairs) == 0:
             raise ValidationError("target selects no (image, class) pair; pass at least one")
         results, logits = [], []
-        with evaluation_mode(self.model):
+        with evaluating(self.model):
             for positions, images, local in chunks(pairs, batch_size):
                 attribution, logit = self._attribute(inputs[images], local, **options)
                 results.append((positions, attribution))

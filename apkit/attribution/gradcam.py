@@ -17,57 +17,40 @@ which is what an attribution-matching training loss needs.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 from torch import nn
 
-from apkit._validation import check_choice, check_tensor
+from apkit._modules import called_output, capture_outputs, feature_map, get_layer
+from apkit._validation import check_choice, check_module, check_tensor
 from apkit.attribution.base import (
     Method,
     check_batch_size,
     check_classes,
     check_inputs,
-    check_model,
     chunks,
     frozen,
     gather_chunks,
 )
 from apkit.attribution.targets import as_pairs
 from apkit.errors import ValidationError
-from apkit.models import default_layer, get_layer
+from apkit.models import default_layer
 
 REDUCTIONS = ("mean", "sum")
 
 
-@contextlib.contextmanager
-def layer_output(model: nn.Module, layer: str) -> Iterator[dict[str, torch.Tensor]]:
-    """Record the output of ``layer`` (its last call) during the forward passes inside the block.
+def _as_grad_leaf(layer: str):
+    """A capture ``replace`` that hands on a feature map that gradients can reach.
 
-    When the output does not require a gradient (frozen model, inputs without grad) it is
-    replaced by a detached leaf that does, so gradients with respect to it always exist; when it
-    does, it is left in the graph so that second-order terms reach the parameters.  The hook is
-    removed when the block exits, also when it raises.
+    When the output does not require a gradient (frozen model, inputs without grad) it becomes a
+    detached leaf that does; when it does, it stays in the graph so that second-order terms
+    reach the parameters.
     """
-    store: dict[str, torch.Tensor] = {}
 
-    def hook(_module, _inputs, output):
-        if not isinstance(output, torch.Tensor) or output.dim() != 4:
-            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-            raise ValidationError(
-                f"layer {layer!r} must output a (N, K, h, w) feature map for Grad-CAM, got {shape}"
-            )
-        if not output.requires_grad:
-            output = output.detach().requires_grad_()
-        store["output"] = output
-        return output
+    def replace(_name, output):
+        output = feature_map(output, layer, "Grad-CAM")
+        return output if output.requires_grad else output.detach().requires_grad_()
 
-    handle = get_layer(model, layer).register_forward_hook(hook)
-    try:
-        yield store
-    finally:
-        handle.remove()
+    return replace
 
 
 def _slots(images: torch.Tensor, num_images: int) -> torch.Tensor:
@@ -78,6 +61,66 @@ def _slots(images: torch.Tensor, num_images: int) -> torch.Tensor:
     slots = torch.empty_like(images)
     slots[order] = torch.arange(len(images), device=images.device) - starts[images[order]]
     return slots
+
+
+def channel_weights(activation: torch.Tensor, logits: torch.Tensor, target, *, reduce: str = "mean",
+                    create_graph: bool = False, retain_graph: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grad-CAM's channel weights of each (image, class) pair: ``alpha_k = reduce_hw dz_c/dA_k``.
+
+    Parameters are those of :func:`grad_cam_from`.  Returns ``(weights, images)``: ``(M, K)``
+    weights and, per pair, the index of its image in the batch.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> conv, head = nn.Conv2d(1, 2, 1, bias=False), nn.Linear(2, 1, bias=False)
+    >>> _ = conv.weight.data.fill_(1.0), head.weight.data.copy_(torch.tensor([[1.0, -2.0]]))
+    >>> act = conv(torch.ones(1, 1, 2, 2))
+    >>> weights, images = channel_weights(act, head(act.sum((2, 3))), 0, reduce="sum")
+    >>> weights, images
+    (tensor([[ 4., -8.]]), tensor([0]))
+    """
+    check_tensor(activation, "activation", ndim=4)
+    check_tensor(logits, "logits", ndim=2)
+    check_choice(reduce, "reduce", REDUCTIONS)
+    if not activation.requires_grad:
+        raise ValidationError("activation must be part of the graph that produced logits (requires_grad)")
+    num_images, num_classes = logits.shape
+    pairs = as_pairs(target, num_images, device=logits.device)
+    check_classes(pairs, num_classes)
+    images, classes = pairs[:, 0], pairs[:, 1]
+    slots = _slots(images, num_images)
+    width = int(slots.max()) + 1 if len(slots) else 1
+    # One one-hot cotangent per "slot": slot s holds the s-th class of every image, so one batched
+    # vector-Jacobian product gives the gradients of all pairs.
+    cotangents = torch.zeros(width, num_images, num_classes, dtype=logits.dtype, device=logits.device)
+    cotangents[slots, images, classes] = 1.0
+    retain = create_graph if retain_graph is None else retain_graph
+    with torch.enable_grad():
+        if width == 1:
+            (grads,) = torch.autograd.grad(
+                logits, activation, cotangents[0], create_graph=create_graph, retain_graph=retain
+            )
+            grads = grads.unsqueeze(0)
+        else:
+            (grads,) = torch.autograd.grad(
+                logits, activation, cotangents, create_graph=create_graph, retain_graph=retain,
+                is_grads_batched=True,
+            )
+    grads = grads[slots, images]
+    return (grads.sum((2, 3)) if reduce == "sum" else grads.mean((2, 3))), images
+
+
+def class_activation_map(weights: torch.Tensor, activation: torch.Tensor, *, relu: bool = True) -> torch.Tensor:
+    """``ReLU(sum_k weights_k A_k)``: ``(M, K)`` weights and ``(M, K, h, w)`` activations -> ``(M, h, w)``.
+
+    Examples
+    --------
+    >>> class_activation_map(torch.tensor([[1.0, -0.5]]), torch.ones(1, 2, 1, 2))
+    tensor([[[0.5000, 0.5000]]])
+    """
+    maps = torch.einsum("mk,mkhw->mhw", weights, activation)
+    return torch.relu(maps) if relu else maps
 
 
 def grad_cam_from(
@@ -125,38 +168,9 @@ def grad_cam_from(
     >>> grad_cam_from(act, logits, torch.tensor([[0, 1], [1, 0], [1, 1]])).shape
     torch.Size([3, 4, 4])
     """
-    check_tensor(activation, "activation", ndim=4)
-    check_tensor(logits, "logits", ndim=2)
-    check_choice(reduce, "reduce", REDUCTIONS)
-    if not activation.requires_grad:
-        raise ValidationError("activation must be part of the graph that produced logits (requires_grad)")
-    num_images, num_classes = logits.shape
-    pairs = as_pairs(target, num_images, device=logits.device)
-    check_classes(pairs, num_classes)
-    images, classes = pairs[:, 0], pairs[:, 1]
-    slots = _slots(images, num_images)
-    width = int(slots.max()) + 1 if len(slots) else 1
-    # One one-hot cotangent per "slot": slot s holds the s-th class of every image, so one batched
-    # vector-Jacobian product gives the gradients of all pairs.
-    cotangents = torch.zeros(width, num_images, num_classes, dtype=logits.dtype, device=logits.device)
-    cotangents[slots, images, classes] = 1.0
-    retain = create_graph if retain_graph is None else retain_graph
-    with torch.enable_grad():
-        if width == 1:
-            (grads,) = torch.autograd.grad(
-                logits, activation, cotangents[0], create_graph=create_graph, retain_graph=retain
-            )
-            grads = grads.unsqueeze(0)
-        else:
-            (grads,) = torch.autograd.grad(
-                logits, activation, cotangents, create_graph=create_graph, retain_graph=retain,
-                is_grads_batched=True,
-            )
-    grads = grads[slots, images]
-    weights = grads.sum((2, 3)) if reduce == "sum" else grads.mean((2, 3))
-    maps = torch.einsum("mk,mkhw->mhw", weights, activation[images])
-    if relu:
-        maps = torch.relu(maps)
+    weights, images = channel_weights(activation, logits, target, create_graph=create_graph,
+                                      retain_graph=retain_graph, reduce=reduce)
+    maps = class_activation_map(weights, activation[images], relu=relu)
     return maps if create_graph else maps.detach()
 
 
@@ -205,7 +219,7 @@ def grad_cam(
     >>> maps.shape, bool((maps >= 0).all())
     (torch.Size([3, 8, 8]), True)
     """
-    check_model(model)
+    check_module(model)
     inputs = check_inputs(inputs)
     check_choice(reduce, "reduce", REDUCTIONS)
     batch_size = check_batch_size(batch_size)
@@ -215,11 +229,10 @@ def grad_cam(
     pieces = []
     with torch.enable_grad():
         for positions, images, local in chunks(pairs, batch_size):
-            with layer_output(model, layer) as store:
+            with capture_outputs(model, [layer], replace=_as_grad_leaf(layer)) as store:
                 logits = model(inputs[images])
-            if "output" not in store:
-                raise ValidationError(f"layer {layer!r} was not called in the model's forward pass")
-            maps = grad_cam_from(store["output"], logits, local, create_graph=create_graph, reduce=reduce, relu=relu)
+            maps = grad_cam_from(called_output(store, layer), logits, local, create_graph=create_graph, reduce=reduce,
+                                 relu=relu)
             pieces.append((positions, maps))
     return gather_chunks(pieces, len(pairs))
 
@@ -244,10 +257,9 @@ class GradCAM(Method):
 
     def _attribute(self, inputs, pairs, *, reduce: str = "mean", relu_attributions: bool = True):
         check_choice(reduce, "reduce", REDUCTIONS)
-        # Only d logit / d layer is needed: no graph below the layer (see layer_output).
-        with torch.enable_grad(), frozen(self.model), layer_output(self.model, self.layer) as store:
+        # Only d logit / d layer is needed: no graph below the layer (see _as_grad_leaf).
+        with torch.enable_grad(), frozen(self.model), \
+                capture_outputs(self.model, [self.layer], replace=_as_grad_leaf(self.layer)) as store:
             logits = self.model(inputs.detach())
-        if "output" not in store:
-            raise ValidationError(f"layer {self.layer!r} was not called in the model's forward pass")
-        maps = grad_cam_from(store["output"], logits, pairs, reduce=reduce, relu=relu_attributions)
+        maps = grad_cam_from(called_output(store, self.layer), logits, pairs, reduce=reduce, relu=relu_attributions)
         return maps.unsqueeze(1), logits[pairs[:, 0], pairs[:, 1]].detach()

@@ -1,8 +1,9 @@
 """Targets: which (image, class) pairs to explain.
 
 Every method works on a LongTensor of pairs ``(M, 2)`` = (image_index, class_index).
-:func:`as_pairs` turns the accepted target forms into pairs; :func:`target_pairs` turns a target
-policy ("label", "own", "teacher") into pairs.
+:func:`as_pairs` turns the accepted target forms (a ``target``: an int, one class per image, or
+pairs) into pairs; :func:`target_pairs` turns a ``target_policy`` ("label", "own", "teacher",
+"top_label"; see :data:`apkit.names.TARGET_POLICY_NAMES`) into pairs.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ import torch
 
 from apkit._validation import check_choice, check_tensor
 from apkit.errors import ValidationError
-
-POLICIES = ("label", "own", "teacher")
+from apkit.names import TARGET_POLICY_NAMES
 
 
 def as_pairs(target: object, num_images: int, *, device: torch.device | str | None = None) -> torch.Tensor:
@@ -73,7 +73,7 @@ def as_pairs(target: object, num_images: int, *, device: torch.device | str | No
 
 
 def target_pairs(
-    policy: str,
+    target_policy: str,
     *,
     labels: torch.Tensor | None = None,
     logits: torch.Tensor | None = None,
@@ -83,14 +83,15 @@ def target_pairs(
 
     Parameters
     ----------
-    policy : {"label", "own", "teacher"}
+    target_policy : {"label", "own", "teacher", "top_label"}
         ``"label"``: every ground-truth class of each image (the paper's localization protocol);
         ``"own"``: the model's top-1 class; ``"teacher"``: the teacher's top-1 class (the
-        regularizer's and the ImageNet protocol's choice).
+        regularizer's and the ImageNet protocol's choice); ``"top_label"``: the ground-truth
+        class the model scores highest, one per image (ROAR on labelled data).
     labels : Tensor, optional
-        Needed for "label": multi-hot ``(N, C)`` or class indices ``(N,)``.
+        Needed for "label" and "top_label": multi-hot ``(N, C)`` or class indices ``(N,)``.
     logits : Tensor (N, C), optional
-        Needed for "own": the explained model's outputs.
+        Needed for "own" and "top_label": the explained model's outputs.
     teacher_logits : Tensor (N, C), optional
         Needed for "teacher".
 
@@ -104,21 +105,32 @@ def target_pairs(
     >>> labels = torch.tensor([[1., 0., 1.], [0., 1., 0.]])
     >>> target_pairs("label", labels=labels).tolist()
     [[0, 0], [0, 2], [1, 1]]
-    >>> target_pairs("own", logits=torch.tensor([[0.1, 2.0], [3.0, -1.0]])).tolist()
+    >>> logits = torch.tensor([[0.1, 2.0, 0.5], [3.0, -1.0, 0.0]])
+    >>> target_pairs("own", logits=logits).tolist()
     [[0, 1], [1, 0]]
+    >>> target_pairs("top_label", labels=labels, logits=logits).tolist()
+    [[0, 2], [1, 1]]
     """
-    check_choice(policy, "target policy", POLICIES)
-    if policy == "label":
-        if labels is None:
-            raise ValidationError("target policy 'label' needs labels=(N, C) multi-hot or (N,) class indices")
+    check_choice(target_policy, "target policy", TARGET_POLICY_NAMES)
+    needs = {"label": ("labels",), "own": ("logits",), "teacher": ("teacher_logits",),
+             "top_label": ("labels", "logits")}[target_policy]
+    given = {"labels": labels, "logits": logits, "teacher_logits": teacher_logits}
+    for name in needs:
+        if given[name] is None:
+            shape = "multi-hot (N, C) or (N,) class indices" if name == "labels" else "(N, C)"
+            raise ValidationError(f"target policy {target_policy!r} needs {name}={shape}")
+    if target_policy in ("label", "top_label"):
         labels = check_tensor(labels, "labels", ndim=(1, 2))
         if labels.dim() == 1:
             return as_pairs(labels, len(labels), device=labels.device)
-        return torch.nonzero(labels > 0).to(torch.long)
-    scores = logits if policy == "own" else teacher_logits
-    if scores is None:
-        needed = "logits" if policy == "own" else "teacher_logits"
-        raise ValidationError(f"target policy {policy!r} needs {needed}=(N, C)")
-    scores = check_tensor(scores, "logits" if policy == "own" else "teacher_logits", ndim=2)
+        if target_policy == "label":
+            return torch.nonzero(labels > 0).to(torch.long)
+        # The labelled class the model scores highest (its top-1 when an image has no label).
+        scores = check_tensor(logits, "logits", ndim=2)
+        top = scores.masked_fill(labels.to(scores.device) <= 0, float("-inf")).argmax(1)
+        top = torch.where((labels > 0).any(1).to(top.device), top, scores.argmax(1))
+        return torch.stack([torch.arange(len(top), device=top.device), top], 1)
+    name = "logits" if target_policy == "own" else "teacher_logits"
+    scores = check_tensor(given[name], name, ndim=2)
     top = scores.argmax(1)
     return torch.stack([torch.arange(len(top), device=top.device), top], 1)

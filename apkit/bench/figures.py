@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from apkit.viz import denormalize, plot_attribution_grid, plot_roar_curves
+from apkit.attribution import explain
+from apkit.bench.stages import BenchRun
+from apkit.evaluation import RoarResult, plot_roar
+from apkit.names import REGULARIZER_TITLES
+from apkit.viz import denormalize, plot_attribution_grid
 
-if TYPE_CHECKING:
-    from apkit.bench.runner import BenchRun
-
-VARIANT_TITLES = {"none": "naive", "ewa": "EWA", "swa": "SWA", "sswa": "SSWA"}
+__all__ = ["plot_map_grid", "plot_roar_figure"]
 
 
 def plot_map_grid(run: BenchRun, path: Path) -> Path:
     """The first evaluation images, explained by the teacher and by each compression, naive and regularized."""
-    from apkit.attribution import explain
-
     settings = run.settings
     count = min(settings["figures"]["examples"], len(run.datasets["seg"]))
     method = settings["figures"]["method"]
@@ -39,7 +38,7 @@ def plot_map_grid(run: BenchRun, path: Path) -> Path:
         columns.setdefault(teacher, teacher)
         for variant in ("none", shown_variant):
             if variant in settings["regularizers"]:
-                columns[f"{compression} {VARIANT_TITLES[variant]}"] = f"{compression}-{variant}"
+                columns[f"{compression} {REGULARIZER_TITLES[variant]}"] = f"{compression}-{variant}"
     maps = {title: explain(run.load_model(key), images, classes.to(run.device), method=method).cpu()
             for title, key in columns.items()}
     dataset = run.datasets["seg"]
@@ -49,6 +48,6 @@ def plot_map_grid(run: BenchRun, path: Path) -> Path:
     return plot_attribution_grid(shown, maps, path, row_titles=titles)
 
 
-def plot_roar(roar: dict[str, Any], path: Path) -> Path:
-    """ROAR curves of every map source against the fraction of pixels removed."""
-    return plot_roar_curves(roar["fractions"], roar["scores"], path, ylabel=roar.get("metric", "score"))
+def plot_roar_figure(roar: dict[str, Any], path: Path) -> Path:
+    """ROAR curves of every map source (the ROAR stage's result) against the fraction of pixels removed."""
+    return plot_roar(RoarResult.from_dict(roar), path)

@@ -13,17 +13,18 @@ stored in ``results.json``).  Each profile function returns a fresh copy.
 from __future__ import annotations
 
 import copy
-import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from apkit._validation import parse_overrides
 from apkit.errors import ValidationError
+from apkit.names import BENCH_PROFILE_NAMES, PAPER_ATTRIBUTION_METHODS, PAPER_DROP, PAPER_WEIGHTS, REGULARIZER_CHOICES
 from apkit.registry import Registry
+from apkit.training import RECIPES
+
+__all__ = ["PROFILES", "resolve_profile"]
 
 PROFILES: Registry = Registry("bench profile")
-
-REGULARIZER_VARIANTS = ("none", "ewa", "swa", "sswa")
-METHODS = ("gradcam", "excitation", "lrp", "rap")
 
 
 def _train(epochs, lr, *, batch_size=64, momentum=0.9, weight_decay=1e-4, milestones=(), schedule="step"):
@@ -33,13 +34,13 @@ def _train(epochs, lr, *, batch_size=64, momentum=0.9, weight_decay=1e-4, milest
 
 def _paper_regularizer_options() -> dict[str, dict[str, float]]:
     # Supplement C.2: weight 100 for EWA, 50 for SWA and SSWA; SSWA drops 30 % of the teacher's channels.
-    return {"ewa": {"reg_weight": 100.0}, "swa": {"reg_weight": 50.0}, "sswa": {"reg_weight": 50.0, "drop": 0.3}}
+    options: dict[str, dict[str, float]] = {name: {"weight": weight} for name, weight in PAPER_WEIGHTS.items()}
+    options["sswa"]["drop"] = PAPER_DROP
+    return options
 
 
 def _synthetic(train: int, val: int, seg: int, image_size: int, *, teacher_epochs: int | None, kd_epochs: int,
                prune_epochs: int, roar: dict) -> dict[str, Any]:
-    from apkit.training import RECIPES
-
     # The teacher follows the "synthetic" recipe of `apkit train` (teacher_epochs=None keeps its epochs).
     recipe = RECIPES.get("synthetic").kwargs()
     teacher_train = {**recipe, "epochs": teacher_epochs or recipe["epochs"], "milestones": list(recipe["milestones"])}
@@ -54,9 +55,9 @@ def _synthetic(train: int, val: int, seg: int, image_size: int, *, teacher_epoch
             "structured": {"method": "structured", "profile": "quick", "epochs": prune_epochs},
             "unstructured": {"method": "unstructured", "profile": "quick", "epochs": prune_epochs},
         },
-        "regularizers": list(REGULARIZER_VARIANTS),
+        "regularizers": list(REGULARIZER_CHOICES),
         "regularizer_options": _paper_regularizer_options(),
-        "evaluation": {"methods": list(METHODS), "tolerances": [0, 3], "batch_size": 50},
+        "evaluation": {"attribution_methods": list(PAPER_ATTRIBUTION_METHODS), "tolerances": [0, 3], "batch_size": 50},
         "roar": roar,
         "figures": {"examples": 6, "method": "gradcam"},
         "seed": 0,
@@ -64,7 +65,6 @@ def _synthetic(train: int, val: int, seg: int, image_size: int, *, teacher_epoch
     }
 
 
-@PROFILES.register("smoke", help="the whole grid on tiny synthetic data in about a minute (CI)")
 def smoke() -> dict[str, Any]:
     return _synthetic(
         400, 100, 60, 32, teacher_epochs=3, kd_epochs=1, prune_epochs=1,
@@ -74,7 +74,6 @@ def smoke() -> dict[str, Any]:
     )
 
 
-@PROFILES.register("default", help="the paper's grid on the embedded synthetic data; minutes on a laptop CPU")
 def default() -> dict[str, Any]:
     return _synthetic(
         4000, 400, 300, 48, teacher_epochs=None, kd_epochs=8, prune_epochs=2,
@@ -88,7 +87,6 @@ def default() -> dict[str, Any]:
     )
 
 
-@PROFILES.register("voc", help="the paper's PASCAL VOC 2012 setting (needs --data-root; GPU advised)")
 def voc() -> dict[str, Any]:
     return {
         "data": {"name": "voc", "image_size": 227, "sizes": {}},
@@ -103,9 +101,9 @@ def voc() -> dict[str, Any]:
             "structured": {"method": "structured", "profile": "paper", "epochs": 60},
             "unstructured": {"method": "unstructured", "profile": "paper"},
         },
-        "regularizers": list(REGULARIZER_VARIANTS),
+        "regularizers": list(REGULARIZER_CHOICES),
         "regularizer_options": _paper_regularizer_options(),
-        "evaluation": {"methods": list(METHODS), "tolerances": [0], "batch_size": 16},
+        "evaluation": {"attribution_methods": list(PAPER_ATTRIBUTION_METHODS), "tolerances": [0], "batch_size": 16},
         "roar": {"enabled": True, "fractions": [0.1, 0.3, 0.5, 0.7, 0.9],
                  "sources": ["teacher", "kd-none", "kd-swa", "random"],
                  "classifier": {"model": "vgg11_bn", "options": {}}, "train": _train(60, 0.01),
@@ -116,7 +114,6 @@ def voc() -> dict[str, Any]:
     }
 
 
-@PROFILES.register("imagenet", help="the supplement's ImageNet setting (needs --data-root and teachers; GPU)")
 def imagenet() -> dict[str, Any]:
     return {
         "data": {"name": "imagenet-seg", "image_size": 224, "sizes": {}},
@@ -134,14 +131,24 @@ def imagenet() -> dict[str, Any]:
             "unstructured-90": {"method": "unstructured", "profile": "imagenet", "amount": 0.9},
             "structured": {"method": "structured", "profile": "imagenet", "teacher": "resnet34"},
         },
-        "regularizers": list(REGULARIZER_VARIANTS),
+        "regularizers": list(REGULARIZER_CHOICES),
         "regularizer_options": _paper_regularizer_options(),
-        "evaluation": {"methods": ["gradcam"], "tolerances": [0], "batch_size": 32},
+        "evaluation": {"attribution_methods": ["gradcam"], "tolerances": [0], "batch_size": 32},
         "roar": {"enabled": False},
         "figures": {"examples": 6, "method": "gradcam"},
         "seed": 0,
         "paper": "imagenet",
     }
+
+
+_PROFILE_FUNCTIONS: dict[str, tuple[Callable[[], dict[str, Any]], str]] = {
+    "smoke": (smoke, "the whole grid on tiny synthetic data in about a minute (CI)"),
+    "default": (default, "the paper's grid on the embedded synthetic data; minutes on a laptop CPU"),
+    "voc": (voc, "the paper's PASCAL VOC 2012 setting (needs --data-root; GPU advised)"),
+    "imagenet": (imagenet, "the supplement's ImageNet setting (needs --data-root and teachers; GPU)"),
+}
+for _name in BENCH_PROFILE_NAMES:
+    PROFILES.register(_name, _PROFILE_FUNCTIONS[_name][0], help=_PROFILE_FUNCTIONS[_name][1])
 
 
 def resolve_profile(name: str, overrides: Iterable[str] = ()) -> dict[str, Any]:
@@ -154,16 +161,9 @@ def resolve_profile(name: str, overrides: Iterable[str] = ()) -> dict[str, Any]:
     (1, 64)
     """
     settings = copy.deepcopy(PROFILES.get(name)())
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ValidationError(f"an override must look like 'a.b=value', got {item!r}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw  # a bare word such as a path or a model name
+    for (*parents, leaf), value in parse_overrides(overrides):
+        item = ".".join([*parents, leaf])
         node = settings
-        *parents, leaf = key.split(".")
         for part in parents:
             if not isinstance(node.get(part), dict):
                 raise ValidationError(f"override {item!r}: {part!r} is not a section of profile {name!r}")

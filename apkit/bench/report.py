@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from apkit._io import atomic_write_json, atomic_write_text
 from apkit.bench import paper
+from apkit.bench.figures import plot_map_grid, plot_roar_figure
+from apkit.bench.stages import BenchRun, platform_info, stage_keys
+from apkit.names import ATTRIBUTION_TITLES as METHOD_TITLES
+from apkit.names import COMPRESSION_TITLES
+from apkit.names import REGULARIZER_TITLES as VARIANT_TITLES
 
-if TYPE_CHECKING:
-    from apkit.bench.runner import BenchRun
-
-COMPRESSION_TITLES = {
-    "kd": "Knowledge distillation", "structured": "Structured pruning", "unstructured": "Unstructured pruning",
-    "unstructured-60": "Unstructured pruning, 60 %", "unstructured-90": "Unstructured pruning, 90 %",
-}
-VARIANT_TITLES = {"none": "Naive", "ewa": "EWA", "swa": "SWA", "sswa": "SSWA"}
-METHOD_TITLES = {"gradcam": "Grad-CAM", "excitation": "Excitation BP", "lrp": "LRP α1β0", "rap": "RAP"}
+__all__ = ["collect_results", "render_tables", "write_outputs"]
 
 
 def collect_results(run: BenchRun, *, wall_seconds: float) -> dict[str, Any]:
     """Gather every stage's numbers into one JSON-ready dictionary."""
-    from apkit.bench.runner import _platform, stage_keys
-
     settings = run.settings
     models = {key: {"compression": None, "regularizer": None, **run.stages[key]} for key in settings["teachers"]}
     for key in stage_keys(settings):
@@ -31,7 +26,7 @@ def collect_results(run: BenchRun, *, wall_seconds: float) -> dict[str, Any]:
     return {
         "profile": settings["profile"],
         "settings": settings,
-        "versions": _platform(),
+        "versions": platform_info(),
         "device": str(run.device),
         "seed": settings["seed"],
         "wall_seconds": round(wall_seconds, 1),
@@ -45,11 +40,9 @@ def collect_results(run: BenchRun, *, wall_seconds: float) -> dict[str, Any]:
 
 def write_outputs(run: BenchRun, results: dict[str, Any]) -> None:
     """Write ``results.json``, ``tables.md`` and the figures under the run's folder."""
-    from apkit.bench.figures import plot_map_grid, plot_roar
-
     figures = {"maps": str(plot_map_grid(run, run.out / "figures" / "maps.png"))}
     if results["roar"]:
-        figures["roar"] = str(plot_roar(results["roar"], run.out / "figures" / "roar.png"))
+        figures["roar"] = str(plot_roar_figure(results["roar"], run.out / "figures" / "roar.png"))
     results["figures"] = figures
     atomic_write_json(run.out / "results.json", results)
     atomic_write_text(run.out / "tables.md", render_tables(results))
@@ -81,7 +74,7 @@ def render_tables(results: dict[str, Any]) -> str:
     settings = results["settings"]
     evaluation = results["evaluation"]
     models = results["models"]
-    methods = settings["evaluation"]["methods"]
+    methods = settings["evaluation"]["attribution_methods"]
     primary = "gradcam" if "gradcam" in methods else methods[0]
     tolerances = [t for t in settings["evaluation"]["tolerances"] if t]
     predictive = "top1" if settings["protocol"] == "imagenet" else "map_image"

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,73 +19,18 @@ from tqdm.auto import tqdm
 
 from apkit._io import atomic_write_json, read_json
 from apkit._validation import resolve_device
+from apkit.bench import report
 from apkit.bench.profiles import resolve_profile
+from apkit.bench.stages import BenchRun, stage_keys
+from apkit.compression import compress
+from apkit.data import from_spec
+from apkit.distributed import barrier, is_main_process
 from apkit.errors import ValidationError
-from apkit.training.distributed import barrier, is_main_process
+from apkit.evaluation import audit_model, roar
+from apkit.models import count_parameters, create, load_checkpoint, save_checkpoint
+from apkit.training import evaluate, fit, seed_everything
 
-TEACHER = "teacher"
-
-
-@dataclass
-class BenchRun:
-    """State shared by the stages of one benchmark run."""
-
-    settings: dict[str, Any]
-    out: Path
-    device: torch.device
-    progress: bool
-    datasets: dict[str, Any] = field(default_factory=dict)
-    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _models: dict[str, torch.nn.Module] = field(default_factory=dict)
-
-    def stage(self, key: str, compute: Callable[[], dict[str, Any]], summary: Callable[[dict], str]) -> dict:
-        """Run ``compute`` once: its result is stored as ``stages/<key>.json`` and reused afterwards.
-
-        Under ``torchrun`` every process computes (training and evaluation share the work) and
-        rank 0 writes; the others wait for its files.
-        """
-        path = self.out / "stages" / f"{key}.json"
-        if path.exists():
-            result = read_json(path)
-            self.log(f"[cached] {key}: {summary(result)}")
-        else:
-            started = time.perf_counter()
-            result = compute()
-            result["seconds"] = round(time.perf_counter() - started, 2)
-            if is_main_process():
-                atomic_write_json(path, result)
-            barrier()
-            result = read_json(path)  # a fresh and a resumed run see the same (JSON) values
-            self.log(f"[done {result['seconds']:.0f}s] {key}: {summary(result)}")
-        self.stages[key] = result
-        return result
-
-    def log(self, message: str) -> None:
-        if self.progress and is_main_process():
-            tqdm.write(message)
-
-    def model_path(self, key: str) -> Path:
-        return self.out / "models" / key / "model.pt"
-
-    def load_model(self, key: str) -> torch.nn.Module:
-        """A finished stage's model, loaded once per run."""
-        from apkit.models import load_checkpoint
-
-        if key not in self._models:
-            self._models[key] = load_checkpoint(self.model_path(key), map_location=self.device)
-        return self._models[key]
-
-    def teacher_of(self, key: str) -> str:
-        """The teacher stage a model is compared with."""
-        if key in self.settings["teachers"]:
-            return key
-        compression = key.rpartition("-")[0]
-        return self.settings["compressions"][compression].get("teacher", TEACHER)
-
-
-def stage_keys(settings: dict[str, Any]) -> list[str]:
-    """Names of the compressed models of a profile: ``<compression>-<regularizer>``."""
-    return [f"{c}-{r}" for c in settings["compressions"] for r in settings["regularizers"]]
+__all__ = ["run_bench"]
 
 
 def run_bench(
@@ -121,8 +64,6 @@ def run_bench(
     dict
         The content of ``results.json``.
     """
-    from apkit.bench import report
-
     settings = resolve_profile(profile, overrides)
     settings["profile"] = profile
     run = BenchRun(settings, Path(out_dir), resolve_device(device), progress)
@@ -167,8 +108,6 @@ def _check_same_settings(run: BenchRun) -> None:
 
 
 def _load_datasets(settings: dict[str, Any], data_root) -> dict[str, Any]:
-    from apkit.data import from_spec
-
     data = settings["data"]
     spec = data["name"] if data["name"] == "synthetic" else f"{data['name']}:{data_root or ''}"
     if data["name"] != "synthetic" and data_root is None:
@@ -185,22 +124,6 @@ def _load_datasets(settings: dict[str, Any], data_root) -> dict[str, Any]:
     return datasets
 
 
-def _platform() -> dict[str, Any]:
-    import captum
-    import sklearn
-    import torch_pruning
-    import torchvision
-
-    import apkit
-
-    return {
-        "apkit": apkit.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-        "captum": captum.__version__, "torch_pruning": torch_pruning.__version__, "scikit-learn": sklearn.__version__,
-        "python": platform.python_version(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-
-
 def _fmt(value: Any) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
@@ -213,9 +136,6 @@ def _describe(result: dict[str, Any]) -> str:
 
 
 def _teacher_stage(run: BenchRun, key: str) -> None:
-    from apkit.models import count_parameters, create, load_checkpoint, save_checkpoint
-    from apkit.training import evaluate, fit, seed_everything
-
     spec = run.settings["teachers"][key]
     train, val = run.datasets["train"], run.datasets["val"]
 
@@ -239,8 +159,6 @@ def _teacher_stage(run: BenchRun, key: str) -> None:
 
 
 def _compression_stage(run: BenchRun, key: str) -> None:
-    from apkit.compression import compress
-
     compression, _, regularizer = key.rpartition("-")
     spec = dict(run.settings["compressions"][compression])
     method = spec.pop("method")
@@ -253,14 +171,12 @@ def _compression_stage(run: BenchRun, key: str) -> None:
             val_set=run.datasets["val"], settings={**spec, **options}, out_dir=run.out / "models" / key,
             resume=True, device=run.device, seed=run.settings["seed"], progress=run.progress,
         )
-        return record
+        return record.to_dict()
 
     run.stage(key, compute, _describe)
 
 
 def _evaluation_stage(run: BenchRun, key: str) -> None:
-    from apkit.audit import audit_model
-
     evaluation = run.settings["evaluation"]
     teacher_key = run.teacher_of(key)
 
@@ -268,14 +184,13 @@ def _evaluation_stage(run: BenchRun, key: str) -> None:
         result = audit_model(
             run.load_model(key), run.datasets["seg"],
             teacher=None if teacher_key == key else run.load_model(teacher_key),
-            methods=evaluation["methods"], protocol=run.settings["protocol"],
+            attribution_methods=evaluation["attribution_methods"], protocol=run.settings["protocol"],
             tolerances=evaluation["tolerances"], classification_set=run.datasets["val"],
             batch_size=evaluation["batch_size"], device=run.device, progress=run.progress,
         )
-        pairs = result.pop("pairs")
         if is_main_process():
-            atomic_write_json(run.out / "pairs" / f"{key}.json", pairs)
-        return result
+            atomic_write_json(run.out / "pairs" / f"{key}.json", result.pairs)
+        return {"predictive": result.predictive, "methods": result.methods}
 
     def summary(result: dict[str, Any]) -> str:
         return "; ".join(f"{m} AUC {_fmt(s['auc'])} point {_fmt(s['pointing'])}" for m, s in result["methods"].items())
@@ -284,8 +199,6 @@ def _evaluation_stage(run: BenchRun, key: str) -> None:
 
 
 def _roar_stage(run: BenchRun) -> None:
-    from apkit.metrics.roar import roar
-
     spec = run.settings["roar"]
 
     def compute() -> dict[str, Any]:

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from apkit.cli import check_teacher_classes, cli, teacher_data_options
-from apkit.errors import ValidationError
-
-
-def _model_name(path: str) -> str:
-    # "runs/kd-swa/model.pt" reads better as "kd-swa" than as "model".
-    p = Path(path)
-    return p.parent.name if p.stem == "model" and p.parent.name else p.stem
+from apkit.cli.group import DEVICE_HELP, cli, comma_list, renamed_option
+from apkit.names import PROTOCOL_NAMES
 
 
 @cli.command("audit")
@@ -25,45 +17,42 @@ def _model_name(path: str) -> str:
 @click.option("--split", default="seg", show_default=True, help="Split with segmentation masks.")
 @click.option("--methods", default="gradcam", show_default=True,
               help="Comma-separated attribution methods (see `apkit list`).")
-@click.option("--protocol", type=click.Choice(["voc", "imagenet"]), default=None,
+@click.option("--protocol", type=click.Choice(PROTOCOL_NAMES), default=None,
               help="voc: every correctly predicted ground-truth class; imagenet: the top-1 class. "
                    "[default: imagenet for imagenet-seg data, else voc]")
-@click.option("--tolerance", type=int, default=0, show_default=True, help="Pointing-game tolerance in pixels.")
+@click.option("--tolerances", default="0", show_default=True, metavar="T1,T2,...",
+              help="Pointing-game tolerances in pixels, scored on the same maps; the first is 'Point Acc'.")
+@click.option("--tolerance", "old_tolerance", type=int, default=None, hidden=True)
 @click.option("--samples", type=int, default=None,
               help="synthetic: number of evaluation images [500]; they are rendered at the teacher's input size.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="apkit-audit", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def audit_command(teacher, students, data_spec, split, methods, protocol, tolerance, samples, batch_size, device,
-                  out_dir, quiet):
+def audit_command(teacher, students, data_spec, split, methods, protocol, tolerances, old_tolerance, samples,
+                  batch_size, device, out_dir, quiet):
     """Audit compressed models against their original: accuracy, attribution quality against the masks
     (ROC-AUC, pointing game) and similarity to the original's maps (cosine, normalised L2), per method.
 
     Writes report.md, report.csv and report.json (with per-pair values) to --out.
     """
-    from apkit.audit import audit
-    from apkit.data import from_spec
-    from apkit.models import load_checkpoint
-    from apkit.training import is_main_process
-    from apkit.training.distributed import init_from_environment
+    from apkit.distributed import init_from_environment, is_main_process
+    from apkit.errors import ValidationError
+    from apkit.evaluation import audit_checkpoints
 
     init_from_environment(device)  # under torchrun: join the process group
-
-    if samples is not None and data_spec != "synthetic":
-        raise ValidationError("--samples applies only to --data synthetic")
-    teacher_model = load_checkpoint(teacher)
-    data_options = teacher_data_options(teacher_model, data_spec)
-    if samples is not None:
-        data_options["num_samples"] = samples
-    dataset = from_spec(data_spec, split=split, **data_options)
-    check_teacher_classes(teacher_model, dataset)
-    named = {_model_name(p): load_checkpoint(p, expect_num_classes=dataset.num_classes) for p in students}
-    if protocol is None:
-        protocol = "imagenet" if data_spec.startswith("imagenet") else "voc"
-    report = audit(teacher_model, named, dataset, methods=[m.strip() for m in methods.split(",") if m.strip()],
-                   protocol=protocol, tolerance=tolerance, batch_size=batch_size, device=device,
-                   progress=not quiet)
+    try:
+        tolerance_list = [int(t) for t in comma_list(tolerances, "--tolerances")]
+    except ValueError:
+        raise ValidationError(f"--tolerances must be comma-separated integers such as 0,3, got {tolerances!r}") \
+            from None
+    tolerance_list = renamed_option(tolerance_list, None if old_tolerance is None else [old_tolerance],
+                                    "--tolerance", "--tolerances")
+    report = audit_checkpoints(
+        teacher, students, data=data_spec, split=split, attribution_methods=comma_list(methods, "--methods"),
+        protocol=protocol, tolerances=tolerance_list, samples=samples, batch_size=batch_size, device=device,
+        progress=not quiet,
+    )
     if is_main_process():  # under torchrun every process holds the whole report; one writes it
         paths = report.save(out_dir)
         click.echo(report.to_markdown())

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import click
 
-from apkit.bench.profiles import PROFILES
-from apkit.cli import cli
+from apkit.cli.group import DEVICE_HELP, cli
+from apkit.names import BENCH_PROFILE_NAMES
 
 
 @cli.command("bench")
-@click.option("--profile", type=click.Choice(PROFILES.names()), default="default", show_default=True,
+@click.option("--profile", type=click.Choice(BENCH_PROFILE_NAMES), default="default", show_default=True,
               help="smoke: tiny, ~1 min; default: embedded synthetic data, minutes on a CPU; "
                    "voc / imagenet: the paper's settings on real data (GPU advised).")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None,
               help="Root of the real dataset (voc: the folder holding VOCdevkit; imagenet: see `apkit list`).")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Output folder [default: apkit-bench-PROFILE]. Rerunning on it continues an interrupted run.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a profile setting, e.g. --set teacher.train.epochs=5 (repeatable; values are JSON).")
+              help="Override a profile setting, e.g. --set teachers.teacher.train.epochs=5 "
+                   "(repeatable; values are JSON).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def bench_command(profile, data_root, device, out_dir, overrides, quiet):
     """Train (or load) a teacher, compress it with KD, structured and unstructured pruning, each
@@ -27,8 +28,8 @@ def bench_command(profile, data_root, device, out_dir, overrides, quiet):
 
     Every finished stage is kept: if the run is interrupted, the same command continues it.
     """
-    from apkit.bench.runner import run_bench
-    from apkit.training.distributed import init_from_environment, is_main_process
+    from apkit.bench import run_bench
+    from apkit.distributed import init_from_environment, is_main_process
 
     init_from_environment(device)  # under torchrun: join the process group
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from apkit.cli import cli
+from apkit.cli.group import DEVICE_HELP, cli
 from apkit.errors import ValidationError
+from apkit.names import SCHEDULE_NAMES
 
 
 def _milestones(value: str | None) -> tuple[int, ...] | None:
@@ -44,7 +45,7 @@ class _TrainCommand(click.Command):
 @click.option("--lr", type=float, default=None, help="Initial learning rate (overrides the recipe).")
 @click.option("--momentum", type=float, default=None, help="SGD momentum (overrides the recipe).")
 @click.option("--weight-decay", type=float, default=None, help="SGD weight decay (overrides the recipe).")
-@click.option("--schedule", type=click.Choice(["step", "cosine"]), default=None,
+@click.option("--schedule", type=click.Choice(SCHEDULE_NAMES), default=None,
               help="Learning-rate schedule: step (x gamma at each milestone) or cosine (overrides the recipe).")
 @click.option("--milestones", default=None, metavar="E1,E2,...",
               help="Epochs after which a step schedule multiplies the rate by --gamma; '' for none.")
@@ -52,10 +53,11 @@ class _TrainCommand(click.Command):
 @click.option("--width-divisor", type=int, default=None, help="VGG channel divisor (1, 2, 4, 8).")
 @click.option("--train-samples", type=int, default=None, help="synthetic: number of training images [4000].")
 @click.option("--val-samples", type=int, default=None, help="synthetic: number of validation images [500].")
-@click.option("--image-size", type=int, default=None, help="synthetic: image side in pixels [64].")
+@click.option("--image-size", type=int, default=None,
+              help="Image side in pixels [synthetic: 64; voc: 227; imagenet-seg: 224].")
 @click.option("--select", default=None,
               help="Validation metric that picks the saved epoch [map_class; top1 for single-label data].")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights, shuffling and dropout.")
 @click.option("--num-workers", type=int, default=0, show_default=True, help="Data-loading processes.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from --out/training/checkpoint.pt.")
@@ -73,13 +75,10 @@ def train_command(model, data_spec, out_dir, recipe, epochs, batch_size, lr, mom
     Writes --out/model.pt (load it with apkit.models.load_checkpoint; it records the dataset,
     metrics and settings) and --out/metrics.json, and prints the validation metrics.
     """
-    from apkit.training.distributed import init_from_environment
-    from apkit.training.pipeline import train_model
+    from apkit.distributed import init_from_environment
+    from apkit.training import train_model
 
     init_from_environment(device)  # under torchrun: join the process group
-
-    if image_size is not None and data_spec != "synthetic":
-        raise ValidationError("--image-size applies only to --data synthetic")
     overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
                  "weight_decay": weight_decay, "schedule": schedule, "milestones": _milestones(milestones),
                  "gamma": gamma}
@@ -90,8 +89,8 @@ def train_command(model, data_spec, out_dir, recipe, epochs, batch_size, lr, mom
         train_samples=train_samples, val_samples=val_samples, device=device, seed=seed, resume=resume,
         select=select, num_workers=num_workers, progress=not quiet,
     )
-    metrics = {k: v for k, v in summary["val"].items() if k != "num_images"}
-    last = summary["history"][-1]["epoch"] if summary["history"] else 0
+    metrics = {k: v for k, v in summary.val.items() if k != "num_images"}
+    last = summary.history[-1]["epoch"] if summary.history else 0
     click.echo("validation " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-               + f"  (epoch {summary['best_epoch']} of {last}, {summary['seconds']:.0f} s)")
-    click.echo(f"wrote {summary['paths']['model']} and {summary['paths']['metrics']}")
+               + f"  (epoch {summary.best_epoch} of {last}, {summary.seconds:.0f} s)")
+    click.echo(f"wrote {summary.paths['model']} and {summary.paths['metrics']}")

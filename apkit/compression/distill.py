@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from apkit._validation import check_choice, check_float, check_fraction, check_same_shape, check_tensor
-from apkit.training.objectives import TASKS, task_loss
+from apkit.names import TASK_NAMES
+from apkit.training import task_loss
 
 #: The paper's distillation temperature and KD weight.
 DEFAULT_TEMPERATURE = 4.0
@@ -96,7 +97,7 @@ class DistillationLoss(nn.Module):
     def __init__(self, task: str = "multilabel", *, temperature: float = DEFAULT_TEMPERATURE,
                  alpha: float = DEFAULT_ALPHA):
         super().__init__()
-        self.task = check_choice(task, "task", TASKS)
+        self.task = check_choice(task, "task", TASK_NAMES)
         self.temperature = check_float(temperature, "temperature", minimum=0.0, exclusive_minimum=True)
         self.alpha = check_fraction(alpha, "alpha", allow_one=True)
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from apkit._modules import evaluating
 from apkit._validation import check_choice
 from apkit.compression.distill import DistillationLoss
 from apkit.errors import ValidationError
-from apkit.regularizers.matching import AttributionMatchingLoss, _eval_mode
-from apkit.training.objectives import TASKS, task_loss
+from apkit.names import TASK_NAMES
+from apkit.regularizers import AttributionMatchingLoss
+from apkit.training import task_loss
 
 
 class CompressionObjective(nn.Module):
@@ -60,7 +62,7 @@ class CompressionObjective(nn.Module):
         regularizer: AttributionMatchingLoss | None = None,
     ):
         super().__init__()
-        self.task = check_choice(task, "task", TASKS)
+        self.task = check_choice(task, "task", TASK_NAMES)
         if distillation is not None and not isinstance(distillation, DistillationLoss):
             raise ValidationError(f"distillation must be a DistillationLoss, got {type(distillation).__name__}")
         if regularizer is not None and not isinstance(regularizer, AttributionMatchingLoss):
@@ -95,7 +97,7 @@ class CompressionObjective(nn.Module):
             logits, match = model(images), None
         if self.distillation is not None:
             if teacher_logits is None:
-                with torch.no_grad(), _eval_mode(self.teacher):
+                with torch.no_grad(), evaluating(self.teacher):
                     teacher_logits = self.teacher(images)
             loss, kd_terms = self.distillation(logits, teacher_logits, labels)
             terms.update(kd_terms)

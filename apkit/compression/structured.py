@@ -28,7 +28,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from apkit._validation import check_choice, check_fraction, check_int, check_tensor
+from apkit._validation import check_choice, check_fraction, check_int, check_module, check_tensor
 from apkit.compression.unstructured import clone_model
 from apkit.errors import ValidationError
 from apkit.models import get_layer
@@ -143,8 +143,7 @@ def prune_structured(
     torch.nn.Module
         The pruned model (a VGG's ``config`` attribute is updated to its new widths).
     """
-    if not isinstance(model, nn.Module):
-        raise ValidationError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     check_tensor(example_inputs, "example_inputs", floating=True)
     check_fraction(pruning_ratio, "pruning_ratio")
     ratios = dict(pruning_ratio_dict or {})

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from apkit._validation import check_fraction, check_int
+from apkit._validation import check_fraction, check_int, check_module
 from apkit.errors import ValidationError
 
 #: Layer types whose weights are pruned by default: every convolution (the paper's choice).
@@ -136,8 +136,7 @@ def magnitude_prune(
     torch.nn.Module
         The model with masks attached (see :func:`bake_masks`).
     """
-    if not isinstance(model, nn.Module):
-        raise ValidationError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     check_fraction(sparsity, "sparsity")
     target = model if inplace else clone_model(model)
     layers = prunable_weights(target, layer_types)

@@ -95,6 +95,28 @@ def create(name: str, *, split: str, root: str | Path | None = None, **options) 
     return factory(split, **options)
 
 
+def spec_name(spec: str) -> str:
+    """The dataset name of a spec: ``"voc:/data"`` -> ``"voc"``."""
+    return str(spec).strip().partition(":")[0]
+
+
+def check_synthetic_only(spec: str, **options) -> None:
+    """Refuse options that only the generated data has (``num_samples``, ``image_size``, ...) for a real dataset.
+
+    ``options`` maps each option's name to its value; ``None`` means "not given".
+
+    Examples
+    --------
+    >>> check_synthetic_only("synthetic", train_samples=100)
+    >>> check_synthetic_only("voc:/data", train_samples=None)
+    """
+    given = [name for name, value in options.items() if value is not None]
+    if given and spec_name(spec) != "synthetic":
+        verb = "apply" if len(given) > 1 else "applies"
+        raise ValidationError(f"{' and '.join(given)} {verb} only to the synthetic data, not to {spec!r}; "
+                              "drop them or use data='synthetic'")
+
+
 def from_spec(spec: str, *, split: str, **options) -> Dataset:
     """Build a dataset from a spec string: ``"synthetic"``, ``"voc:ROOT"`` or ``"imagenet-seg:ROOT"``.
 
@@ -115,7 +137,7 @@ def from_spec(spec: str, *, split: str, **options) -> Dataset:
 
 
 __all__ = [
-    "DATASETS", "create", "from_spec", "SyntheticShapes", "generate_shapes", "SHAPE_CLASSES", "VOC2012",
-    "VOC_CLASSES", "ImageNetSeg", "PairTransform", "voc_transform", "imagenet_transform", "VOC_MEAN",
-    "VOC_STD", "IMAGENET_MEAN", "IMAGENET_STD",
+    "DATASETS", "check_synthetic_only", "create", "from_spec", "spec_name", "SyntheticShapes", "generate_shapes",
+    "SHAPE_CLASSES", "VOC2012", "VOC_CLASSES", "ImageNetSeg", "PairTransform", "voc_transform", "imagenet_transform",
+    "VOC_MEAN", "VOC_STD", "IMAGENET_MEAN", "IMAGENET_STD",
 ]

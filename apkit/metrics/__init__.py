@@ -5,9 +5,9 @@ on the input's device, NaN where the value is undefined; averaging is a separate
 (``torch.nanmean``, :func:`per_class_mean`, :func:`class_averaged`).  :data:`METRICS` lists them
 by name for the API and the CLI (``apkit list``).
 
-On top of them: the paper's localization protocol over a whole dataset
-(:func:`localization_scores`, in :mod:`apkit.metrics.protocol`) and Remove-And-Retrain
-(:func:`roar` and :func:`plot_roar`, in :mod:`apkit.metrics.roar`).
+They are pure functions of tensors: they import torch and apkit's core only.  What drives
+models over datasets (the paper's localization protocol, ROAR, the audit) is
+:mod:`apkit.evaluation`.
 
 Examples
 --------
@@ -29,13 +29,12 @@ from apkit.metrics.classification import (
 )
 from apkit.metrics.localization import (
     class_averaged,
+    normalize_maps,
     per_class_mean,
     pointing_game,
     relevance_mass,
     roc_auc,
 )
-from apkit.metrics.protocol import LocalizationResult, LocalizationTotals, localization_scores
-from apkit.metrics.roar import RoarResult, plot_roar, roar
 from apkit.metrics.similarity import cosine_similarity, normalized_l2
 from apkit.registry import Registry
 
@@ -58,21 +57,16 @@ METRICS.register("top1_accuracy", top1_accuracy, help="1 where the arg-max logit
 
 __all__ = [
     "METRICS",
-    "LocalizationResult",
-    "LocalizationTotals",
-    "RoarResult",
     "class_averaged",
     "cosine_similarity",
     "f1_samples",
-    "localization_scores",
+    "normalize_maps",
     "normalized_l2",
     "per_class_average_precision",
     "per_class_mean",
     "per_image_average_precision",
-    "plot_roar",
     "pointing_game",
     "relevance_mass",
-    "roar",
     "roc_auc",
     "top1_accuracy",
 ]

@@ -25,6 +25,7 @@ from apkit.errors import ValidationError
 
 __all__ = [
     "class_averaged",
+    "normalize_maps",
     "per_class_mean",
     "pointing_game",
     "relevance_mass",
@@ -88,6 +89,22 @@ def _chunk_rows(count: int, pixels: int, device: torch.device) -> int:
 # --------------------------------------------------------------------------------------------
 # ROC-AUC
 # --------------------------------------------------------------------------------------------
+
+
+def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
+    """The paper's min-max normalisation of each map: ``(H - min) / (max - min + 1e-5)``.
+
+    Examples
+    --------
+    >>> normalize_maps(torch.tensor([[[1.0, 3.0]]]))
+    tensor([[[0.0000, 1.0000]]])
+    """
+    flat = maps.flatten(1)
+    low = flat.amin(1).view(-1, 1, 1)
+    high = flat.amax(1).view(-1, 1, 1)
+    return (maps - low) / (high - low + 1e-5)
+
+
 
 
 def roc_auc(maps: torch.Tensor, masks: torch.Tensor, *, ignore: torch.Tensor | None = None) -> torch.Tensor:
@@ -296,12 +313,12 @@ def relevance_mass(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     maps = _check_maps(maps)
     masks = _binary_mask(masks, "masks", maps, "maps")
     dtype = torch.promote_types(maps.dtype, torch.float32)
-    count = maps.shape[0]
-    flat = maps.reshape(count, -1)
+    count, pixels = maps.shape[0], maps.shape[1] * maps.shape[2]
+    flat = maps.reshape(count, pixels)
     if count:
         _check_finite_rows(flat, "maps")
     relevance = flat.to(dtype).clamp(min=0)
-    inside = masks.reshape(count, -1).to(dtype)
+    inside = masks.reshape(count, pixels).to(dtype)
     total = relevance.sum(1)
     share = (relevance * inside).sum(1) / total
     undefined = (total == 0) | (inside.sum(1) == 0)

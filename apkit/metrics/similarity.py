@@ -28,11 +28,19 @@ def _flat_pair(a: object, b: object) -> tuple[torch.Tensor, torch.Tensor]:
     b = check_tensor(b, "b", ndim=(2, 3), floating=True)
     check_same_shape(a, b, "a", "b")
     dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
-    a, b = a.reshape(a.shape[0], -1).to(dtype), b.reshape(b.shape[0], -1).to(dtype)
+    width = math.prod(a.shape[1:])  # explicit, so that an empty batch reshapes too
+    a, b = a.reshape(a.shape[0], width).to(dtype), b.reshape(b.shape[0], width).to(dtype)
     for name, x in (("a", a), ("b", b)):
         if x.numel() and not bool(torch.isfinite(x).all()):
             raise ValidationError(f"{name} must be free of NaN and infinite values; drop those maps first")
-    return a, b
+    return _unit_peak(a), _unit_peak(b)
+
+
+def _unit_peak(x: torch.Tensor) -> torch.Tensor:
+    """Each row divided by its largest magnitude: both metrics ignore scale, and the norms then neither
+    underflow (maps below 1e-19 in float32) nor overflow (above 1e19)."""
+    peak = x.abs().amax(1, keepdim=True) if x.shape[1] else torch.ones(len(x), 1, dtype=x.dtype, device=x.device)
+    return torch.where(peak > 0, x / peak, x)
 
 
 def cosine_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

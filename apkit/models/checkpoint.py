@@ -19,6 +19,7 @@ from torch import nn
 
 from apkit._io import atomic_write
 from apkit.errors import CheckpointError
+from apkit.models.zoo import create
 
 FORMAT = "apkit-checkpoint"
 FORMAT_VERSION = 1
@@ -116,8 +117,6 @@ def load_checkpoint(
     torch.nn.Module
         The model in eval mode, with ``apkit_config`` and ``apkit_meta`` attributes.
     """
-    from apkit.models import create  # late import: the registry imports this module
-
     payload = read_checkpoint(path, map_location)
     config = payload["config"]
     if expect_arch is not None and config["name"] != expect_arch:

@@ -6,41 +6,32 @@ Examples
 >>> REGULARIZERS.names()
 ['ewa', 'swa', 'sswa']
 >>> REGULARIZERS.get("sswa")()
-AttributionMatchingLoss(kind='sswa', weight=50.0, drop=0.3)
+AttributionMatchingLoss(regularizer='sswa', weight=50.0, drop=0.3)
 """
 
 from __future__ import annotations
 
 import functools
 
+from apkit.names import PAPER_DROP, PAPER_WEIGHTS, REGULARIZER_NAMES
 from apkit.registry import Registry
-from apkit.regularizers.matching import (
-    DEFAULT_DROP,
-    DEFAULT_WEIGHTS,
-    KINDS,
-    AttributionMatchingLoss,
-    TeacherPass,
-    ewa_map,
-    matching_distance,
-    swa_map,
-)
+from apkit.regularizers.matching import AttributionMatchingLoss, TeacherPass, ewa_map, matching_distance, swa_map
 
 REGULARIZERS: Registry = Registry("regularizer")
 _HELP = {
-    "ewa": "equally weighted: match mean_k A_k^2 at the matching layer (lambda 100)",
-    "swa": "sensitivity weighted: match ReLU(sum_k alpha_k A_k) for the teacher's top-1 class (lambda 50)",
-    "sswa": "stochastic SWA: SWA with 30% of the teacher's channels left out per batch (lambda 50)",
+    "ewa": "equally weighted: match mean_k A_k^2 at the matching layer",
+    "swa": "sensitivity weighted: match ReLU(sum_k alpha_k A_k) for the teacher's top-1 class",
+    "sswa": f"stochastic SWA: SWA with {PAPER_DROP:.0%} of the teacher's channels left out per batch",
 }
-for _kind in KINDS:
-    REGULARIZERS.register(_kind, functools.partial(AttributionMatchingLoss, _kind), help=_HELP[_kind])
+for _name in REGULARIZER_NAMES:
+    REGULARIZERS.register(_name, functools.partial(AttributionMatchingLoss, _name),
+                          help=f"{_HELP[_name]} (lambda {PAPER_WEIGHTS[_name]:g})")
 
 
-def create(kind: str, **options) -> AttributionMatchingLoss:
-    """Build the regularizer registered as ``kind`` (``"ewa"``, ``"swa"``, ``"sswa"``) with ``options``."""
-    return REGULARIZERS.get(kind)(**options)
+def create(regularizer: str, **options) -> AttributionMatchingLoss:
+    """Build the regularizer registered as ``regularizer`` (``"ewa"``, ``"swa"``, ``"sswa"``) with ``options``."""
+    return REGULARIZERS.get(regularizer)(**options)
 
 
-__all__ = [
-    "DEFAULT_DROP", "DEFAULT_WEIGHTS", "KINDS", "REGULARIZERS", "AttributionMatchingLoss", "TeacherPass",
-    "create", "ewa_map", "matching_distance", "swa_map",
-]
+__all__ = ["REGULARIZERS", "AttributionMatchingLoss", "TeacherPass", "create", "ewa_map", "matching_distance",
+           "swa_map"]

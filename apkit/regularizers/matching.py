@@ -20,29 +20,31 @@ maps must have the same spatial size, or pass ``resize=True`` to resize the stud
 One teacher pass (:meth:`AttributionMatchingLoss.teacher_pass`) gives the teacher's logits,
 target class and map, so a distillation term can reuse the same teacher forward.  The teacher is
 evaluated in eval mode (its previous mode is restored), no gradient is accumulated in it, and no
-hook is left on it.
+hook is left on it.  The SWA maps are Grad-CAM's (:func:`apkit.attribution.channel_weights` with
+the paper's sum over positions, then :func:`apkit.attribution.class_activation_map`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from apkit._validation import check_choice, check_float, check_fraction, check_int, check_tensor
+from apkit._compat import renamed_keywords, warn_deprecated
+from apkit._modules import called_output, capture_outputs, evaluating, feature_map, overwritten_in_place, unwrap
+from apkit._validation import check_choice, check_float, check_fraction, check_int, check_same_shape, check_tensor
+from apkit.attribution import channel_weights, class_activation_map
 from apkit.errors import ValidationError
-from apkit.models import default_layer, get_layer
+from apkit.models import default_layer
+from apkit.names import PAPER_DROP, PAPER_WEIGHTS, REGULARIZER_NAMES
 
-KINDS = ("ewa", "swa", "sswa")
-#: Regularizer strengths of the paper's supplement (C.2), used when ``weight`` is not given.
-DEFAULT_WEIGHTS = {"ewa": 100.0, "swa": 50.0, "sswa": 50.0}
-#: Fraction of teacher channels SSWA leaves out per batch when ``drop`` is not given.
-DEFAULT_DROP = 0.3
+__all__ = ["AttributionMatchingLoss", "TeacherPass", "ewa_map", "matching_distance", "swa_map"]
+
+_PURPOSE = "attribution matching"
 
 
 @dataclass(frozen=True)
@@ -100,15 +102,11 @@ def swa_map(
     """
     check_tensor(activations, "activations", ndim=4, floating=True)
     check_tensor(gradients, "gradients", ndim=4, floating=True)
-    if activations.shape != gradients.shape:
-        raise ValidationError(
-            f"activations and gradients must have the same shape, got {tuple(activations.shape)} "
-            f"and {tuple(gradients.shape)}"
-        )
+    check_same_shape(activations, gradients, "activations", "gradients")
     alpha = gradients.sum((2, 3))  # a sum over positions, as in the paper; the scale cancels later
     if keep is not None:
         alpha = alpha * keep.to(alpha)
-    return torch.relu(torch.einsum("bk,bkhw->bhw", alpha, activations))
+    return class_activation_map(alpha, activations)
 
 
 def matching_distance(student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
@@ -137,59 +135,21 @@ def matching_distance(student_map: torch.Tensor, teacher_map: torch.Tensor) -> t
     return (t - s).pow(2).mean()
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module whose layer names the user gave (DataParallel / DDP wrap models in ``.module``)."""
-    wrappers = (nn.DataParallel, nn.parallel.DistributedDataParallel)
-    return model.module if isinstance(model, wrappers) else model
+def _in_place_error(layer: str) -> ValidationError:
+    return ValidationError(
+        f"the output of matching layer {layer!r} is modified in place by the next layer; "
+        "match at that next layer (e.g. the ReLU after a conv) instead"
+    )
 
 
-def _feature_map(output: object, layer: str) -> torch.Tensor:
-    if not isinstance(output, torch.Tensor) or output.dim() != 4:
-        got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise ValidationError(
-            f"matching layer {layer!r} must output a (batch, channels, height, width) tensor, got {got}; "
-            "choose a convolutional layer"
-        )
-    return output
-
-
-@contextlib.contextmanager
-def _capture(model: nn.Module, layer: str) -> Iterator[dict]:
-    """Record the output of ``layer`` (and its in-place version counter) during a forward pass.
-
-    The version counter lets us refuse a layer whose output the next layer overwrites in place
-    (e.g. a conv followed by ``ReLU(inplace=True)``): its recorded values would silently change.
-    """
-    store: dict = {}
-
-    def hook(_module, _inputs, output):
-        store["a"] = _feature_map(output, layer)
-        store["version"] = output._version
-
-    handle = get_layer(_unwrap(model), layer).register_forward_hook(hook)
-    try:
-        yield store
-    finally:
-        handle.remove()
-    if "a" not in store:
-        raise ValidationError(f"matching layer {layer!r} was not called in the forward pass")
-    if store["a"]._version != store["version"]:
-        raise ValidationError(
-            f"the output of matching layer {layer!r} is modified in place by the next layer; "
-            "match at that next layer (e.g. the ReLU after a conv) instead"
-        )
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Run ``model`` in eval mode and restore every sub-module's previous mode afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        yield
-    finally:
-        for module, mode in modes:
-            module.training = mode
+def _forward_with_map(student: nn.Module, layer: str, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits and the matching-layer feature map of one forward pass."""
+    with capture_outputs(student, [layer], replace=lambda _name, out: feature_map(out, layer, _PURPOSE)) as store:
+        logits = student(images)
+    activations = called_output(store, layer)
+    if overwritten_in_place(store, layer):  # its recorded values would silently have changed
+        raise _in_place_error(layer)
+    return logits, activations
 
 
 def _teacher_head_graph(teacher: nn.Module, layer: str, images: torch.Tensor):
@@ -200,30 +160,20 @@ def _teacher_head_graph(teacher: nn.Module, layer: str, images: torch.Tensor):
     is switched on for the rest of the forward.  So d(logit)/dA costs only a backward through the
     head, and no gradient can reach the teacher's parameters.
     """
-    store: dict[str, torch.Tensor] = {}
 
-    def hook(_module, _inputs, output):
-        leaf = _feature_map(output, layer).detach().requires_grad_(True)
-        store["a"] = leaf
+    def leaf(_name, output):
+        output = feature_map(output, layer, _PURPOSE).detach().requires_grad_(True)
         torch.set_grad_enabled(True)  # undone when the enclosing no_grad block exits
-        return leaf
+        return output
 
-    handle = get_layer(_unwrap(teacher), layer).register_forward_hook(hook)
     try:
-        with torch.no_grad():
+        with capture_outputs(teacher, [layer], replace=leaf) as store, torch.no_grad():
             logits = teacher(images)
     except RuntimeError as exc:
         if "in-place" in str(exc) or "inplace" in str(exc):
-            raise ValidationError(
-                f"the output of matching layer {layer!r} is modified in place by the next layer; "
-                "match at that next layer (e.g. the ReLU after a conv) instead"
-            ) from exc
+            raise _in_place_error(layer) from exc
         raise
-    finally:
-        handle.remove()
-    if "a" not in store:
-        raise ValidationError(f"matching layer {layer!r} was not called in the teacher's forward pass")
-    return logits, store["a"]
+    return logits, called_output(store, layer)
 
 
 def _check_target(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -242,8 +192,8 @@ class AttributionMatchingLoss(nn.Module):
 
     Parameters
     ----------
-    kind : {"ewa", "swa", "sswa"}
-        Which collapsed map is matched.
+    regularizer : {"ewa", "swa", "sswa"}
+        Which collapsed map is matched (``kind=`` is the old name, kept for one release).
     teacher_layer, student_layer : str, optional
         Dotted names of the matching layers; default: each model's ``matching_layer`` (see
         :func:`apkit.models.default_layer`).  The output must not be modified in place by the
@@ -262,10 +212,10 @@ class AttributionMatchingLoss(nn.Module):
 
     Notes
     -----
-    ``alpha`` is computed with ``autograd.grad`` of the summed target logits, which equals the
-    per-image gradient when the layers after the matching layer treat images independently (true
-    for the VGG and ResNet heads).  In train mode the student's dropout enters ``alpha``, as in
-    the paper's implementation.
+    ``alpha`` is computed with one backward of the target logits, which equals the per-image
+    gradient when the layers after the matching layer treat images independently (true for the
+    VGG and ResNet heads).  In train mode the student's dropout enters ``alpha``, as in the paper's
+    implementation.
 
     Examples
     --------
@@ -284,9 +234,10 @@ class AttributionMatchingLoss(nn.Module):
     (True, True)
     """
 
+    @renamed_keywords(kind="regularizer")
     def __init__(
         self,
-        kind: str = "swa",
+        regularizer: str = "swa",
         *,
         teacher_layer: str | None = None,
         student_layer: str | None = None,
@@ -296,17 +247,18 @@ class AttributionMatchingLoss(nn.Module):
         resize: bool = False,
     ):
         super().__init__()
-        self.kind = check_choice(kind, "regularizer kind", KINDS)
+        self.regularizer = check_choice(regularizer, "regularizer", REGULARIZER_NAMES)
         for name, layer in (("teacher_layer", teacher_layer), ("student_layer", student_layer)):
             if layer is not None and not isinstance(layer, str):
                 raise ValidationError(f"{name} must be a dotted module name such as 'features.43', got {layer!r}")
         self.teacher_layer = teacher_layer
         self.student_layer = student_layer
-        self.weight = DEFAULT_WEIGHTS[kind] if weight is None else check_float(weight, "weight", minimum=0.0)
-        if kind == "sswa":
-            self.drop = DEFAULT_DROP if drop is None else check_fraction(drop, "drop")
+        self.weight = PAPER_WEIGHTS[regularizer] if weight is None else check_float(weight, "weight", minimum=0.0)
+        if regularizer == "sswa":
+            self.drop = PAPER_DROP if drop is None else check_fraction(drop, "drop")
         elif drop is not None:
-            raise ValidationError(f"drop applies only to kind='sswa', got drop={drop!r} with kind={kind!r}")
+            raise ValidationError(f"drop applies only to regularizer='sswa', got drop={drop!r} with "
+                                  f"regularizer={regularizer!r}")
         else:
             self.drop = 0.0
         self.seed = check_int(seed, "seed", minimum=0)
@@ -314,13 +266,13 @@ class AttributionMatchingLoss(nn.Module):
         self._generator = torch.Generator().manual_seed(self.seed)
 
     def extra_repr(self) -> str:
-        drop = f", drop={self.drop}" if self.kind == "sswa" else ""
-        return f"kind={self.kind!r}, weight={self.weight}{drop}"
+        drop = f", drop={self.drop}" if self.regularizer == "sswa" else ""
+        return f"regularizer={self.regularizer!r}, weight={self.weight}{drop}"
 
     @property
     def needs_gradients(self) -> bool:
         """SWA and SSWA maps need the gradient of the target logit; EWA maps do not."""
-        return self.kind != "ewa"
+        return self.regularizer != "ewa"
 
     def reset_generator(self, seed: int | None = None) -> None:
         """Restart the SSWA channel draws (from ``seed``, default the constructor's)."""
@@ -336,24 +288,24 @@ class AttributionMatchingLoss(nn.Module):
     ) -> TeacherPass:
         """One teacher forward: logits, target class (default: top-1) and the detached teacher map."""
         check_tensor(images, "images", ndim=4, floating=True)
-        layer = self.teacher_layer or default_layer(_unwrap(teacher), "matching")
-        with _eval_mode(teacher):
-            if self.kind == "ewa":
-                with torch.no_grad(), _capture(teacher, layer) as captured:
-                    logits = teacher(images)
-                activations = captured["a"]
+        layer = self.teacher_layer or default_layer(unwrap(teacher), "matching")
+        with evaluating(teacher):
+            if self.regularizer == "ewa":
+                with torch.no_grad():
+                    logits, activations = _forward_with_map(teacher, layer, images)
                 chosen = logits.argmax(1) if target is None else _check_target(target, logits)
                 return TeacherPass(logits.detach(), chosen, ewa_map(activations).detach())
             logits, activations = _teacher_head_graph(teacher, layer, images)
             chosen = logits.argmax(1) if target is None else _check_target(target, logits)
-            (grads,) = torch.autograd.grad(logits.gather(1, chosen[:, None]).sum(), activations)
-        dropped, keep = None, None
-        if self.kind == "sswa":
+            alpha, _ = channel_weights(activations, logits, chosen, reduce="sum")  # the paper's sum over positions
+        dropped = None
+        if self.regularizer == "sswa":
             channels = activations.shape[1]
             dropped = self.draw_dropped(channels).to(activations.device)
             keep = torch.ones(channels, device=activations.device, dtype=activations.dtype)
             keep[dropped] = 0
-        teacher_map = swa_map(activations.detach(), grads, keep=keep)
+            alpha = alpha * keep
+        teacher_map = class_activation_map(alpha, activations.detach())
         return TeacherPass(logits.detach(), chosen, teacher_map.detach(), dropped)
 
     def student_pass(
@@ -361,25 +313,27 @@ class AttributionMatchingLoss(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Student forward: ``(logits, map)``, the map differentiable w.r.t. the student's weights.
 
-        For SWA/SSWA the map is built from ``autograd.grad(..., create_graph=True)``, so a loss on
-        it back-propagates through the channel weights too.  The logits are the ones to use for the
-        task or distillation loss: one student forward serves both.
+        For SWA/SSWA the map is Grad-CAM's with ``create_graph=True`` (when grad mode is on), so a
+        loss on it back-propagates through the channel weights too.  The logits are the ones to use
+        for the task or distillation loss: one student forward serves both.
         """
         check_tensor(images, "images", ndim=4, floating=True)
-        layer = self.student_layer or default_layer(_unwrap(student), "matching")
+        layer = self.student_layer or default_layer(unwrap(student), "matching")
         train_graph = torch.is_grad_enabled()
         with torch.enable_grad() if self.needs_gradients else contextlib.nullcontext():
-            with _capture(student, layer) as captured:
-                logits = student(images)
-            activations = captured["a"]
-            if self.kind == "ewa":
+            logits, activations = _forward_with_map(student, layer, images)
+            if self.regularizer == "ewa":
                 return logits, ewa_map(activations)
             target = _check_target(target, logits)
-            (grads,) = torch.autograd.grad(
-                logits.gather(1, target[:, None]).sum(), activations, create_graph=train_graph
-            )
-            student_map = swa_map(activations, grads)
+            alpha, _ = channel_weights(activations, logits, target, create_graph=train_graph, reduce="sum")
+            student_map = class_activation_map(alpha, activations)
         return logits, student_map
+
+    @property
+    def kind(self) -> str:
+        """The old name of :attr:`regularizer`, kept for one release."""
+        warn_deprecated("AttributionMatchingLoss.kind", "AttributionMatchingLoss.regularizer")
+        return self.regularizer
 
     def forward(self, student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
         """``weight * matching_distance(student_map, teacher_map)`` (resizing first if allowed)."""

@@ -6,6 +6,8 @@
 * :func:`evaluate` returns the paper's predictive metrics (per-image "mAP", per-class mAP, F1;
   top-1 for single-label data).
 * :data:`RECIPES` holds the paper's optimisation schedules and apkit's synthetic defaults.
+* :func:`train_model` trains a registered model on a dataset spec (``apkit train``);
+  :func:`datasets_for` builds the data a trained model is compressed or audited on.
 
 Examples
 --------
@@ -14,13 +16,14 @@ Examples
 (10, 30, 40)
 """
 
-from apkit.training.distributed import all_reduce_sum, is_distributed, is_main_process, world_info
-from apkit.training.loop import CHECKPOINT_NAME, METRIC_NAMES, FitResult, evaluate, fit, seed_everything
-from apkit.training.objectives import TASKS, TaskObjective, class_targets, task_loss
+from apkit.training.evaluate import METRIC_NAMES, evaluate
+from apkit.training.loop import FitResult, fit, seed_everything
+from apkit.training.objectives import TaskObjective, class_targets, task_loss
+from apkit.training.pipeline import TrainingReport, datasets_for, train_model
 from apkit.training.recipes import RECIPES, Recipe
+from apkit.training.state import CHECKPOINT_NAME
 
 __all__ = [
-    "CHECKPOINT_NAME", "METRIC_NAMES", "RECIPES", "TASKS", "FitResult", "Recipe", "TaskObjective", "all_reduce_sum",
-    "class_targets", "evaluate", "fit", "is_distributed", "is_main_process", "seed_everything", "task_loss",
-    "world_info",
+    "CHECKPOINT_NAME", "METRIC_NAMES", "RECIPES", "FitResult", "Recipe", "TaskObjective", "TrainingReport",
+    "class_targets", "datasets_for", "evaluate", "fit", "seed_everything", "task_loss", "train_model",
 ]

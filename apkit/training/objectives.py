@@ -14,10 +14,9 @@ from torch import nn
 
 from apkit._validation import check_choice
 from apkit.errors import ValidationError
+from apkit.names import TASK_NAMES
 
-TASKS = ("multilabel", "multiclass")
-
-__all__ = ["TASKS", "TaskObjective", "class_targets", "task_loss"]
+__all__ = ["TaskObjective", "class_targets", "task_loss"]
 
 
 def class_targets(labels: torch.Tensor) -> torch.Tensor:
@@ -62,7 +61,7 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor, *, task: str, reductio
     >>> round(task_loss(logits, torch.tensor([0, 3]), task="multiclass").item(), 4)  # log 4
     1.3863
     """
-    check_choice(task, "task", TASKS)
+    check_choice(task, "task", TASK_NAMES)
     check_choice(reduction, "reduction", ("mean", "sum", "none"))
     if task == "multilabel":
         if labels.shape != logits.shape:
@@ -93,7 +92,7 @@ class TaskObjective(nn.Module):
 
     def __init__(self, task: str = "multilabel"):
         super().__init__()
-        self.task = check_choice(task, "task", TASKS)
+        self.task = check_choice(task, "task", TASK_NAMES)
         self.last_terms: dict[str, torch.Tensor] = {}
 
     def forward(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor):

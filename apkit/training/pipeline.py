@@ -1,22 +1,89 @@
-"""Train a registered model on a dataset spec and write ``model.pt`` and ``metrics.json`` (``apkit train``)."""
+"""From names and files to runs: train a model on a dataset spec (``apkit train``), size data to a model.
+
+* :func:`train_model` trains a registered model on a dataset spec and writes ``model.pt`` and
+  ``metrics.json``; it returns a :class:`TrainingReport`.
+* :func:`datasets_for` builds the splits a trained model is compressed or audited on: the
+  synthetic images at the model's input size, the class count checked.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from apkit import __version__
+from torch import nn
+from torch.utils.data import Dataset
+
 from apkit._io import atomic_write_json
 from apkit._validation import resolve_device
+from apkit._version import __version__
+from apkit.data import check_synthetic_only, from_spec, spec_name
+from apkit.distributed import is_main_process
 from apkit.errors import ValidationError
-from apkit.training.distributed import is_main_process
+from apkit.models import MODELS, create, save_checkpoint
 from apkit.training.loop import fit, seed_everything
 from apkit.training.recipes import RECIPES
 
-__all__ = ["default_model", "default_recipe", "train_model"]
+__all__ = ["TrainingReport", "datasets_for", "default_model", "default_recipe", "train_model"]
+
+
+@dataclass
+class TrainingReport:
+    """What :func:`train_model` did: the content of ``metrics.json``.
+
+    Attributes
+    ----------
+    val : dict
+        Validation metrics of the saved weights.
+    best_epoch : int or None
+    select : str or None
+        The validation metric that picked the saved epoch.
+    seconds : float
+    settings : dict
+        Model, data, recipe and seed.
+    history : list of dict
+        One record per epoch (see :class:`apkit.training.FitResult`).
+    paths : dict
+        ``model``, ``metrics`` and ``training_checkpoint`` files.
+    """
+
+    val: dict[str, float]
+    best_epoch: int | None
+    select: str | None
+    seconds: float
+    settings: dict[str, Any]
+    history: list[dict] = field(default_factory=list)
+    paths: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-ready data (what ``metrics.json`` holds)."""
+        return dataclasses.asdict(self)
+
+
+def datasets_for(model: nn.Module, data: str, sizes: Mapping[str, int | None], **options) -> dict[str, Dataset]:
+    """The splits ``sizes`` (``{split: number of images or None}``) of ``data`` as ``model`` needs them.
+
+    Synthetic images are rendered at the model's input size (from its ``apkit_config``), and a
+    model whose class count is not the data's is refused.  ``sizes`` other than ``None`` apply to
+    the synthetic data only.
+    """
+    check_synthetic_only(data, **{f"{split}_samples": n for split, n in sizes.items()})
+    input_size = getattr(model, "apkit_config", {}).get("options", {}).get("input_size")
+    if spec_name(data) == "synthetic" and input_size is not None:
+        options.setdefault("image_size", input_size)
+    splits = {split: from_spec(data, split=split, **options, **({"num_samples": n} if n is not None else {}))
+              for split, n in sizes.items()}
+    classes = getattr(model, "apkit_config", {}).get("num_classes")
+    for dataset in splits.values():
+        if classes is not None and classes != dataset.num_classes:
+            raise ValidationError(f"the model has {classes} classes but the data has {dataset.num_classes}; "
+                                  "use a model trained on this dataset")
+    return splits
 
 
 def default_recipe(data: str) -> str:
@@ -46,7 +113,7 @@ def train_model(
     select: str | None = None,
     num_workers: int = 0,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> TrainingReport:
     """Train ``model`` on the ``train`` split of ``data``, keep its best ``val`` epoch, save it.
 
     Parameters
@@ -73,13 +140,10 @@ def train_model(
 
     Returns
     -------
-    dict
-        The content of ``metrics.json``: ``val`` (metrics of the saved weights), ``best_epoch``,
+    TrainingReport
+        What ``metrics.json`` holds: ``val`` (metrics of the saved weights), ``best_epoch``,
         ``history``, ``settings``, ``seconds``, ``paths``.
     """
-    from apkit.data import from_spec
-    from apkit.models import MODELS, create, save_checkpoint
-
     model = default_model(data) if model is None else model
     builder = MODELS.get(model)  # an unknown name fails before any data is read
     recipe_name = default_recipe(data) if recipe is None else recipe
@@ -94,8 +158,7 @@ def train_model(
 
     data_options = dict(data_options or {})
     sizes = {"train": train_samples, "val": val_samples}
-    if any(n is not None for n in sizes.values()) and data != "synthetic":
-        raise ValidationError("train_samples and val_samples apply only to the synthetic data")
+    check_synthetic_only(data, train_samples=train_samples, val_samples=val_samples)
     began = time.perf_counter()
     splits = {
         split: from_spec(data, split=split, **data_options, **({"num_samples": n} if n is not None else {}))
@@ -120,21 +183,17 @@ def train_model(
                 "sizes": {"train": len(train_set), "val": len(val_set)}, "recipe": recipe_name, **chosen.kwargs(),
                 "milestones": list(chosen.milestones), "seed": seed, "select": result.select,
                 "apkit_version": __version__}
-    summary = {
-        "val": result.best_metrics,
-        "best_epoch": result.best_epoch,
-        "select": result.select,
-        "seconds": seconds,
-        "settings": settings,
-        "history": result.history,
-        "paths": {"model": str(out_dir / "model.pt"), "metrics": str(out_dir / "metrics.json"),
-                  "training_checkpoint": str(out_dir / "training" / "checkpoint.pt")},
-    }
+    report = TrainingReport(
+        val=result.best_metrics, best_epoch=result.best_epoch, select=result.select, seconds=seconds,
+        settings=settings, history=result.history,
+        paths={"model": str(out_dir / "model.pt"), "metrics": str(out_dir / "metrics.json"),
+               "training_checkpoint": str(out_dir / "training" / "checkpoint.pt")},
+    )
     meta = {"dataset": data, "classes": list(train_set.classes), "task": train_set.task,
             "mean": list(getattr(train_set, "mean", ())), "std": list(getattr(train_set, "std", ())),
             "image_size": int(train_set.image_size), "metrics": result.best_metrics, "best_epoch": result.best_epoch,
             "settings": settings}
     if is_main_process():  # under torchrun, one process writes
         save_checkpoint(net, out_dir / "model.pt", meta=meta)
-        atomic_write_json(out_dir / "metrics.json", summary)
-    return summary
+        atomic_write_json(out_dir / "metrics.json", report.to_dict())
+    return report

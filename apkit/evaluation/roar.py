@@ -35,12 +35,19 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from apkit._validation import check_choice, check_fraction, check_int, resolve_device
+from apkit import attribution, models
+from apkit._compat import renamed_keywords
+from apkit._io import atomic_write_json
+from apkit._modules import evaluating
+from apkit._validation import check_choice, check_dataset, check_fraction, check_int, check_module, resolve_device
+from apkit.attribution.targets import target_pairs
+from apkit.distributed import is_main_process
 from apkit.errors import DataError, ValidationError
-from apkit.training.distributed import is_main_process
+from apkit.training import METRIC_NAMES, evaluate, fit, seed_everything
+from apkit.viz import plot_roar_curves
 
-__all__ = ["DEFAULT_FRACTIONS", "DEFAULT_TRAIN_SETTINGS", "RANDOM", "RemovedPixels", "RoarResult", "plot_roar", "roar",
-           "roar_maps"]
+__all__ = ["DEFAULT_FRACTIONS", "DEFAULT_TRAIN_SETTINGS", "RANDOM", "RemovedPixels", "RoarCache", "RoarResult",
+           "plot_roar", "removal_rank", "roar", "roar_maps"]
 
 DEFAULT_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
 RANDOM = "random"
@@ -48,7 +55,8 @@ RANDOM = "random"
 DEFAULT_TRAIN_SETTINGS = {"epochs": 10, "batch_size": 64, "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4,
                           "milestones": [], "schedule": "step"}
 _TRAIN_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "milestones", "gamma", "schedule")
-TARGETS = ("own", "label")
+#: Which class a source model explains per image: its top-1, or its highest-scored labelled class.
+TARGET_POLICIES = ("own", "top_label")
 _FORWARDED = ("classes", "num_classes", "task", "mean", "std", "image_size")
 
 
@@ -86,90 +94,107 @@ def dataset_identity(dataset) -> str:
     return _digest(*parts)
 
 
+# ----------------------------------------------------------------------------------------- cache
+
+
+class RoarCache:
+    """ROAR's files on disk: every source's maps and every retrained classifier's scores.
+
+    Maps live in ``folder/roar-maps-<key>.pt`` and scores in ``folder/roar-score-<key>.json``,
+    each written atomically by rank 0, under a key that digests everything they depend on; a
+    cache without a folder keeps nothing, so every call computes.
+    """
+
+    def __init__(self, folder: str | os.PathLike | None):
+        self.folder = None if folder is None else Path(folder)
+
+    def maps(self, key: str, count: int) -> torch.Tensor | None:
+        """The cached maps of ``key`` if there are ``count`` of them."""
+        path = self._path("maps", key)
+        if path is None or not path.is_file():
+            return None
+        cached = models.safe_load(path)
+        if isinstance(cached, dict) and isinstance(cached.get("maps"), torch.Tensor) and len(cached["maps"]) == count:
+            return cached["maps"]
+        return None
+
+    def save_maps(self, key: str, maps: torch.Tensor, **about: Any) -> None:
+        path = self._path("maps", key)
+        if path is not None and is_main_process():  # under torchrun every process has the maps; one writes
+            models.atomic_save({"maps": maps, **about}, path)
+
+    def scores(self, key: str) -> dict[str, float] | None:
+        path = self._path("score", key)
+        return json.loads(path.read_text(encoding="utf-8")) if path is not None and path.is_file() else None
+
+    def save_scores(self, key: str, scores: dict[str, float]) -> None:
+        path = self._path("score", key)
+        if path is not None and is_main_process():
+            atomic_write_json(path, scores)
+
+    def _path(self, kind: str, key: str) -> Path | None:
+        suffix = "pt" if kind == "maps" else "json"
+        return None if self.folder is None else self.folder / f"roar-{kind}-{key}.{suffix}"
+
+
 # ----------------------------------------------------------------------------------------- maps
 
 
-def _check_dataset(dataset, name: str) -> None:
-    if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
-        raise ValidationError(f"{name} must be a map-style Dataset, got {type(dataset).__name__}")
-    if len(dataset) == 0:
-        raise ValidationError(f"{name} is empty; it must hold at least one image")
-
-
 @torch.no_grad()
-def _compute_maps(model: nn.Module, dataset, *, method: str, layer: str | None, target: str,
+def _compute_maps(model: nn.Module, dataset, *, method: str, layer: str | None, target_policy: str,
                   batch_size: int, device: torch.device, progress: bool, explain_options: Mapping) -> torch.Tensor:
-    from apkit.attribution import evaluation_mode, explain
-
     maps = None
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    previous = next(iter(model.parameters()), torch.empty(0)).device
     position = 0
-    try:
-        with evaluation_mode(model):
-            model.to(device)
-            for batch in tqdm(loader, desc=f"ROAR maps ({method})", leave=False, disable=not progress):
-                images, labels = batch[0].to(device), batch[1].to(device)
-                logits = model(images)
-                if target == "own":
-                    classes = logits.argmax(1)
-                elif labels.dim() == 1:  # class indices
-                    classes = labels.long()
-                else:  # multi-hot or one-hot: the labelled class the model scores highest
-                    classes = logits.masked_fill(labels <= 0, -math.inf).argmax(1)
-                heat = explain(model, images, classes, method=method, layer=layer, **explain_options)
-                if heat.shape[-2:] != images.shape[-2:]:
-                    raise ValidationError(f"maps of size {tuple(heat.shape[-2:])} do not match the images' "
-                                          f"{tuple(images.shape[-2:])}")
-                if maps is None:
-                    maps = torch.empty(len(dataset), *heat.shape[-2:], dtype=torch.float32)
-                maps[position:position + len(heat)] = heat.float().cpu()
-                position += len(heat)
-    finally:
-        model.to(previous)
+    with evaluating(model, device=device):
+        for batch in tqdm(loader, desc=f"ROAR maps ({method})", leave=False, disable=not progress):
+            images, labels = batch[0].to(device), batch[1].to(device)
+            pairs = target_pairs(target_policy, labels=labels, logits=model(images))
+            heat = attribution.explain(model, images, pairs, method=method, layer=layer, **explain_options)
+            if heat.shape[-2:] != images.shape[-2:]:
+                raise ValidationError(f"maps of size {tuple(heat.shape[-2:])} do not match the images' "
+                                      f"{tuple(images.shape[-2:])}")
+            if maps is None:
+                maps = torch.empty(len(dataset), *heat.shape[-2:], dtype=torch.float32)
+            maps[position:position + len(heat)] = heat.float().cpu()
+            position += len(heat)
     # A non-finite value ranks lowest: such pixels are removed last.
     return torch.nan_to_num(maps, nan=-math.inf).clamp_(min=torch.finfo(torch.float32).min)
 
 
+@renamed_keywords(target=("target_policy", lambda policy: "top_label" if policy == "label" else policy))
 def roar_maps(model: nn.Module, dataset, *, method: str = "gradcam", layer: str | None = None,
-              target: str = "own", cache_dir: str | os.PathLike | None = None, batch_size: int = 64,
+              target_policy: str = "own", cache_dir: str | os.PathLike | None = None, batch_size: int = 64,
               device: str | torch.device | None = None, progress: bool = True,
               explain_options: Mapping[str, Any] | None = None) -> tuple[torch.Tensor, bool]:
     """The model's map of every image of ``dataset``, ``(N, H, W)`` float32 on the CPU.
 
-    ``target="own"``: the model's top-1 class; ``"label"``: the labelled class the model scores
-    highest.  With ``cache_dir`` the maps are read from / written to (atomically)
-    ``cache_dir/roar-maps-<key>.pt``, the key a digest of the weights, method, layer, target and
-    dataset.  Returns ``(maps, computed)``: ``computed`` is False when they came from the cache.
+    ``target_policy="own"``: the model's top-1 class; ``"top_label"``: the labelled class the
+    model scores highest.  With ``cache_dir`` the maps are read from / written to (atomically)
+    ``cache_dir/roar-maps-<key>.pt``, the key a digest of the weights, method, layer, target
+    policy and dataset.  Returns ``(maps, computed)``: ``computed`` is False when they came from
+    the cache.
     """
-    from apkit.attribution import METHODS
-    from apkit.models import atomic_save, safe_load
-
-    if not isinstance(model, nn.Module):
-        raise ValidationError(f"a ROAR source must be a torch.nn.Module or {RANDOM!r}, got {type(model).__name__}")
-    METHODS.get(method)
-    check_choice(target, "target", TARGETS)
+    check_module(model, f"a ROAR source (or {RANDOM!r})")
+    attribution.ATTRIBUTION_METHODS.get(method)
+    check_choice(target_policy, "ROAR target policy", TARGET_POLICIES)
     options = dict(explain_options or {})
-    path = None
-    if cache_dir is not None:
-        key = _digest(model_identity(model), method, layer, target, options, dataset_identity(dataset))
-        path = Path(cache_dir) / f"roar-maps-{key}.pt"
-        if path.is_file():
-            cached = safe_load(path)
-            if isinstance(cached, dict) and isinstance(cached.get("maps"), torch.Tensor) \
-                    and cached["maps"].shape[0] == len(dataset):
-                return cached["maps"], False
-    maps = _compute_maps(model, dataset, method=method, layer=layer, target=target, batch_size=batch_size,
-                         device=resolve_device(device), progress=progress, explain_options=options)
-    if path is not None and is_main_process():  # under torchrun every process has the maps; one writes
-        atomic_save({"maps": maps, "method": method, "layer": layer, "target": target}, path)
+    cache = RoarCache(cache_dir)
+    key = _digest(model_identity(model), method, layer, target_policy, options, dataset_identity(dataset))
+    cached = cache.maps(key, len(dataset))
+    if cached is not None:
+        return cached, False
+    maps = _compute_maps(model, dataset, method=method, layer=layer, target_policy=target_policy,
+                         batch_size=batch_size, device=resolve_device(device), progress=progress,
+                         explain_options=options)
+    cache.save_maps(key, maps, method=method, layer=layer, target_policy=target_policy)
     return maps, True
 
 
 # ----------------------------------------------------------------------------------------- perturbation
 
 
-def _removal_rank(maps: torch.Tensor | None, count: int, size: tuple[int, int], seed: int) -> torch.Tensor:
+def removal_rank(maps: torch.Tensor | None, count: int, size: tuple[int, int], seed: int) -> torch.Tensor:
     """Rank of every pixel of every image in removal order (0 = removed first), ``(N, H*W)``.
 
     Pixels are ordered by decreasing map value, ties in a random order drawn from ``(seed, index)``;
@@ -238,8 +263,7 @@ class RemovedPixels(Dataset):
 
     def __init__(self, dataset, maps: torch.Tensor | None, fraction: float, *, fill: Sequence[float] | None = None,
                  seed: int = 0, rank: torch.Tensor | None = None):
-        _check_dataset(dataset, "dataset")
-        self.dataset = dataset
+        self.dataset = check_dataset(dataset)
         self.fraction = check_fraction(fraction, "fraction", allow_one=True)
         first = dataset[0][0]
         if not isinstance(first, torch.Tensor) or first.dim() != 3:
@@ -263,7 +287,7 @@ class RemovedPixels(Dataset):
             raise ValidationError(f"fill, mean and std must have one value per channel ({channels})")
         self.fill = ((fill_rgb - norm_mean) / norm_std).view(-1, 1)
         self.seed = check_int(seed, "seed", minimum=0)
-        self.rank = _removal_rank(maps, len(dataset), self._size, self.seed) if rank is None else rank
+        self.rank = removal_rank(maps, len(dataset), self._size, self.seed) if rank is None else rank
         self.removed = int(round(self.fraction * pixels))
         for name in _FORWARDED:
             if hasattr(dataset, name):
@@ -316,6 +340,13 @@ class RoarResult:
         return {"fractions": self.fractions, "scores": self.scores, "metric": self.metric, "details": self.details,
                 "unperturbed": self.unperturbed, "settings": self.settings}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RoarResult:
+        """The result that :meth:`to_dict` wrote (e.g. read back from ``results.json``)."""
+        return cls(fractions=list(data["fractions"]), scores=dict(data["scores"]), metric=data["metric"],
+                   details=dict(data.get("details") or {}), unperturbed=data.get("unperturbed"),
+                   settings=dict(data.get("settings") or {}))
+
     def table(self) -> str:
         """A markdown table: one row per source, one column per fraction."""
         head = "| maps from | " + " | ".join(f"k={f:g}" for f in self.fractions) + " |"
@@ -338,6 +369,58 @@ def _subset(dataset, size: int | None):
     return subset
 
 
+@dataclass
+class _Retraining:
+    """Trains and scores one fresh classifier per (source, fraction), through the cache."""
+
+    classifier: str
+    classifier_options: dict
+    training: dict
+    num_classes: int
+    task: str
+    seed: int
+    device: torch.device
+    num_workers: int
+    progress: bool
+    cache: RoarCache
+
+    def score(self, key: str, train_data, test_data) -> dict[str, float]:
+        scores = self.cache.scores(key)
+        if scores is not None:
+            return scores
+        seed_everything(self.seed)  # every retrained classifier starts from the same seeded weights
+        net = models.create(self.classifier, num_classes=self.num_classes, **self.classifier_options)
+        fit(net, train_data, task=self.task, device=self.device, seed=self.seed, progress=self.progress,
+            num_workers=self.num_workers, channels_last=self.device.type == "cpu",  # faster CPU convolutions
+            **self.training)
+        scores = evaluate(net, test_data, task=self.task, device=self.device,
+                          batch_size=max(self.training["batch_size"], 64))
+        self.cache.save_scores(key, scores)
+        return scores
+
+
+def _check_sources(sources) -> dict[str, nn.Module | str]:
+    if not isinstance(sources, Mapping) or not sources:
+        raise ValidationError("sources must be a non-empty mapping {name: model or 'random'}")
+    sources = {name: RANDOM if source is None else source for name, source in sources.items()}
+    for name, source in sources.items():
+        if not (isinstance(source, nn.Module) or source == RANDOM):
+            raise ValidationError(f"source {name!r} must be a torch.nn.Module, {RANDOM!r} or None, "
+                                  f"got {type(source).__name__}")
+    return sources
+
+
+def _check_training(train_settings) -> dict[str, Any]:
+    unknown = sorted(set(train_settings or {}) - set(_TRAIN_KEYS))
+    if unknown:
+        raise ValidationError(f"train_settings has unknown keys {unknown}; use some of {list(_TRAIN_KEYS)}")
+    training = {**DEFAULT_TRAIN_SETTINGS, **dict(train_settings or {})}
+    training["milestones"] = list(training.get("milestones", []))
+    check_int(training["batch_size"], "train_settings['batch_size']", minimum=1)
+    return training
+
+
+@renamed_keywords(target=("target_policy", lambda policy: "top_label" if policy == "label" else policy))
 def roar(
     sources: Mapping[str, nn.Module | str | None],
     train_set,
@@ -345,7 +428,7 @@ def roar(
     *,
     method: str = "gradcam",
     layer: str | None = None,
-    target: str = "own",
+    target_policy: str = "own",
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     classifier: str = "vgg11_bn",
     classifier_options: Mapping[str, Any] | None = None,
@@ -373,7 +456,7 @@ def roar(
         Items ``(image, label, ...)`` with attributes ``num_classes``, ``task``, ``mean``, ``std``.
     method, layer : str
         Attribution method and layer of the maps (:func:`apkit.explain`).
-    target : {"own", "label"}
+    target_policy : {"own", "top_label"}
         Class explained per image: the source model's top-1, or its highest-scored labelled class.
     fractions : sequence of float
         Shares of pixels removed, each in [0, 1].
@@ -409,22 +492,12 @@ def roar(
     RoarResult
         ``.table()``, ``.to_dict()`` and :func:`plot_roar` show it.
     """
-    from apkit import models
-    from apkit.attribution import METHODS
-    from apkit.training import METRIC_NAMES, evaluate, fit, seed_everything
-
-    _check_dataset(train_set, "train_set")
-    _check_dataset(test_set, "test_set")
-    if not isinstance(sources, Mapping) or not sources:
-        raise ValidationError("sources must be a non-empty mapping {name: model or 'random'}")
-    sources = {name: RANDOM if source is None else source for name, source in sources.items()}
-    for name, source in sources.items():
-        if not (isinstance(source, nn.Module) or source == RANDOM):
-            raise ValidationError(f"source {name!r} must be a torch.nn.Module, {RANDOM!r} or None, "
-                                  f"got {type(source).__name__}")
-    METHODS.get(method)
+    check_dataset(train_set, "train_set")
+    check_dataset(test_set, "test_set")
+    sources = _check_sources(sources)
+    attribution.ATTRIBUTION_METHODS.get(method)
     models.MODELS.get(classifier)
-    check_choice(target, "target", TARGETS)
+    check_choice(target_policy, "ROAR target policy", TARGET_POLICIES)
     fractions = [check_fraction(f, "fraction", allow_one=True) for f in fractions]
     if not fractions:
         raise ValidationError("fractions must hold at least one fraction, e.g. (0.1, 0.5, 0.9)")
@@ -436,81 +509,59 @@ def roar(
         raise ValidationError("train_set needs a `num_classes` attribute (apkit datasets have one)")
     task = getattr(train_set, "task", "multilabel")
     metric = ("f1" if task == "multilabel" else "top1") if metric is None else metric
-    check_choice(metric, "metric", [m for m in METRIC_NAMES[task]])
+    check_choice(metric, "metric", METRIC_NAMES[task])
     check_int(seed, "seed", minimum=0)
     device = resolve_device(device)
-    classifier_options = dict(classifier_options or {})
-    unknown = sorted(set(train_settings or {}) - set(_TRAIN_KEYS))
-    if unknown:
-        raise ValidationError(f"train_settings has unknown keys {unknown}; use some of {list(_TRAIN_KEYS)}")
-    training = {**DEFAULT_TRAIN_SETTINGS, **dict(train_settings or {})}
-    if "milestones" in training:
-        training["milestones"] = list(training["milestones"])
-    batch_size = check_int(training["batch_size"], "train_settings['batch_size']", minimum=1)
-    data_key = {
-        "train": [dataset_identity(train_set), train_size], "test": [dataset_identity(test_set), test_size],
-    }
+    cache = RoarCache(cache_dir)
+    retraining = _Retraining(classifier, dict(classifier_options or {}), _check_training(train_settings),
+                             num_classes, task, seed, device, num_workers, progress, cache)
+    data_key = {"train": [dataset_identity(train_set), train_size], "test": [dataset_identity(test_set), test_size]}
     splits = {"train": _subset(train_set, train_size), "test": _subset(test_set, test_size)}
+    common = [classifier, retraining.classifier_options, retraining.training, seed, data_key, fill]
+    unperturbed = (retraining.score(_digest("unperturbed", *common), splits["train"], splits["test"])
+                   if include_unperturbed else None)
     computed: list[tuple[str, str]] = []
-
-    def train_and_score(cell_key: str, train_data, test_data) -> dict[str, float]:
-        path = Path(cache_dir) / f"roar-score-{cell_key}.json" if cache_dir is not None else None
-        if path is not None and path.is_file():
-            return json.loads(path.read_text(encoding="utf-8"))
-        seed_everything(seed)  # every retrained classifier starts from the same seeded weights
-        net = models.create(classifier, num_classes=num_classes, **classifier_options)
-        fit(net, train_data, task=task, device=device, seed=seed, progress=progress, num_workers=num_workers,
-            channels_last=device.type == "cpu", **training)  # channels-last: faster CPU convolutions
-        scores = evaluate(net, test_data, task=task, device=device, batch_size=max(batch_size, 64))
-        if path is not None and is_main_process():
-            from apkit._io import atomic_write_json
-
-            atomic_write_json(path, scores)
-        return scores
-
-    common = [classifier, classifier_options, training, seed, data_key, fill]
-    unperturbed = None
-    if include_unperturbed:
-        unperturbed = train_and_score(_digest("unperturbed", *common), splits["train"], splits["test"])
-    scores: dict[str, list[float]] = {}
     details: dict[str, list[dict[str, float]]] = {}
     for name, source in sources.items():
         split_maps = {}
         for split, data in splits.items():
-            if source == RANDOM:
-                split_maps[split] = None
-                continue
-            split_maps[split], fresh = roar_maps(
-                source, data, method=method, layer=layer, target=target, cache_dir=cache_dir,
-                batch_size=max(batch_size, 64), device=device, progress=progress, explain_options=explain_options,
-            )
-            if fresh:
-                computed.append((name, split))
-        source_key = RANDOM if source == RANDOM else [model_identity(source), method, layer, target,
+            split_maps[split] = None
+            if source != RANDOM:
+                split_maps[split], fresh = roar_maps(
+                    source, data, method=method, layer=layer, target_policy=target_policy, cache_dir=cache_dir,
+                    batch_size=max(retraining.training["batch_size"], 64), device=device, progress=progress,
+                    explain_options=explain_options,
+                )
+                computed += [(name, split)] if fresh else []
+        source_key = RANDOM if source == RANDOM else [model_identity(source), method, layer, target_policy,
                                                       dict(explain_options or {})]
-        ranks: dict[str, torch.Tensor] = {}
-        details[name] = []
-        for fraction in fractions:
-            perturbed = {}
-            for split, data in splits.items():
-                perturbed[split] = RemovedPixels(data, split_maps[split], fraction, fill=fill, seed=seed,
-                                                 rank=ranks.get(split))
-                ranks[split] = perturbed[split].rank
-                split_maps[split] = None  # the removal order is all that is needed from now on
-            result = train_and_score(_digest(source_key, fraction, *common), perturbed["train"], perturbed["test"])
-            details[name].append(result)
-        scores[name] = [cell[metric] for cell in details[name]]
-    settings = {"method": method, "layer": layer, "target": target, "classifier": classifier,
-                "classifier_options": classifier_options, **training, "train_size": len(splits["train"]),
-                "test_size": len(splits["test"]), "seed": seed, "maps_computed": computed}
-    return RoarResult(fractions=list(fractions), scores=scores, metric=metric, details=details,
-                      unperturbed=unperturbed, settings=settings)
+        details[name] = _retrain_fractions(retraining, splits, split_maps, fractions, fill, seed,
+                                           lambda fraction, k=source_key: _digest(k, fraction, *common))
+    settings = {"method": method, "layer": layer, "target_policy": target_policy, "classifier": classifier,
+                "classifier_options": retraining.classifier_options, **retraining.training,
+                "train_size": len(splits["train"]), "test_size": len(splits["test"]), "seed": seed,
+                "maps_computed": computed}
+    return RoarResult(fractions=list(fractions), scores={n: [c[metric] for c in d] for n, d in details.items()},
+                      metric=metric, details=details, unperturbed=unperturbed, settings=settings)
+
+
+def _retrain_fractions(retraining: _Retraining, splits, split_maps, fractions, fill, seed, key_of) -> list[dict]:
+    """One source's retrained scores at every fraction; the removal order is ranked once per split."""
+    ranks: dict[str, torch.Tensor] = {}
+    results = []
+    for fraction in fractions:
+        perturbed = {}
+        for split, data in splits.items():
+            perturbed[split] = RemovedPixels(data, split_maps[split], fraction, fill=fill, seed=seed,
+                                             rank=ranks.get(split))
+            ranks[split] = perturbed[split].rank
+            split_maps[split] = None  # the removal order is all that is needed from now on
+        results.append(retraining.score(key_of(fraction), perturbed["train"], perturbed["test"]))
+    return results
 
 
 def plot_roar(result: RoarResult, path: str | os.PathLike) -> Path:
     """Save the ROAR curves of ``result`` (score against fraction removed) to ``path`` (png, pdf, svg)."""
-    from apkit.viz import plot_roar_curves
-
     if not isinstance(result, RoarResult):
         raise ValidationError(f"result must be a RoarResult, got {type(result).__name__}")
     return plot_roar_curves(result.fractions, result.scores, path,

@@ -1,4 +1,4 @@
-"""Audit compressed models against their original: the one API that the CLI and the benchmark use.
+"""Audit compressed models against their original: the one API that the command line and the benchmark use.
 
 For the teacher and every student, and every attribution method, an audit measures
 
@@ -21,9 +21,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from apkit import attribution
+from apkit._compat import ItemAccess, renamed_keywords
 from apkit._io import atomic_write_json, atomic_write_text
-from apkit._validation import check_choice, resolve_device
+from apkit._validation import check_choice, check_module, resolve_device
 from apkit.errors import ValidationError
+from apkit.evaluation.localization import localization_scores
+from apkit.names import PROTOCOL_NAMES
+from apkit.training import evaluate
+
+__all__ = ["AuditReport", "ModelAudit", "audit", "audit_model"]
 
 TEACHER = "teacher"
 ATTRIBUTION_COLUMNS = ("auc", "pointing", "cos", "l2")
@@ -124,70 +131,86 @@ def _named_students(students: nn.Module | Sequence[nn.Module] | Mapping[str, nn.
     else:
         named = {f"student{i}" if len(students) > 1 else "student": s for i, s in enumerate(students)}
     for name, model in named.items():
-        if not isinstance(model, nn.Module):
-            raise ValidationError(f"student {name!r} must be a torch.nn.Module, got {type(model).__name__}")
+        check_module(model, f"student {name!r}")
         if name == TEACHER:
             raise ValidationError(f"a student may not be named {TEACHER!r}; rename it")
     return named
 
 
+@dataclass
+class ModelAudit(ItemAccess):
+    """What :func:`audit_model` measures of one model.
+
+    Attributes
+    ----------
+    predictive : dict
+        ``{metric: value}`` (see :func:`apkit.training.evaluate`).
+    methods : dict
+        ``{attribution method: {auc, pointing, pointing@t, cos, l2, kept, skipped, ...}}``.
+    pairs : dict
+        ``{attribution method: {column: list}}``, the per-(image, class) values behind ``methods``.
+    """
+
+    predictive: dict[str, float] = field(default_factory=dict)
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pairs: dict[str, dict[str, list]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-ready data."""
+        return {"predictive": self.predictive, "methods": self.methods, "pairs": self.pairs}
+
+
+def _check_tolerances(tolerances) -> tuple[int, ...]:
+    if isinstance(tolerances, (str, bytes)) or not isinstance(tolerances, Sequence) or not tolerances:
+        raise ValidationError("tolerances must list at least one pointing-game tolerance, e.g. (0,)")
+    return tuple(tolerances)
+
+
+@renamed_keywords(methods="attribution_methods")
 def audit_model(
     model: nn.Module,
     dataset,
     *,
     teacher: nn.Module | None = None,
-    methods: Sequence[str] = ("gradcam",),
+    attribution_methods: Sequence[str] = ("gradcam",),
     protocol: str = "voc",
     tolerances: Sequence[int] = (0,),
     classification_set=None,
     batch_size: int = 32,
     device: str | torch.device | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Audit one model: its predictive metrics and, per method, its attribution scores.
+) -> ModelAudit:
+    """Audit one model: its predictive metrics and, per attribution method, its attribution scores.
 
-    Parameters are those of :func:`audit`; ``teacher=None`` skips the similarity columns and
-    ``tolerances`` lists the pointing-game tolerances (the first is reported as ``pointing``,
-    every other one ``t`` as ``pointing@t``).
+    Parameters are those of :func:`audit`; ``teacher=None`` skips the similarity columns.
 
     Returns
     -------
-    dict
-        ``{"predictive": {...}, "methods": {method: {auc, pointing, cos, l2, kept, skipped, ...}},
-        "pairs": {method: per-pair values}}``.
+    ModelAudit
     """
-    from apkit.metrics.protocol import localization_scores
-    from apkit.training import evaluate
-
-    if not tolerances:
-        raise ValidationError("tolerances must list at least one pointing-game tolerance, e.g. (0,)")
+    tolerances = _check_tolerances(tolerances)
     scoring_set = dataset if classification_set is None else classification_set
-    result: dict[str, Any] = {
-        "predictive": evaluate(model, scoring_set, task=getattr(scoring_set, "task", None), device=device,
-                               batch_size=batch_size, progress=progress),
-        "methods": {},
-        "pairs": {},
-    }
-    for method in methods:
+    result = ModelAudit(predictive=evaluate(model, scoring_set, task=getattr(scoring_set, "task", None),
+                                            device=device, batch_size=batch_size, progress=progress))
+    for method in attribution_methods:
         # One set of maps serves every tolerance.
-        scores = localization_scores(
-            model, dataset, method=method, teacher=teacher, protocol=protocol, tolerance=tolerances[0],
-            extra_tolerances=tuple(tolerances[1:]), batch_size=batch_size, device=device, progress=progress,
-        )
-        result["methods"][method] = {k: v for k, v in scores.summary().items() if not isinstance(v, (list, dict))}
-        result["pairs"][method] = scores.pair_values()
+        scores = localization_scores(model, dataset, method=method, teacher=teacher, protocol=protocol,
+                                     tolerances=tolerances, batch_size=batch_size, device=device, progress=progress)
+        result.methods[method] = {k: v for k, v in scores.summary().items() if not isinstance(v, (list, dict))}
+        result.pairs[method] = scores.pair_values()
     return result
 
 
+@renamed_keywords(methods="attribution_methods", tolerance=("tolerances", lambda t: (t,)))
 def audit(
     teacher: nn.Module,
     students: nn.Module | Sequence[nn.Module] | Mapping[str, nn.Module],
     dataset,
     *,
-    methods: Sequence[str] = ("gradcam",),
+    attribution_methods: Sequence[str] = ("gradcam",),
     protocol: str = "voc",
     classification_set=None,
-    tolerance: int = 0,
+    tolerances: Sequence[int] = (0,),
     batch_size: int = 32,
     device: str | torch.device | None = None,
     progress: bool = True,
@@ -202,15 +225,16 @@ def audit(
         The compressed models.
     dataset : torch.utils.data.Dataset
         A segmentation dataset whose items are ``(image, label, mask)``.
-    methods : sequence of str
+    attribution_methods : sequence of str
         Attribution methods (``apkit list`` shows them).
     protocol : {"voc", "imagenet"}
         ``"voc"``: maps for every ground-truth class the model predicts correctly;
         ``"imagenet"``: the model's top-1 class for every image.
     classification_set : Dataset, optional
         Where to measure predictive metrics; default ``dataset``.
-    tolerance : int
-        Pointing-game tolerance in pixels (0 = the paper's strict pointing).
+    tolerances : sequence of int
+        Pointing-game tolerances in pixels (0 = the paper's strict pointing), scored on the same
+        maps: the first is reported as ``pointing``, every other ``t`` as ``pointing@t``.
     batch_size : int
         Images per batch.
     device : str or torch.device, optional
@@ -222,27 +246,25 @@ def audit(
     -------
     AuditReport
     """
-    from apkit.attribution import METHODS
-
-    if not isinstance(teacher, nn.Module):
-        raise ValidationError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
+    check_module(teacher, "teacher")
     named = _named_students(students)
-    for method in methods:
-        METHODS.get(method)
-    check_choice(protocol, "protocol", ("voc", "imagenet"))
+    for method in attribution_methods:
+        attribution.ATTRIBUTION_METHODS.get(method)
+    check_choice(protocol, "protocol", PROTOCOL_NAMES)
+    tolerances = _check_tolerances(tolerances)
     device = resolve_device(device)
     report = AuditReport(settings={
-        "methods": list(methods), "protocol": protocol, "tolerance": tolerance, "batch_size": batch_size,
-        "device": str(device), "students": list(named),
+        "attribution_methods": list(attribution_methods), "protocol": protocol, "tolerances": list(tolerances),
+        "batch_size": batch_size, "device": str(device), "students": list(named),
     })
     for name, model in {TEACHER: teacher, **named}.items():
         result = audit_model(
-            model, dataset, teacher=None if name == TEACHER else teacher, methods=methods, protocol=protocol,
-            tolerances=(tolerance,), classification_set=classification_set, batch_size=batch_size, device=device,
-            progress=progress,
+            model, dataset, teacher=None if name == TEACHER else teacher, attribution_methods=attribution_methods,
+            protocol=protocol, tolerances=tolerances, classification_set=classification_set, batch_size=batch_size,
+            device=device, progress=progress,
         )
-        report.predictive[name] = result["predictive"]
-        for method in methods:
-            report.rows.append({"model": name, "method": method, **result["methods"][method]})
-            report.pairs[(name, method)] = result["pairs"][method]
+        report.predictive[name] = result.predictive
+        for method in attribution_methods:
+            report.rows.append({"model": name, "method": method, **result.methods[method]})
+            report.pairs[(name, method)] = result.pairs[method]
     return report

@@ -1,0 +1,25 @@
+"""Evaluation: drive models over datasets and score what they attribute.
+
+* :func:`localization_scores` -- the paper's localization protocol (METHOD §4.2): every selected
+  (image, class) pair's map against its mask (ROC-AUC, pointing game) and against the teacher's
+  map (cosine, normalised L2);
+* :func:`roar` -- RemOve And Retrain (supplement E), with :func:`plot_roar`;
+* :func:`audit` / :func:`audit_model` -- a teacher and its compressed students, every metric, as an
+  :class:`AuditReport`; :func:`audit_checkpoints` does the same from files, as ``apkit audit``.
+
+The metrics themselves are pure functions of tensors in :mod:`apkit.metrics`.
+
+Examples
+--------
+>>> from apkit.evaluation import audit, localization_scores, roar
+"""
+
+from apkit.evaluation.audit import AuditReport, ModelAudit, audit, audit_model
+from apkit.evaluation.localization import LocalizationResult, LocalizationTotals, localization_scores
+from apkit.evaluation.pipeline import audit_checkpoints
+from apkit.evaluation.roar import RemovedPixels, RoarResult, plot_roar, roar, roar_maps
+
+__all__ = [
+    "AuditReport", "LocalizationResult", "LocalizationTotals", "ModelAudit", "RemovedPixels", "RoarResult", "audit",
+    "audit_checkpoints", "audit_model", "localization_scores", "plot_roar", "roar", "roar_maps",
+]
