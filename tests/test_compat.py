@@ -26,7 +26,8 @@ def test_regularizer_kind_and_weight_names():
 def test_compress_and_audit_keywords():
     with pytest.warns(DeprecationWarning, match="regularizer="), pytest.raises(ValidationError, match="teacher"):
         compress("not a model", "kd", reg="swa", train_set=[])
-    with pytest.warns(DeprecationWarning, match="attribution_methods="), pytest.raises(ValidationError, match="teacher"):
+    with pytest.warns(DeprecationWarning, match="attribution_methods="), \
+            pytest.raises(ValidationError, match="teacher"):
         apkit.audit("not a model", {}, [], methods=["gradcam"])
     with pytest.warns(DeprecationWarning, match="tolerances="), pytest.raises(ValidationError, match="teacher"):
         apkit.audit("not a model", {}, [], tolerance=3)

@@ -32,6 +32,7 @@ from apkit.compression.objective import CompressionObjective
 from apkit.compression.settings import Settings, resolve_settings
 from apkit.compression.structured import paper_vgg16_ratios, prune_structured, vgg_config
 from apkit.compression.students import make_student
+from apkit.compression.teacher_cache import TeacherCache, can_cache
 from apkit.compression.unstructured import (
     attach_masks,
     bake_masks,
@@ -166,7 +167,14 @@ class _Run:
         regularizer = self.regularizer()
         if regularizer is None and distillation is None:
             return None
-        return CompressionObjective(self.teacher, task=self.task, regularizer=regularizer, distillation=distillation)
+        cache = None
+        if self.settings.cache_teacher and can_cache(self.train_set):
+            began = time.perf_counter()
+            cache = TeacherCache.build(self.teacher, self.train_set, regularizer=regularizer, device=self.device,
+                                       channels_last=self.device.type == "cpu", progress=self.progress)
+            self.timings["teacher_cache_s"] = time.perf_counter() - began
+        return CompressionObjective(self.teacher, task=self.task, regularizer=regularizer, distillation=distillation,
+                                    cache=cache)
 
     def fit(self, model: nn.Module, objective, folder: str, *, step: int = 0):
         s = self.settings

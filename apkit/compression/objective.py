@@ -4,7 +4,8 @@
 :func:`apkit.training.fit`.  Per step it runs the teacher once (in eval mode, without gradient to
 its weights) and the student once; the teacher's logits serve the distillation term and its
 matching-layer map serves the regularizer, the student's logits serve the task/KD terms and its
-map the regularizer.
+map the regularizer.  With a :class:`~apkit.compression.teacher_cache.TeacherCache` the teacher's
+part is read from the cache by the batch's dataset indices instead of computed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import nn
 from apkit._modules import evaluating
 from apkit._validation import check_choice
 from apkit.compression.distill import DistillationLoss
+from apkit.compression.teacher_cache import TeacherCache
 from apkit.errors import ValidationError
 from apkit.names import TASK_NAMES
 from apkit.regularizers import AttributionMatchingLoss
@@ -35,6 +37,9 @@ class CompressionObjective(nn.Module):
         Distillation term (replaces the task loss by ``alpha * KD + (1 - alpha) * task``).
     regularizer : AttributionMatchingLoss, optional
         Attribution-matching term, added with its weight.
+    cache : TeacherCache, optional
+        The teacher's outputs of every training image (see :class:`TeacherCache`); used for the
+        batches whose dataset indices ``fit`` passes.
 
     Attributes
     ----------
@@ -60,6 +65,7 @@ class CompressionObjective(nn.Module):
         task: str = "multilabel",
         distillation: DistillationLoss | None = None,
         regularizer: AttributionMatchingLoss | None = None,
+        cache: TeacherCache | None = None,
     ):
         super().__init__()
         self.task = check_choice(task, "task", TASK_NAMES)
@@ -76,7 +82,13 @@ class CompressionObjective(nn.Module):
         self.teacher = teacher
         self.distillation = distillation
         self.regularizer = regularizer
+        self.cache = cache
         self.last_terms: dict[str, torch.Tensor] = {}
+
+    @property
+    def needs_indices(self) -> bool:
+        """With a cache, :func:`apkit.training.fit` passes each batch's dataset indices."""
+        return self.cache is not None
 
     def train(self, mode: bool = True):  # the teacher always runs in eval mode
         self.training = mode
@@ -85,11 +97,14 @@ class CompressionObjective(nn.Module):
                 child.train(mode)
         return self
 
-    def forward(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor):
+    def forward(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                indices: torch.Tensor | None = None):
         terms: dict[str, torch.Tensor] = {}
-        teacher_logits = None
+        cached = self.cache.lookup(indices) if self.cache is not None and indices is not None else None
+        teacher_logits = None if cached is None else cached.logits
         if self.regularizer is not None:
-            taught = self.regularizer.teacher_pass(self.teacher, images)
+            taught = (self.regularizer.teacher_pass(self.teacher, images) if cached is None
+                      else self.regularizer.teacher_map(cached))
             teacher_logits = taught.logits
             logits, student_map = self.regularizer.student_pass(model, images, taught.target)
             match = self.regularizer(student_map, taught.map)

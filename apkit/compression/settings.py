@@ -32,6 +32,7 @@ __all__ = ["Settings", "default_settings", "resolve_settings"]
 
 _TRAIN_FIELDS = ("epochs", "lr", "batch_size", "momentum", "weight_decay", "milestones", "gamma", "schedule")
 _REGULARIZER_FIELDS = ("weight", "drop", "teacher_layer", "student_layer", "resize")
+_RUN_FIELDS = ("cache_teacher",)
 _METHOD_FIELDS = {
     "kd": ("student", "student_options", "width_divisor", "temperature", "alpha"),
     "structured": ("pruning_ratio", "scheme", "pruning_ratio_dict", "ignored_layers", "importance",
@@ -50,6 +51,10 @@ class Settings:
     Regularizer (ignored with ``regularizer="none"``): ``weight`` (None: 100 for EWA, 50 for SWA
     and SSWA), ``drop`` (SSWA; None: 0.3), ``teacher_layer`` / ``student_layer`` (None: each
     model's ``matching_layer``), ``resize``.
+
+    Teacher: ``cache_teacher`` computes the teacher's logits and matching evidence once per
+    training image when the training set is ``deterministic`` (no random augmentation), instead
+    of once per image and epoch; the training is the same.
 
     Distillation: ``student`` (registered architecture; None: the teacher's), ``student_options``,
     ``width_divisor``, ``temperature``, ``alpha``.
@@ -77,6 +82,7 @@ class Settings:
     teacher_layer: str | None = None
     student_layer: str | None = None
     resize: bool = False
+    cache_teacher: bool = True
     student: str | None = None
     student_options: Mapping[str, Any] = field(default_factory=dict)
     width_divisor: int | None = 8
@@ -94,7 +100,7 @@ class Settings:
 
     def fields_for(self) -> tuple[str, ...]:
         """Names of the settings that apply to this method."""
-        return ("method", *_TRAIN_FIELDS, *_REGULARIZER_FIELDS, *_METHOD_FIELDS[self.method])
+        return ("method", *_TRAIN_FIELDS, *_REGULARIZER_FIELDS, *_RUN_FIELDS, *_METHOD_FIELDS[self.method])
 
     def to_dict(self) -> dict[str, Any]:
         """The settings that apply to this method, as JSON-friendly data."""

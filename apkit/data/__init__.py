@@ -3,7 +3,9 @@
 Every dataset yields ``(image, label, mask)``: image float32 ``(3, H, W)`` normalised; label
 float32 ``(C,)`` (multi-hot, or one-hot for a multiclass task); mask uint8 ``(H, W)`` with
 0 = background, ``k + 1`` = class ``k``, 255 = void or unknown.  Datasets carry ``classes``,
-``num_classes``, ``task`` ("multilabel" or "multiclass"), ``mean``, ``std`` and ``image_size``.
+``num_classes``, ``task`` ("multilabel" or "multiclass"), ``mean``, ``std`` and ``image_size``,
+and ``deterministic`` (True when an index always gives the same item, i.e. no random
+augmentation: compression then computes the teacher's outputs once per image).
 
 Examples
 --------

@@ -93,6 +93,8 @@ class ImageNetSeg(Dataset):
         self.root = root
         self.transform = transform if transform is not None else imagenet_transform(
             train=split == "train", size=self.image_size, resize=resize)
+        # The training transform crops and flips at random; the others give the same item every time.
+        self.deterministic = transform is None and split != "train"
         if split == "seg":
             self._init_seg(root)
         else:

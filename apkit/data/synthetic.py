@@ -374,6 +374,7 @@ class SyntheticShapes(Dataset):
     mean = MEAN
     std = STD
     mask_kind = "class"  # mask value k + 1 marks class k
+    deterministic = True  # an index gives the same item every time (no random augmentation)
 
     def __init__(self, split: str = "train", *, num_samples: int | None = None, image_size: int = 64,
                  seed: int = 0, cache: bool = True):

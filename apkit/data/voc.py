@@ -182,6 +182,8 @@ class VOC2012(Dataset):
         _missing([extra / f"{i}{suffix}" for i in self.ids], f"{suffix} files", extra)
         self.transform = transform if transform is not None else voc_transform(
             train=split == "train", size=self.image_size)
+        # The training transform crops and flips at random; the others give the same item every time.
+        self.deterministic = transform is None and split != "train"
 
     def __len__(self) -> int:
         return len(self.ids)

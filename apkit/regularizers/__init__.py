@@ -15,7 +15,14 @@ import functools
 
 from apkit.names import PAPER_DROP, PAPER_WEIGHTS, REGULARIZER_NAMES
 from apkit.registry import Registry
-from apkit.regularizers.matching import AttributionMatchingLoss, TeacherPass, ewa_map, matching_distance, swa_map
+from apkit.regularizers.matching import (
+    AttributionMatchingLoss,
+    TeacherEvidence,
+    TeacherPass,
+    ewa_map,
+    matching_distance,
+    swa_map,
+)
 
 REGULARIZERS: Registry = Registry("regularizer")
 _HELP = {
@@ -33,5 +40,5 @@ def create(regularizer: str, **options) -> AttributionMatchingLoss:
     return REGULARIZERS.get(regularizer)(**options)
 
 
-__all__ = ["REGULARIZERS", "AttributionMatchingLoss", "TeacherPass", "create", "ewa_map", "matching_distance",
-           "swa_map"]
+__all__ = ["REGULARIZERS", "AttributionMatchingLoss", "TeacherEvidence", "TeacherPass", "create", "ewa_map",
+           "matching_distance", "swa_map"]

@@ -42,9 +42,39 @@ from apkit.errors import ValidationError
 from apkit.models import default_layer
 from apkit.names import PAPER_DROP, PAPER_WEIGHTS, REGULARIZER_NAMES
 
-__all__ = ["AttributionMatchingLoss", "TeacherPass", "ewa_map", "matching_distance", "swa_map"]
+__all__ = ["AttributionMatchingLoss", "TeacherEvidence", "TeacherPass", "ewa_map", "matching_distance", "swa_map"]
 
 _PURPOSE = "attribution matching"
+
+
+@dataclass(frozen=True)
+class TeacherEvidence:
+    """What the teacher's map of a batch is built from (all tensors detached).
+
+    It does not depend on the batch it came from, so a training set whose images never change can
+    have it computed once per image and reused every epoch (:class:`apkit.compression.TeacherCache`).
+
+    Attributes
+    ----------
+    logits : torch.Tensor
+        ``(B, classes)`` teacher logits.
+    target : torch.Tensor
+        ``(B,)`` class whose map is matched (the teacher's top-1 unless given).
+    activations : torch.Tensor
+        ``(B, K, h, w)`` the teacher's feature map at the matching layer.
+    alpha : torch.Tensor or None
+        ``(B, K)`` SWA's channel weights (the sum over positions of d z_target / dA); None for EWA.
+    """
+
+    logits: torch.Tensor
+    target: torch.Tensor
+    activations: torch.Tensor
+    alpha: torch.Tensor | None = None
+
+    def select(self, index: torch.Tensor) -> TeacherEvidence:
+        """The evidence of the images ``index`` (a LongTensor of positions)."""
+        return TeacherEvidence(self.logits[index], self.target[index], self.activations[index],
+                               None if self.alpha is None else self.alpha[index])
 
 
 @dataclass(frozen=True)
@@ -287,6 +317,12 @@ class AttributionMatchingLoss(nn.Module):
         self, teacher: nn.Module, images: torch.Tensor, *, target: torch.Tensor | None = None
     ) -> TeacherPass:
         """One teacher forward: logits, target class (default: top-1) and the detached teacher map."""
+        return self.teacher_map(self.teacher_evidence(teacher, images, target=target))
+
+    def teacher_evidence(
+        self, teacher: nn.Module, images: torch.Tensor, *, target: torch.Tensor | None = None
+    ) -> TeacherEvidence:
+        """The teacher's logits, target class (default: top-1), matching-layer activations and channel weights."""
         check_tensor(images, "images", ndim=4, floating=True)
         layer = self.teacher_layer or default_layer(unwrap(teacher), "matching")
         with evaluating(teacher):
@@ -294,19 +330,25 @@ class AttributionMatchingLoss(nn.Module):
                 with torch.no_grad():
                     logits, activations = _forward_with_map(teacher, layer, images)
                 chosen = logits.argmax(1) if target is None else _check_target(target, logits)
-                return TeacherPass(logits.detach(), chosen, ewa_map(activations).detach())
+                return TeacherEvidence(logits.detach(), chosen, activations.detach())
             logits, activations = _teacher_head_graph(teacher, layer, images)
             chosen = logits.argmax(1) if target is None else _check_target(target, logits)
             alpha, _ = channel_weights(activations, logits, chosen, reduce="sum")  # the paper's sum over positions
-        dropped = None
+        return TeacherEvidence(logits.detach(), chosen, activations.detach(), alpha.detach())
+
+    def teacher_map(self, evidence: TeacherEvidence) -> TeacherPass:
+        """The teacher's map of one batch from its evidence; SSWA draws the channels it leaves out here."""
+        if self.regularizer == "ewa":
+            return TeacherPass(evidence.logits, evidence.target, ewa_map(evidence.activations))
+        alpha, dropped = evidence.alpha, None
         if self.regularizer == "sswa":
-            channels = activations.shape[1]
-            dropped = self.draw_dropped(channels).to(activations.device)
-            keep = torch.ones(channels, device=activations.device, dtype=activations.dtype)
+            channels = alpha.shape[1]
+            dropped = self.draw_dropped(channels).to(alpha.device)
+            keep = torch.ones(channels, device=alpha.device, dtype=alpha.dtype)
             keep[dropped] = 0
             alpha = alpha * keep
-        teacher_map = class_activation_map(alpha, activations.detach())
-        return TeacherPass(logits.detach(), chosen, teacher_map.detach(), dropped)
+        return TeacherPass(evidence.logits, evidence.target, class_activation_map(alpha, evidence.activations),
+                           dropped)
 
     def student_pass(
         self, student: nn.Module, images: torch.Tensor, target: torch.Tensor

@@ -166,7 +166,8 @@ def fit(
         ``objective(model, images, labels) -> (loss, logits)``; default: the task loss
         (:class:`apkit.training.objectives.TaskObjective`).  An ``nn.Module`` objective is moved
         to ``device``.  If it sets ``last_terms`` (dict name -> scalar) after each call, the epoch
-        means are logged as ``train_<name>``.
+        means are logged as ``train_<name>``; if its ``needs_indices`` is true, it is called with
+        ``indices=`` (the batch's dataset indices) too.
     device : str or torch.device, optional
         ``"cpu"``, ``"cuda"``, ``"cuda:N"``; ``None`` picks CUDA when available.
     seed : int
@@ -309,6 +310,20 @@ def _check_fit(model, train_set, val_set, task, epochs, batch_size, lr, momentum
     return settings, TaskObjective(task) if objective is None else objective, select
 
 
+class _WithIndex(torch.utils.data.Dataset):
+    """``(image, label, index)`` items, for an objective that reads per-image data (a teacher cache) by index."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        item = self.dataset[index]
+        return item[0], item[1], index
+
+
 class _EpochLoop:
     """One epoch of optimiser steps over the (shared-out) training set, and the epoch's mean loss terms."""
 
@@ -326,6 +341,7 @@ class _EpochLoop:
                                           seed=settings["seed"])
         self.local_batch = settings["batch_size"] // world
         self.num_workers = num_workers
+        self.with_indices = bool(getattr(objective, "needs_indices", False))
 
     def close(self) -> None:
         self.train_model = None  # drops the DistributedDataParallel hooks
@@ -335,7 +351,8 @@ class _EpochLoop:
         seed = self.settings["seed"]
         self.sampler.set_epoch(epoch)
         loader = DataLoader(
-            self.train_set, batch_size=self.local_batch, sampler=self.sampler, num_workers=self.num_workers,
+            _WithIndex(self.train_set) if self.with_indices else self.train_set, batch_size=self.local_batch,
+            sampler=self.sampler, num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
             generator=torch.Generator().manual_seed((seed * 100003 + epoch) * 1009 + rank),
         )
@@ -350,7 +367,8 @@ class _EpochLoop:
             if self.channels_last and images.dim() == 4:
                 images = images.contiguous(memory_format=torch.channels_last)
             self.optimizer.zero_grad(set_to_none=True)
-            loss, _ = self.objective(self.train_model, images, labels)
+            extra = {"indices": batch[2]} if self.with_indices else {}
+            loss, _ = self.objective(self.train_model, images, labels, **extra)
             loss.backward()
             self.optimizer.step()
             step += 1
