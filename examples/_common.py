@@ -30,10 +30,10 @@ DEVICE = "cpu"  # every example runs on a laptop CPU; "cuda" works too
 
 IMAGE_SIZE = 32 if FAST else 64
 SIZES = {"train": 2000, "val": 300, "seg": 60} if FAST else {"train": 4000, "val": 500, "seg": 500}
-# The "synthetic" recipe of `apkit train`: SGD with a cosine schedule, about 2 minutes on 2 CPU cores at 64x64.
+# The "synthetic" recipe of `apkit train`: SGD with a cosine schedule, about 3 minutes on 2 CPU cores at 64x64.
 TEACHER_TRAINING = RECIPES.get("synthetic").kwargs()
 if FAST:
-    TEACHER_TRAINING["epochs"] = min(TEACHER_TRAINING["epochs"], 10)
+    TEACHER_TRAINING["epochs"] = min(TEACHER_TRAINING["epochs"], 8)
 
 
 def dataset(split: str, num_samples: int | None = None) -> SyntheticShapes:

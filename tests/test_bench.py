@@ -80,7 +80,12 @@ def test_interrupted_bench_resumes_to_identical_results(tmp_path):
     reference_dir = tmp_path / "reference"
     done = subprocess.run(_command(reference_dir), env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert (reference_dir / "tables.md").read_text().count("| Naive |") == 3
+    tables = (reference_dir / "tables.md").read_text()
+    assert tables.count("| Naive |") == 3 and "## Verdict: each regularizer against Naive" in tables
+    reference = json.loads((reference_dir / "results.json").read_text())
+    assert reference["seeds"] == [0, 1] and len(reference["verdict"]) == 9
+    assert all(v["sentence"].endswith(".") and len(v["differences"]["auc"]["values"]) == 2
+               for v in reference["verdict"].values())
     assert (reference_dir / "figures" / "maps.png").stat().st_size > 0
     assert (reference_dir / "figures" / "roar.png").stat().st_size > 0
 
@@ -88,7 +93,7 @@ def test_interrupted_bench_resumes_to_identical_results(tmp_path):
     out = tmp_path / "interrupted"
     process = subprocess.Popen(_command(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 600
-    marker = out / "stages" / "kd-ewa.json"
+    marker = out / "stages" / "kd-ewa-s0.json"
     while not marker.exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert process.poll() is None, process.stderr.read().decode()[-2000:]
@@ -155,10 +160,10 @@ def test_voc_profile_runs_on_a_tiny_voc_folder(tmp_path):
     results = run_bench("voc", out_dir=tmp_path / "out", data_root=root, device="cpu", overrides=overrides,
                         progress=False)
     assert results["settings"]["paper"] == "voc"
-    assert set(results["models"]) == {"teacher"} | {f"{c}-{r}" for c in ("kd", "structured", "unstructured")
+    assert set(results["models"]) == {"teacher"} | {f"{c}-{r}-s0" for c in ("kd", "structured", "unstructured")
                                                      for r in ("none", "ewa", "swa", "sswa")}
     # The paper's pipelines: /8 of the teacher's width for KD, 1 - 0.8^2 of the conv weights after 2 steps.
-    assert results["models"]["unstructured-none"]["weight_sparsity"] == pytest.approx(1 - 0.8 ** 2, abs=1e-3)
+    assert results["models"]["unstructured-none-s0"]["weight_sparsity"] == pytest.approx(1 - 0.8 ** 2, abs=1e-3)
     tables = (tmp_path / "out" / "tables.md").read_text()
     assert "(88.79)" in tables and "(80.21)" in tables  # the supplement's numbers beside ours
     assert (tmp_path / "out" / "figures" / "maps.png").stat().st_size > 0

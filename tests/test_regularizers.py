@@ -82,7 +82,8 @@ def test_swa_equals_closed_form_for_a_linear_head():
     assert torch.allclose(t.map, _closed_form_swa(teacher, x, t.target), atol=1e-6)
     _, smap = reg.student_pass(student, x, t.target)
     assert torch.allclose(smap, _closed_form_swa(student, x, t.target), atol=1e-6)
-    expected = 50 * matching_distance(_closed_form_swa(student, x, t.target), t.map)
+    # The paper's weight 50 is scaled to the 4x4 map: 50 * 16 / 49 (apkit.names.scaled_weight).
+    expected = 50 * 16 / 49 * matching_distance(_closed_form_swa(student, x, t.target), t.map)
     assert torch.allclose(reg(smap, t.map), expected, atol=1e-7)
 
 
@@ -189,7 +190,7 @@ def test_student_of_another_width_and_layer_names():
     _, smap = reg.student_pass(student, torch.randn(2, 3, 64, 64), t.target)
     assert smap.shape == (2, 4, 4)  # the ReLU after vgg11's last conv at 64x64 input
     resized = nn.functional.interpolate(smap[:, None], size=(8, 8), mode="bilinear", align_corners=False)[:, 0]
-    assert torch.allclose(reg(smap, t.map), 50 * matching_distance(resized, t.map))
+    assert torch.allclose(reg(smap, t.map), 50 * 64 / 49 * matching_distance(resized, t.map))  # an 8x8 map
 
 
 def test_bad_inputs_raise_apkit_errors():
@@ -231,3 +232,28 @@ def test_registry_builds_each_kind_with_paper_weights():
     assert {k: r.weight for k, r in built.items()} == {"ewa": 100.0, "swa": 50.0, "sswa": 50.0}
     assert built["sswa"].drop == 0.3
     assert swa_map(torch.ones(1, 1, 2, 2), -torch.ones(1, 1, 2, 2)).sum() == 0  # ReLU of a negative map
+
+
+@pytest.mark.parametrize("name,options,size,side", [
+    ("vgg_small", {"input_size": 32}, 32, 2), ("vgg_small", {"input_size": 48}, 48, 3),
+    ("vgg_small", {"input_size": 64}, 64, 4), ("vgg16_bn", {"width_divisor": 8}, 227, 7), ("resnet18", {}, 224, 7),
+])
+@pytest.mark.parametrize("regularizer", ["ewa", "swa", "sswa"])
+def test_the_paper_weight_is_scaled_to_the_matching_map(name, options, size, side, regularizer):
+    # The default matching layer of each model, and the paper's weight times h * w / 49 there:
+    # VGG16's pool5 (7x7 at 227) and ResNet-18's layer4 (7x7 at 224) keep the paper's weight exactly.
+    torch.manual_seed(0)
+    teacher = models.create(name, num_classes=3, **options).eval()
+    student = models.create(name, num_classes=3, **options)
+    reg = AttributionMatchingLoss(regularizer)
+    x = torch.randn(2, 3, size, size)
+    taught = reg.teacher_pass(teacher, x)
+    assert taught.map.shape[-2:] == (side, side)
+    expected_weight = {"ewa": 100.0, "swa": 50.0, "sswa": 50.0}[regularizer] * side * side / 49
+    assert reg.effective_weight(side, side) == pytest.approx(expected_weight)
+    if side == 7:
+        assert reg.effective_weight(side, side) == reg.weight  # lambda exactly as in the supplement
+    _, smap = reg.student_pass(student, x, taught.target)
+    torch.testing.assert_close(reg(smap, taught.map), expected_weight * matching_distance(smap, taught.map))
+    raw = AttributionMatchingLoss(regularizer, scale_weight=False)
+    torch.testing.assert_close(raw(smap, taught.map), raw.weight * matching_distance(smap, taught.map))

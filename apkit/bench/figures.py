@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from apkit.attribution import explain
-from apkit.bench.stages import BenchRun
+from apkit.bench.stages import BenchRun, model_key
 from apkit.evaluation import RoarResult, plot_roar
 from apkit.names import REGULARIZER_TITLES
 from apkit.viz import denormalize, plot_attribution_grid
@@ -38,7 +38,8 @@ def plot_map_grid(run: BenchRun, path: Path) -> Path:
         columns.setdefault(teacher, teacher)
         for variant in ("none", shown_variant):
             if variant in settings["regularizers"]:
-                columns[f"{compression} {REGULARIZER_TITLES[variant]}"] = f"{compression}-{variant}"
+                columns[f"{compression} {REGULARIZER_TITLES[variant]}"] = model_key(compression, variant,
+                                                                                   settings["seeds"][0])
     maps = {title: explain(run.load_model(key), images, classes.to(run.device), method=method).cpu()
             for title, key in columns.items()}
     dataset = run.datasets["seg"]

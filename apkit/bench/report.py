@@ -1,14 +1,21 @@
-"""Turn a finished benchmark run into ``results.json``, ``tables.md`` and figures."""
+"""Turn a finished benchmark run into ``results.json``, ``tables.md`` and figures.
+
+The main tables show, for every cell (a compression with a regularizer), the mean over the training
+seeds and the half-width of its 95 % Student's t interval; the verdict section compares each
+regularizer with Naive on the same seeds and the same (image, class) pairs (:mod:`apkit.bench.summary`).
+The other tables (every attribution method, ROAR) come from the first training seed.
+"""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
-from apkit._io import atomic_write_json, atomic_write_text
+from apkit._io import atomic_write_json, atomic_write_text, read_json
 from apkit.bench import paper
 from apkit.bench.figures import plot_map_grid, plot_roar_figure
-from apkit.bench.stages import BenchRun, platform_info, stage_keys
+from apkit.bench.stages import BenchRun, model_key, parse_key, platform_info, stage_keys
+from apkit.bench.summary import cell_summaries, metric_label, verdicts
 from apkit.names import ATTRIBUTION_TITLES as METHOD_TITLES
 from apkit.names import COMPRESSION_TITLES
 from apkit.names import REGULARIZER_TITLES as VARIANT_TITLES
@@ -17,23 +24,36 @@ __all__ = ["collect_results", "render_tables", "write_outputs"]
 
 
 def collect_results(run: BenchRun, *, wall_seconds: float) -> dict[str, Any]:
-    """Gather every stage's numbers into one JSON-ready dictionary."""
+    """Gather every stage's numbers, the cells' intervals and the verdict into one JSON-ready dictionary."""
     settings = run.settings
-    models = {key: {"compression": None, "regularizer": None, **run.stages[key]} for key in settings["teachers"]}
+    models = {key: {"compression": None, "regularizer": None, "seed": None, **run.stages[key]}
+              for key in settings["teachers"]}
     for key in stage_keys(settings):
-        compression, _, regularizer = key.rpartition("-")
-        models[key] = {"compression": compression, "regularizer": regularizer, **run.stages[key]}
+        compression, regularizer, seed = parse_key(key)
+        models[key] = {"compression": compression, "regularizer": regularizer, "seed": seed, **run.stages[key]}
+    evaluation = {key: run.stages[f"eval-{key}"] for key in models}
+    pairs: dict[str, Any] = {}
+
+    def pairs_of(key: str) -> dict[str, Any]:
+        if key not in pairs:
+            pairs[key] = read_json(run.out / "pairs" / f"{key}.json")
+        return pairs[key]
+
     return {
         "profile": settings["profile"],
         "settings": settings,
         "versions": platform_info(),
         "device": str(run.device),
         "seed": settings["seed"],
+        "seeds": settings["seeds"],
+        "interval": "95 % Student's t interval of the mean over the training seeds (mean ± half-width)",
         "wall_seconds": round(wall_seconds, 1),
         "timings": {name: stage.get("seconds") for name, stage in run.stages.items()},
         "compute_seconds": round(sum(stage.get("seconds", 0.0) for stage in run.stages.values()), 1),
         "models": models,
-        "evaluation": {key: run.stages[f"eval-{key}"] for key in models},
+        "evaluation": evaluation,
+        "cells": cell_summaries(settings, models, evaluation),
+        "verdict": verdicts(settings, evaluation, pairs_of),
         "roar": run.stages.get("roar"),
     }
 
@@ -48,20 +68,42 @@ def write_outputs(run: BenchRun, results: dict[str, Any]) -> None:
     atomic_write_text(run.out / "tables.md", render_tables(results))
 
 
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _pct(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{100 * value:.2f}"
+    return "–" if _missing(value) else f"{100 * value:.2f}"
 
 
 def _num(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    return "–" if _missing(value) else f"{value:.{digits}f}"
+
+
+def _cell(interval: dict[str, Any] | None, name: str) -> str:
+    """``mean ± half-width`` of a cell's metric (percent except for Cos and ℓ2); the mean alone for one seed."""
+    if interval is None:
         return "–"
-    return f"{value:.{digits}f}"
+    percent = name not in ("cos", "l2")
+    show = _pct if percent else _num
+    mean, half = interval["mean"], interval["half_width"]
+    if _missing(half):
+        return show(mean)
+    return f"{show(mean)} ± {100 * half:.2f}" if percent else f"{show(mean)} ± {half:.3f}"
+
+
+def _difference(interval: dict[str, Any], name: str) -> str:
+    """A signed paired difference ``+1.70 ± 0.42`` (percentage points, or plain for Cos and ℓ2)."""
+    scale, digits = (1.0, 3) if name in ("cos", "l2") else (100.0, 2)
+    mean, half = interval["mean"], interval["half_width"]
+    if _missing(mean):
+        return "n/a"
+    shown = f"{scale * mean:+.{digits}f}"
+    return shown if _missing(half) else f"{shown} ± {scale * half:.{digits}f}"
 
 
 def _params(model: dict[str, Any]) -> str:
-    nonzero = model.get("record", {}).get("nonzero_params") or model.get("nonzero_params")
+    nonzero = model.get("nonzero_params")
     return f"{nonzero / 1e6:.3f}M" if nonzero else "–"
 
 
@@ -72,46 +114,22 @@ def _with_paper(ours: str, published: float | None) -> str:
 def render_tables(results: dict[str, Any]) -> str:
     """Markdown tables in the paper's layouts, with the published numbers in parentheses for paper profiles."""
     settings = results["settings"]
-    evaluation = results["evaluation"]
-    models = results["models"]
     methods = settings["evaluation"]["attribution_methods"]
-    primary = "gradcam" if "gradcam" in methods else methods[0]
-    tolerances = [t for t in settings["evaluation"]["tolerances"] if t]
-    predictive = "top1" if settings["protocol"] == "imagenet" else "map_image"
+    primary = settings["evaluation"]["primary"]
+    seeds = settings["seeds"]
     lines = [
         f"# apkit bench — profile `{results['profile']}`",
         "",
         f"Device {results['device']}, compute time {results['compute_seconds']:.0f} s over all stages "
-        f"(this invocation: {results['wall_seconds']:.0f} s), seed {results['seed']}. "
+        f"(this invocation: {results['wall_seconds']:.0f} s); data and teacher seed {results['seed']}, "
+        f"training seeds {', '.join(map(str, seeds))}. "
         f"Attribution metrics use {METHOD_TITLES.get(primary, primary)} unless a table says otherwise; AUC, "
         "Point Acc, mAP and F1 in %. Cos and ℓ2 compare each model's maps with the teacher's on the same "
         "(image, class) pairs." + (" Published numbers in parentheses." if settings.get("paper") else ""),
         "",
-        "## Attribution preservation (main-paper layout)",
-        "",
     ]
-    tol_heads = "".join(f" Point@{t}px |" for t in tolerances)
-    pred_heads = " Top-1 |" if predictive == "top1" else " mAP | per-class mAP | F1 |"
-    for compression in settings["compressions"]:
-        lines += [f"### {COMPRESSION_TITLES.get(compression, compression)}", "",
-                  f"| Method | Params (non-zero) |{pred_heads} AUC | Point Acc |{tol_heads} Cos | ℓ2 |",
-                  "|---" * (6 + len(tolerances) + (1 if predictive == "top1" else 3)) + "|"]
-        rows = [("Full network", settings["compressions"][compression].get("teacher", "teacher"))]
-        rows += [(VARIANT_TITLES.get(r, r), f"{compression}-{r}") for r in settings["regularizers"]]
-        for title, key in rows:
-            scores = evaluation[key]["methods"][primary]
-            pred = evaluation[key]["predictive"]
-            pred_cells = ([_pct(pred.get("top1"))] if predictive == "top1"
-                          else [_pct(pred.get("map_image")), _pct(pred.get("map_class")), _pct(pred.get("f1"))])
-            published = _imagenet_published(settings, compression, key)
-            cells = [title, _params(models[key]), *pred_cells,
-                     _with_paper(_pct(scores.get("auc")), published and published[1]),
-                     _with_paper(_pct(scores.get("pointing")), published and published[2]),
-                     *[_pct(scores.get(f"pointing@{t}")) for t in tolerances],
-                     "–" if key in settings["teachers"] else _num(scores.get("cos")),
-                     "–" if key in settings["teachers"] else _num(scores.get("l2"))]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+    lines += _verdict_section(results)
+    lines += _main_tables(results)
     lines += _supplement_tables(results, methods)
     lines += _all_methods_table(results, methods)
     if results.get("roar"):
@@ -119,24 +137,93 @@ def render_tables(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _imagenet_published(settings, compression, key):
-    if settings.get("paper") != "imagenet" or key in settings["teachers"]:
+def _verdict_section(results: dict[str, Any]) -> list[str]:
+    verdict = results.get("verdict") or {}
+    if not verdict:
+        return []
+    seeds = results["settings"]["seeds"]
+    first = next(iter(verdict.values()))
+    names = list(first["differences"])
+    lines = ["## Verdict: each regularizer against Naive", "",
+             f"Paired differences (regularized minus Naive) of {METHOD_TITLES.get(first['method'], first['method'])}"
+             f" scores, seed by seed over the {len(seeds)} training seeds, each on the (image, class) pairs that "
+             "both models keep; ± is the half-width of the 95 % Student's t interval over the seeds"
+             + (" (one seed: no interval)." if len(seeds) < 2 else "."), "",
+             "| Compression | Regularizer | " + " | ".join(f"Δ {metric_label(n)}" for n in names) + " | pairs |",
+             "|---" * (3 + len(names)) + "|"]
+    for cell in verdict.values():
+        cells = [_difference(cell["differences"][n], n) for n in names]
+        lines.append(f"| {COMPRESSION_TITLES.get(cell['compression'], cell['compression'])} | "
+                     f"{VARIANT_TITLES.get(cell['regularizer'], cell['regularizer'])} | " + " | ".join(cells)
+                     + f" | {min(cell['common_pairs'], default=0)}–{max(cell['common_pairs'], default=0)} |")
+    lines += [""] + [f"- **{COMPRESSION_TITLES.get(c['compression'], c['compression'])}:** {c['sentence']}"
+                     for c in verdict.values()] + [""]
+    return lines
+
+
+def _main_tables(results: dict[str, Any]) -> list[str]:
+    settings = results["settings"]
+    tolerances = [t for t in settings["evaluation"]["tolerances"] if t]
+    predictive = ["top1"] if settings["protocol"] == "imagenet" else ["map_image", "map_class", "f1"]
+    attribution = ["auc", "pointing", *[f"pointing@{t}" for t in tolerances], "cos", "l2"]
+    seeds = settings["seeds"]
+    note = (f"Mean ± half-width of the 95 % Student's t interval over training seeds {', '.join(map(str, seeds))}."
+            if len(seeds) > 1 else f"Training seed {seeds[0]}.")
+    lines = ["## Attribution preservation (main-paper layout)", "", note, ""]
+    head = ["Method", "Params (non-zero)", *[metric_label(n) for n in predictive + attribution]]
+    for compression in settings["compressions"]:
+        lines += [f"### {COMPRESSION_TITLES.get(compression, compression)}", "", "| " + " | ".join(head) + " |",
+                  "|---" * len(head) + "|"]
+        teacher = settings["compressions"][compression].get("teacher", "teacher")
+        lines.append(_teacher_row(results, teacher, predictive, attribution))
+        for regularizer in settings["regularizers"]:
+            cell = results["cells"][f"{compression}-{regularizer}"]["metrics"]
+            published = _imagenet_published(settings, compression, regularizer)
+            cells = [VARIANT_TITLES.get(regularizer, regularizer),
+                     _params(results["models"][model_key(compression, regularizer, seeds[0])]),
+                     *[_cell(cell.get(n), n) for n in predictive]]
+            for name in attribution:
+                shown = _cell(cell.get(name), name)
+                index = {"auc": 1, "pointing": 2}.get(name)
+                cells.append(_with_paper(shown, published[index]) if published and index else shown)
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def _teacher_row(results: dict[str, Any], teacher: str, predictive: list[str], attribution: list[str]) -> str:
+    scores = results["evaluation"][teacher]["methods"][results["settings"]["evaluation"]["primary"]]
+    pred = results["evaluation"][teacher]["predictive"]
+    cells = ["Full network", _params(results["models"][teacher]), *[_pct(pred.get(n)) for n in predictive]]
+    cells += ["–" if n in ("cos", "l2") else _pct(scores.get(n)) for n in attribution]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _imagenet_published(settings, compression, regularizer):
+    if settings.get("paper") != "imagenet":
         return None
-    return paper.IMAGENET.get(compression, {}).get(key.rpartition("-")[2])
+    return paper.IMAGENET.get(compression, {}).get(regularizer)
+
+
+def _first_seed_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(title, model key, paper family) of the teacher and each compression's naive model (first seed)."""
+    settings = results["settings"]
+    rows = [("Full network", "teacher", "teacher")]
+    rows += [(COMPRESSION_TITLES.get(c, c), model_key(c, "none", settings["seeds"][0]), c)
+             for c in settings["compressions"] if "none" in settings["regularizers"]]
+    return rows
 
 
 def _supplement_tables(results: dict[str, Any], methods: list[str]) -> list[str]:
     settings = results["settings"]
-    naive_rows = [("Full network", "teacher", "teacher")]
-    naive_rows += [(COMPRESSION_TITLES.get(c, c), f"{c}-none", c) for c in settings["compressions"]
-                   if "none" in settings["regularizers"]]
     lines = []
     tables = (("auc", "ROC-AUC", paper.VOC_AUC), ("pointing", "Point accuracy", paper.VOC_POINTING))
     for metric, title, published in tables:
         lines += [f"## {title} of every attribution method, naive compression (supplement Tables 1–2 layout)", "",
+                  f"Training seed {settings['seeds'][0]}.", "",
                   "| Model | Params | " + " | ".join(METHOD_TITLES.get(m, m) for m in methods) + " |",
                   "|---" * (2 + len(methods)) + "|"]
-        for row_title, key, family in naive_rows:
+        for row_title, key, family in _first_seed_rows(results):
             cells = []
             for method in methods:
                 ours = _pct(results["evaluation"][key]["methods"][method].get(metric))
@@ -150,15 +237,20 @@ def _supplement_tables(results: dict[str, Any], methods: list[str]) -> list[str]
 
 
 def _all_methods_table(results: dict[str, Any], methods: list[str]) -> list[str]:
+    settings = results["settings"]
     lines = ["## Every model × every attribution method (AUC / Point Acc / Cos)", "",
+             f"Training seed {settings['seeds'][0]} (the other seeds are evaluated with "
+             f"{METHOD_TITLES.get(settings['evaluation']['primary'])} only).", "",
              "| Model | " + " | ".join(METHOD_TITLES.get(m, m) for m in methods) + " |",
              "|---" * (1 + len(methods)) + "|"]
     for key, scores in results["evaluation"].items():
+        if key not in settings["teachers"] and parse_key(key)[2] != settings["seeds"][0]:
+            continue
         cells = []
         for method in methods:
             s = scores["methods"][method]
             cells.append(f"{_pct(s.get('auc'))} / {_pct(s.get('pointing'))} / "
-                         f"{'–' if key in results['settings']['teachers'] else _num(s.get('cos'))}")
+                         f"{'–' if key in settings['teachers'] else _num(s.get('cos'))}")
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -166,7 +258,8 @@ def _all_methods_table(results: dict[str, Any], methods: list[str]) -> list[str]
 def _roar_table(roar: dict[str, Any]) -> list[str]:
     fractions = roar["fractions"]
     lines = ["## ROAR (supplement Figure 3 setting): retrained classifier's score after removing the top-k pixels",
-             "", f"Score: {roar.get('metric', 'score')}. Lower is better for an informative attribution.", "",
+             "", f"Score: {roar.get('metric', 'score')}. Lower is better for an informative attribution. The "
+             "compressed sources are the first training seed's models.", "",
              "| Maps from | " + " | ".join(f"k={f:g}" for f in fractions) + " |",
              "|---" * (1 + len(fractions)) + "|"]
     for source, scores in roar["scores"].items():

@@ -21,7 +21,7 @@ from apkit._io import atomic_write_json, read_json
 from apkit._validation import resolve_device
 from apkit.bench import report
 from apkit.bench.profiles import resolve_profile
-from apkit.bench.stages import BenchRun, stage_keys
+from apkit.bench.stages import BenchRun, parse_key, stage_keys
 from apkit.compression import compress
 from apkit.data import from_spec
 from apkit.distributed import barrier, is_main_process
@@ -159,7 +159,7 @@ def _teacher_stage(run: BenchRun, key: str) -> None:
 
 
 def _compression_stage(run: BenchRun, key: str) -> None:
-    compression, _, regularizer = key.rpartition("-")
+    compression, regularizer, seed = parse_key(key)
     spec = dict(run.settings["compressions"][compression])
     method = spec.pop("method")
     spec.pop("teacher", None)
@@ -169,11 +169,20 @@ def _compression_stage(run: BenchRun, key: str) -> None:
         _, record = compress(
             run.load_model(run.teacher_of(key)), method, regularizer, train_set=run.datasets["train"],
             val_set=run.datasets["val"], settings={**spec, **options}, out_dir=run.out / "models" / key,
-            resume=True, device=run.device, seed=run.settings["seed"], progress=run.progress,
+            resume=True, device=run.device, seed=seed, progress=run.progress,
         )
         return record.to_dict()
 
     run.stage(key, compute, _describe)
+
+
+def evaluated_methods(settings: dict[str, Any], key: str) -> list[str]:
+    """The attribution methods a model is evaluated with: all of them for the teachers and the first
+    training seed, the primary method (the main tables') for the other seeds."""
+    evaluation = settings["evaluation"]
+    if key in settings["teachers"] or parse_key(key)[2] == settings["seeds"][0]:
+        return list(evaluation["attribution_methods"])
+    return [evaluation["primary"]]
 
 
 def _evaluation_stage(run: BenchRun, key: str) -> None:
@@ -181,10 +190,12 @@ def _evaluation_stage(run: BenchRun, key: str) -> None:
     teacher_key = run.teacher_of(key)
 
     def compute() -> dict[str, Any]:
+        is_teacher = teacher_key == key
         result = audit_model(
-            run.load_model(key), run.datasets["seg"],
-            teacher=None if teacher_key == key else run.load_model(teacher_key),
-            attribution_methods=evaluation["attribution_methods"], protocol=run.settings["protocol"],
+            run.load_model(key), run.datasets["seg"], teacher=None if is_teacher else run.load_model(teacher_key),
+            cache=run.map_cache(key) if is_teacher else None,
+            teacher_cache=None if is_teacher else run.map_cache(teacher_key),
+            attribution_methods=evaluated_methods(run.settings, key), protocol=run.settings["protocol"],
             tolerances=evaluation["tolerances"], classification_set=run.datasets["val"],
             batch_size=evaluation["batch_size"], device=run.device, progress=run.progress,
         )
@@ -202,7 +213,8 @@ def _roar_stage(run: BenchRun) -> None:
     spec = run.settings["roar"]
 
     def compute() -> dict[str, Any]:
-        sources = {name: None if name == "random" else run.load_model(name) for name in spec["sources"]}
+        sources = {name: None if name == "random" else run.load_model(run.source_key(name))
+                   for name in spec["sources"]}
         result = roar(
             sources, run.datasets["train"], run.datasets["val"], fractions=spec["fractions"],
             classifier=spec["classifier"]["model"], classifier_options=spec["classifier"]["options"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,11 +26,35 @@ from tqdm.auto import tqdm
 from apkit._io import atomic_write_json, read_json
 from apkit._version import __version__
 from apkit.distributed import barrier, is_main_process
+from apkit.evaluation.maps import MapCache
 from apkit.models import load_checkpoint
 
-__all__ = ["TEACHER", "BenchRun", "platform_info", "stage_keys"]
+__all__ = ["TEACHER", "BenchRun", "cell_keys", "model_key", "parse_key", "platform_info", "stage_keys"]
 
 TEACHER = "teacher"
+
+
+def model_key(compression: str, regularizer: str, seed: int) -> str:
+    """The name of one compressed model of the grid: ``<compression>-<regularizer>-s<seed>``."""
+    return f"{compression}-{regularizer}-s{seed}"
+
+
+def parse_key(key: str) -> tuple[str, str, int]:
+    """``(compression, regularizer, seed)`` of a model key (compression names may hold dashes)."""
+    rest, _, seed = key.rpartition("-")
+    compression, _, regularizer = rest.rpartition("-")
+    return compression, regularizer, int(seed[1:])
+
+
+def stage_keys(settings: dict[str, Any]) -> list[str]:
+    """Names of the compressed models of a profile: every compression x regularizer x training seed."""
+    return [model_key(c, r, s) for c in settings["compressions"] for r in settings["regularizers"]
+            for s in settings["seeds"]]
+
+
+def cell_keys(settings: dict[str, Any]) -> list[tuple[str, str]]:
+    """The cells of the grid, ``(compression, regularizer)``: each holds one model per training seed."""
+    return [(c, r) for c in settings["compressions"] for r in settings["regularizers"]]
 
 
 @dataclass
@@ -43,6 +68,7 @@ class BenchRun:
     datasets: dict[str, Any] = field(default_factory=dict)
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     _models: dict[str, torch.nn.Module] = field(default_factory=dict)
+    _caches: dict[str, MapCache] = field(default_factory=dict)
 
     def stage(self, key: str, compute: Callable[[], dict[str, Any]], summary: Callable[[dict], str]) -> dict:
         """Run ``compute`` once: its result is stored as ``stages/<key>.json`` and reused afterwards.
@@ -79,17 +105,26 @@ class BenchRun:
             self._models[key] = load_checkpoint(self.model_path(key), map_location=self.device)
         return self._models[key]
 
+    def map_cache(self, key: str) -> MapCache:
+        """The logits and maps of a teacher on the evaluation set, kept for the whole run: every
+        student's comparison reads the teacher's maps computed for the ones before it."""
+        if key not in self._caches:
+            self._caches[key] = MapCache(self.load_model(key))
+        return self._caches[key]
+
     def teacher_of(self, key: str) -> str:
         """The teacher stage a model is compared with."""
         if key in self.settings["teachers"]:
             return key
-        compression = key.rpartition("-")[0]
-        return self.settings["compressions"][compression].get("teacher", TEACHER)
+        return self.settings["compressions"][parse_key(key)[0]].get("teacher", TEACHER)
 
-
-def stage_keys(settings: dict[str, Any]) -> list[str]:
-    """Names of the compressed models of a profile: ``<compression>-<regularizer>``."""
-    return [f"{c}-{r}" for c in settings["compressions"] for r in settings["regularizers"]]
+    def source_key(self, name: str) -> str:
+        """A model named in the settings: a teacher, ``<compression>-<regularizer>`` (the first seed's
+        model of that cell), or a full model key."""
+        if name in self.settings["teachers"] or re.fullmatch(r"s\d+", name.rpartition("-")[2]):
+            return name
+        compression, _, regularizer = name.rpartition("-")
+        return model_key(compression, regularizer, self.settings["seeds"][0])
 
 
 def platform_info() -> dict[str, Any]:

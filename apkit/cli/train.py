@@ -67,7 +67,7 @@ def train_command(model, data_spec, out_dir, recipe, epochs, batch_size, lr, mom
                   num_workers, resume, quiet):
     """Train a classifier (the teacher of later compressions) and keep its best validation epoch.
 
-    With no options but --out it trains vgg_small on the embedded synthetic data in about two
+    With no options but --out it trains vgg_small on the embedded synthetic data in about three
     minutes on a laptop CPU.  --data voc:ROOT trains the paper's VGG16-BN with the 'teacher'
     recipe (60 epochs, lr 0.1, x0.1 at 10/30/40; the paper started from ImageNet weights, so
     from scratch consider --recipe teacher-supp).

@@ -160,6 +160,7 @@ class _Run:
         return AttributionMatchingLoss(
             self.regularizer_name, teacher_layer=s.teacher_layer, student_layer=s.student_layer, weight=s.weight,
             drop=s.drop if self.regularizer_name == "sswa" else None, seed=self.seed, resize=s.resize,
+            scale_weight=s.scale_weight,
         )
 
     def objective(self, *, distillation: DistillationLoss | None = None) -> CompressionObjective | None:

@@ -31,7 +31,7 @@ from apkit.training import RECIPES
 __all__ = ["Settings", "default_settings", "resolve_settings"]
 
 _TRAIN_FIELDS = ("epochs", "lr", "batch_size", "momentum", "weight_decay", "milestones", "gamma", "schedule")
-_REGULARIZER_FIELDS = ("weight", "drop", "teacher_layer", "student_layer", "resize")
+_REGULARIZER_FIELDS = ("weight", "scale_weight", "drop", "teacher_layer", "student_layer", "resize")
 _RUN_FIELDS = ("cache_teacher",)
 _METHOD_FIELDS = {
     "kd": ("student", "student_options", "width_divisor", "temperature", "alpha"),
@@ -48,9 +48,11 @@ class Settings:
     Training (:func:`apkit.training.fit`): ``epochs`` (per step for iterative pruning), ``lr``,
     ``batch_size``, ``momentum``, ``weight_decay``, ``milestones``, ``gamma``, ``schedule``.
 
-    Regularizer (ignored with ``regularizer="none"``): ``weight`` (None: 100 for EWA, 50 for SWA
-    and SSWA), ``drop`` (SSWA; None: 0.3), ``teacher_layer`` / ``student_layer`` (None: each
-    model's ``matching_layer``), ``resize``.
+    Regularizer (ignored with ``regularizer="none"``): ``weight`` (on the paper's scale, for a 7x7
+    map; None: 100 for EWA, 50 for SWA and SSWA), ``scale_weight`` (True: multiply the weight by
+    ``h * w / 49`` for an ``h x w`` matching map; see
+    :class:`apkit.regularizers.AttributionMatchingLoss`), ``drop`` (SSWA; None: 0.3),
+    ``teacher_layer`` / ``student_layer`` (None: each model's ``matching_layer``), ``resize``.
 
     Teacher: ``cache_teacher`` computes the teacher's logits and matching evidence once per
     training image when the training set is ``deterministic`` (no random augmentation), instead
@@ -82,6 +84,7 @@ class Settings:
     teacher_layer: str | None = None
     student_layer: str | None = None
     resize: bool = False
+    scale_weight: bool = True
     cache_teacher: bool = True
     student: str | None = None
     student_options: Mapping[str, Any] = field(default_factory=dict)

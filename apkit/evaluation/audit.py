@@ -27,6 +27,7 @@ from apkit._io import atomic_write_json, atomic_write_text
 from apkit._validation import check_choice, check_module, resolve_device
 from apkit.errors import ValidationError
 from apkit.evaluation.localization import localization_scores
+from apkit.evaluation.maps import MapCache
 from apkit.names import PROTOCOL_NAMES
 from apkit.training import evaluate
 
@@ -178,11 +179,15 @@ def audit_model(
     classification_set=None,
     batch_size: int = 32,
     device: str | torch.device | None = None,
+    cache: MapCache | None = None,
+    teacher_cache: MapCache | None = None,
     progress: bool = True,
 ) -> ModelAudit:
     """Audit one model: its predictive metrics and, per attribution method, its attribution scores.
 
     Parameters are those of :func:`audit`; ``teacher=None`` skips the similarity columns.
+    ``cache`` and ``teacher_cache`` (:class:`~apkit.evaluation.maps.MapCache`) keep the model's and
+    the teacher's logits and maps across calls (see :func:`localization_scores`).
 
     Returns
     -------
@@ -195,7 +200,8 @@ def audit_model(
     for method in attribution_methods:
         # One set of maps serves every tolerance.
         scores = localization_scores(model, dataset, method=method, teacher=teacher, protocol=protocol,
-                                     tolerances=tolerances, batch_size=batch_size, device=device, progress=progress)
+                                     tolerances=tolerances, batch_size=batch_size, device=device, cache=cache,
+                                     teacher_cache=teacher_cache, progress=progress)
         result.methods[method] = {k: v for k, v in scores.summary().items() if not isinstance(v, (list, dict))}
         result.pairs[method] = scores.pair_values()
     return result
@@ -257,11 +263,15 @@ def audit(
         "attribution_methods": list(attribution_methods), "protocol": protocol, "tolerances": list(tolerances),
         "batch_size": batch_size, "device": str(device), "students": list(named),
     })
+    # The teacher's logits and maps are computed once and read by every student's comparison.
+    teacher_cache = MapCache(teacher)
     for name, model in {TEACHER: teacher, **named}.items():
+        is_teacher = name == TEACHER
         result = audit_model(
-            model, dataset, teacher=None if name == TEACHER else teacher, attribution_methods=attribution_methods,
+            model, dataset, teacher=None if is_teacher else teacher, attribution_methods=attribution_methods,
             protocol=protocol, tolerances=tolerances, classification_set=classification_set, batch_size=batch_size,
-            device=device, progress=progress,
+            device=device, cache=teacher_cache if is_teacher else None,
+            teacher_cache=None if is_teacher else teacher_cache, progress=progress,
         )
         report.predictive[name] = result.predictive
         for method in attribution_methods:

@@ -45,6 +45,7 @@ from apkit._modules import evaluating
 from apkit._validation import check_choice, check_dataset, check_int, check_module, resolve_device
 from apkit.distributed import all_gather_rows, all_reduce_sum, local_device, world_info
 from apkit.errors import DataError, ValidationError
+from apkit.evaluation.maps import MapCache
 from apkit.metrics.localization import normalize_maps, pointing_game, roc_auc
 from apkit.metrics.similarity import cosine_similarity, normalized_l2
 from apkit.names import PROTOCOL_NAMES, SIMILARITY_PAIR_NAMES
@@ -326,11 +327,22 @@ class _Scoring:
     similarity_method: str
     tolerances: tuple[int, ...]
     options: dict
+    cache: MapCache | None = None
+    teacher_cache: MapCache | None = None
 
-    def explain(self, model, images, pairs, method, layer) -> torch.Tensor:
+    def explain(self, which: str, image_index, images, pairs, method) -> torch.Tensor:
+        """Maps of the model or the teacher (``which``), from its cache when it has one."""
+        model, layer, cache = ((self.model, self.layer, self.cache) if which == "model"
+                               else (self.teacher, self.teacher_layer, self.teacher_cache))
+        if cache is not None:
+            return cache.maps(method, image_index, images, pairs)
         return attribution.explain(model, images, pairs, method=method, layer=layer, **self.options)
 
-    def score(self, images: torch.Tensor, chosen: PairSelection) -> dict[str, torch.Tensor]:
+    def logits(self, which: str, image_index, images) -> torch.Tensor:
+        model, cache = (self.model, self.cache) if which == "model" else (self.teacher, self.teacher_cache)
+        return cache.logits(image_index, images) if cache is not None else model(images)
+
+    def score(self, image_index: torch.Tensor, images: torch.Tensor, chosen: PairSelection) -> dict[str, torch.Tensor]:
         """Per-pair ``auc``, ``hits``, ``cos``, ``l2`` of one batch; marks non-finite maps as skipped."""
         size = len(chosen.pairs)
         nan = torch.full((size,), math.nan, dtype=torch.float64, device=images.device)
@@ -342,7 +354,7 @@ class _Scoring:
         where = need.nonzero().squeeze(1)
         maps = None
         if where.numel():
-            maps = self.explain(self.model, images, chosen.pairs[where], self.method, self.layer)
+            maps = self.explain("model", image_index, images, chosen.pairs[where], self.method)
             if maps.shape[-2:] != chosen.objects.shape[-2:]:
                 raise ValidationError(f"attribution maps of size {tuple(maps.shape[-2:])} do not match the "
                                       f"masks' {tuple(chosen.objects.shape[-2:])}")
@@ -355,20 +367,19 @@ class _Scoring:
             picked = where[scored]
             scores["auc"][picked], scores["hits"][picked] = score_maps(
                 maps[scored], chosen.objects[picked], chosen.void[picked], self.tolerances)
-        self._similarity(images, chosen, scores, maps if shared else None, where)
+        self._similarity(image_index, images, chosen, scores, maps if shared else None, where)
         return scores
 
-    def _similarity(self, images, chosen, scores, maps, where) -> None:
+    def _similarity(self, image_index, images, chosen, scores, maps, where) -> None:
         sim_where = chosen.similar.nonzero().squeeze(1)
         if not sim_where.numel():
             return
         if maps is not None:
             student_maps = maps[torch.searchsorted(where, sim_where)]
         else:
-            student_maps = self.explain(self.model, images, chosen.pairs[sim_where], self.similarity_method,
-                                        self.layer)
-        teacher_maps = self.explain(self.teacher, images, chosen.pairs[sim_where], self.similarity_method,
-                                    self.teacher_layer)
+            student_maps = self.explain("model", image_index, images, chosen.pairs[sim_where],
+                                        self.similarity_method)
+        teacher_maps = self.explain("teacher", image_index, images, chosen.pairs[sim_where], self.similarity_method)
         both = _finite(student_maps) & _finite(teacher_maps)
         sim_where, student_maps, teacher_maps = sim_where[both], student_maps[both], teacher_maps[both]
         if sim_where.numel():
@@ -431,6 +442,8 @@ def localization_scores(
     num_workers: int = 0,
     device: str | torch.device | None = None,
     explain_options: Mapping[str, Any] | None = None,
+    cache: MapCache | None = None,
+    teacher_cache: MapCache | None = None,
     progress: bool = True,
 ) -> LocalizationResult:
     """Score a model's attribution maps against ground-truth masks with the paper's protocol.
@@ -468,6 +481,10 @@ def localization_scores(
         ``"cpu"``, ``"cuda"``; ``None`` picks CUDA when available.
     explain_options : mapping, optional
         Extra keyword arguments of :func:`apkit.explain` (e.g. ``{"batch_size": 32}``).
+    cache, teacher_cache : MapCache, optional
+        Where the model's and the teacher's logits and maps are read from and kept (a
+        :class:`~apkit.evaluation.maps.MapCache` of that model, on this dataset): an audit passes
+        one teacher cache to every student, so the teacher's work is done once.
     progress : bool
         Show a progress bar.
 
@@ -501,8 +518,11 @@ def localization_scores(
     check_int(num_workers, "num_workers", minimum=0)
     device = local_device(resolve_device(device))
     num_classes = getattr(dataset, "num_classes", None)
+    for name, given, owner in (("cache", cache, model), ("teacher_cache", teacher_cache, teacher)):
+        if given is not None and given.model is not owner:
+            raise ValidationError(f"{name} holds the outputs of another model; pass a MapCache of this one")
     scoring = _Scoring(model, method, layer, teacher, teacher_layer, similarity_method, tolerances,
-                       dict(explain_options or {}))
+                       dict(explain_options or {}), cache, teacher_cache)
 
     rank, world = world_info()
     indices = list(range(rank, len(dataset), world))
@@ -516,16 +536,17 @@ def localization_scores(
             images, masks = _split_batch(batch, device)
             image_index = torch.tensor(indices[position:position + len(images)], device=device)
             position += len(images)
-            logits = model(images)
+            logits = scoring.logits("model", image_index, images)
             num_classes = logits.shape[1] if num_classes is None else num_classes
             if logits.shape[1] != num_classes:
                 raise ValidationError(f"the model has {logits.shape[1]} outputs but the dataset has "
                                       f"{num_classes} classes; use a model trained on this dataset")
             if totals is None:
                 totals = LocalizationTotals.zeros(num_classes, device, tolerances=len(tolerances))
-            chosen = select_pairs(protocol, masks, logits, num_classes=num_classes, similarity=similarity,
-                                  teacher_logits=teacher(images) if teacher is not None else None)
-            scores = scoring.score(images, chosen)
+            chosen = select_pairs(
+                protocol, masks, logits, num_classes=num_classes, similarity=similarity,
+                teacher_logits=scoring.logits("teacher", image_index, images) if teacher is not None else None)
+            scores = scoring.score(image_index, images, chosen)
             totals.candidates += len(chosen.pairs)
             totals.skipped_wrong += chosen.skipped_wrong
             totals.skipped_invalid += chosen.skipped_invalid

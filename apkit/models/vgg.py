@@ -21,7 +21,7 @@ from apkit.errors import ValidationError
 CONFIGS: dict[str, tuple] = {
     "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
-    # A small VGG for the embedded 64x64 synthetic data: three pools, the last conv block at 8x8.
+    # A small VGG for the embedded synthetic data: the last conv block at S/8 (6x6 at 48x48), its pool at S/16.
     "vgg_small": (16, "M", 32, "M", 64, 64, "M", 128, 128, "M"),
 }
 

@@ -25,7 +25,8 @@ MODELS.register("vgg16_bn", _vgg("vgg16", 227),
                 help="VGG16-BN with the paper's VOC head (Dropout + Linear on the 7x7 map); width_divisor 1/2/4/8")
 MODELS.register("vgg11_bn", _vgg("vgg11", 227), help="VGG11-BN with the same head (the ROAR classifier)")
 MODELS.register("vgg_small", _vgg("vgg_small", 64),
-                help="small VGG-BN for the 64x64 synthetic data (0.3M parameters, 8x8 Grad-CAM map)")
+                help="small VGG-BN for the synthetic data (0.29M parameters): Grad-CAM at the last conv block "
+                     "(S/8: 6x6 at 48x48, 8x8 at 64x64), matching at the last max-pool (S/16)")
 for _depth in (18, 34, 50):
     MODELS.register(
         f"resnet{_depth}",

@@ -13,7 +13,12 @@ Three maps, all built from the feature map ``A`` (``B x K x h x w``) at a *match
   process of a distributed run draws the same channels).
 
 The loss is the mean over batch and positions of the squared difference of the L2-normalised,
-flattened maps, times ``weight``.  Teacher and student may differ in width or architecture; their
+flattened maps, times the weight: ``weight * (2 - 2 cos) / (h w)``.  ``weight`` is on the paper's
+scale (lambda: 100 for EWA, 50 for SWA and SSWA, calibrated on VGG16's 7x7 pool5 map) and is
+multiplied by ``h w / 49`` for a map of another size (:func:`apkit.names.scaled_weight`), so that it
+pulls on the cosine as hard as the paper's did: unscaled, 50 on a 3x3 map pulls about 5x harder and
+wrecks distillation (docs/reproduction.md has the ablation).  ``scale_weight=False`` uses the
+weight as it is.  Teacher and student may differ in width or architecture; their
 maps must have the same spatial size, or pass ``resize=True`` to resize the student's map
 (bilinear) to the teacher's.
 
@@ -40,7 +45,7 @@ from apkit._validation import check_choice, check_float, check_fraction, check_i
 from apkit.attribution import channel_weights, class_activation_map
 from apkit.errors import ValidationError
 from apkit.models import default_layer
-from apkit.names import PAPER_DROP, PAPER_WEIGHTS, REGULARIZER_NAMES
+from apkit.names import PAPER_DROP, PAPER_WEIGHTS, REGULARIZER_NAMES, scaled_weight
 
 __all__ = ["AttributionMatchingLoss", "TeacherEvidence", "TeacherPass", "ewa_map", "matching_distance", "swa_map"]
 
@@ -229,7 +234,12 @@ class AttributionMatchingLoss(nn.Module):
         :func:`apkit.models.default_layer`).  The output must not be modified in place by the
         next layer.
     weight : float, optional
-        Strength lambda; default 100 for EWA, 50 for SWA and SSWA (the paper's supplement).
+        Strength lambda on the paper's scale; default 100 for EWA, 50 for SWA and SSWA (the paper's
+        supplement, for a 7x7 map).
+    scale_weight : bool
+        Multiply ``weight`` by ``h * w / 49`` for an ``h x w`` matching map (default), so that the
+        paper's weight means the same at any map size; ``False`` multiplies the loss by ``weight``
+        as it is.
     drop : float, optional
         SSWA only: fraction of teacher channels left out per batch (``floor(K * drop)``
         channels); default 0.3.
@@ -275,9 +285,11 @@ class AttributionMatchingLoss(nn.Module):
         drop: float | None = None,
         seed: int = 0,
         resize: bool = False,
+        scale_weight: bool = True,
     ):
         super().__init__()
         self.regularizer = check_choice(regularizer, "regularizer", REGULARIZER_NAMES)
+        self.scale_weight = bool(scale_weight)
         for name, layer in (("teacher_layer", teacher_layer), ("student_layer", student_layer)):
             if layer is not None and not isinstance(layer, str):
                 raise ValidationError(f"{name} must be a dotted module name such as 'features.43', got {layer!r}")
@@ -297,7 +309,12 @@ class AttributionMatchingLoss(nn.Module):
 
     def extra_repr(self) -> str:
         drop = f", drop={self.drop}" if self.regularizer == "sswa" else ""
-        return f"regularizer={self.regularizer!r}, weight={self.weight}{drop}"
+        scaled = "" if self.scale_weight else ", scale_weight=False"
+        return f"regularizer={self.regularizer!r}, weight={self.weight}{drop}{scaled}"
+
+    def effective_weight(self, height: int, width: int) -> float:
+        """The multiplier of the matching distance for an ``height x width`` map."""
+        return scaled_weight(self.weight, height=height, width=width) if self.scale_weight else self.weight
 
     @property
     def needs_gradients(self) -> bool:
@@ -378,7 +395,7 @@ class AttributionMatchingLoss(nn.Module):
         return self.regularizer
 
     def forward(self, student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
-        """``weight * matching_distance(student_map, teacher_map)`` (resizing first if allowed)."""
+        """``effective_weight * matching_distance(student_map, teacher_map)`` (resizing first if allowed)."""
         check_tensor(student_map, "student_map", ndim=3, floating=True)
         check_tensor(teacher_map, "teacher_map", ndim=3, floating=True)
         if student_map.shape[-2:] != teacher_map.shape[-2:]:
@@ -391,4 +408,5 @@ class AttributionMatchingLoss(nn.Module):
             student_map = F.interpolate(
                 student_map[:, None], size=teacher_map.shape[-2:], mode="bilinear", align_corners=False
             )[:, 0]
-        return self.weight * matching_distance(student_map, teacher_map.to(student_map.dtype))
+        weight = self.effective_weight(*teacher_map.shape[-2:])
+        return weight * matching_distance(student_map, teacher_map.to(student_map.dtype))

@@ -79,8 +79,10 @@ RECIPES.register(
     help="paper's fine-tuning per unstructured pruning step: 30 epochs, constant lr 1e-3, momentum 0.9, "
          "wd 1e-4, batch 64",
 )
+# 12 epochs converge (validation per-class mAP 0.998 at 48x48); after 8 the teacher was still
+# climbing, at 0.90 or 0.95 depending on the number of CPU threads.
 RECIPES.register(
-    "synthetic", Recipe(8, 0.05, 64, weight_decay=5e-4, schedule="cosine"),
-    help="teacher on the embedded synthetic data: 8 epochs, lr 0.05 cosine, wd 5e-4, batch 64; about 2 minutes "
-         "on a 2-core CPU",
+    "synthetic", Recipe(12, 0.05, 64, weight_decay=5e-4, schedule="cosine"),
+    help="teacher on the embedded synthetic data: 12 epochs, lr 0.05 cosine, wd 5e-4, batch 64; about 3 minutes "
+         "at 64x64 on a 2-core CPU",
 )
