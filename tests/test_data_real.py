@@ -240,7 +240,7 @@ def test_imagenet_seg_nested_layout_and_errors(imagenet_root, tmp_path_factory):
 
 # ------------------------------------------------------------------------------------------ registry
 def test_registry_and_specs(voc_root):
-    assert data.DATASETS.names() == ["synthetic", "voc", "imagenet-seg"]
+    assert data.DATASETS.names() == ["synthetic", "voc", "imagenet-seg", "folder"]
     with pytest.raises(UnknownNameError, match="synthetic, voc, imagenet-seg"):
         data.create("coco", split="train")
     with pytest.raises(UnknownNameError, match="synthetic, voc, imagenet-seg"):

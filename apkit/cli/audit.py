@@ -1,19 +1,24 @@
-"""``apkit audit``: compare compressed checkpoints with their original."""
+"""``apkit audit``: compare compressed models with their original."""
 
 from __future__ import annotations
 
 import click
 
-from apkit.cli.group import DEVICE_HELP, cli, comma_list, renamed_option
+from apkit.cli.group import DEVICE_HELP, SPEC_HELP, cli, comma_list, renamed_option
 from apkit.names import PROTOCOL_NAMES
 
 
 @cli.command("audit")
-@click.option("--teacher", required=True, type=click.Path(dir_okay=False), help="Checkpoint of the original model.")
-@click.option("--student", "students", required=True, multiple=True, type=click.Path(dir_okay=False),
-              help="Checkpoint of a compressed model (repeatable).")
+@click.option("--teacher", required=True, metavar="SPEC", help=f"The original model: {SPEC_HELP}")
+@click.option("--student", "students", required=True, multiple=True, metavar="SPEC",
+              help="A compressed model, spelled as --teacher (repeatable); named after its file.")
+@click.option("--num-classes", type=int, default=None, metavar="N",
+              help="Number of classes of the models given as ARCH=PATH: required for torchvision: and apkit "
+                   "names, passed to a factory that takes num_classes (a checkpoint knows its own) [students: the "
+                   "data's].")
 @click.option("--data", "data_spec", default="synthetic", show_default=True,
-              help="synthetic | voc:ROOT | imagenet-seg:ROOT")
+              help="synthetic | voc:ROOT | imagenet-seg:ROOT | folder:ROOT (your images: ROOT/images, ROOT/masks, "
+                   "ROOT/classes.txt; see `apkit list`)")
 @click.option("--split", default="seg", show_default=True, help="Split with segmentation masks.")
 @click.option("--methods", default="gradcam", show_default=True,
               help="Comma-separated attribution methods (see `apkit list`).")
@@ -29,8 +34,8 @@ from apkit.names import PROTOCOL_NAMES
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="apkit-audit", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def audit_command(teacher, students, data_spec, split, methods, protocol, tolerances, old_tolerance, samples,
-                  batch_size, device, out_dir, quiet):
+def audit_command(teacher, students, num_classes, data_spec, split, methods, protocol, tolerances, old_tolerance,
+                  samples, batch_size, device, out_dir, quiet):
     """Audit compressed models against their original: accuracy, attribution quality against the masks
     (ROC-AUC, pointing game) and similarity to the original's maps (cosine, normalised L2), per method.
 
@@ -50,8 +55,8 @@ def audit_command(teacher, students, data_spec, split, methods, protocol, tolera
                                     "--tolerance", "--tolerances")
     report = audit_checkpoints(
         teacher, students, data=data_spec, split=split, attribution_methods=comma_list(methods, "--methods"),
-        protocol=protocol, tolerances=tolerance_list, samples=samples, batch_size=batch_size, device=device,
-        progress=not quiet,
+        protocol=protocol, tolerances=tolerance_list, samples=samples, num_classes=num_classes,
+        batch_size=batch_size, device=device, progress=not quiet,
     )
     if is_main_process():  # under torchrun every process holds the whole report; one writes it
         paths = report.save(out_dir)

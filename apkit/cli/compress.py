@@ -1,10 +1,10 @@
-"""``apkit compress``: distil or prune a checkpoint, optionally with attribution matching."""
+"""``apkit compress``: distil or prune a model, optionally with attribution matching."""
 
 from __future__ import annotations
 
 import click
 
-from apkit.cli.group import DEVICE_HELP, cli, renamed_option
+from apkit.cli.group import DEVICE_HELP, SPEC_HELP, cli, renamed_option
 from apkit.names import (
     COMPRESSION_METHOD_NAMES,
     NAIVE,
@@ -31,12 +31,14 @@ def _format_summary(record) -> str:
     lines.append(f"time {record.timings.get('total_s', 0.0):.0f} s")
     return "\n".join(lines)
 
-
 _WEIGHTS = ", ".join(f"{weight:g} {name.upper()}" for name, weight in PAPER_WEIGHTS.items())
 
 
 @cli.command("compress")
-@click.option("--teacher", required=True, type=click.Path(dir_okay=False), help="Checkpoint of the original model.")
+@click.option("--teacher", required=True, metavar="SPEC", help=f"The original model: {SPEC_HELP}")
+@click.option("--num-classes", type=int, default=None, metavar="N",
+              help="Number of classes of a teacher given as ARCH=PATH: required for torchvision: and apkit names, "
+                   "passed to a factory that takes num_classes; must be the data's (a checkpoint knows its own).")
 @click.option("--method", type=click.Choice(COMPRESSION_METHOD_NAMES), default="kd", show_default=True,
               help="Knowledge distillation, L1 filter (structured) or global magnitude (unstructured) pruning.")
 @click.option("--regularizer", type=click.Choice(REGULARIZER_CHOICES), default=NAIVE, show_default=True,
@@ -67,13 +69,14 @@ _WEIGHTS = ", ".join(f"{weight:g} {name.upper()}" for name, weight in PAPER_WEIG
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def compress_command(teacher, method, regularizer, old_regularizer, data_spec, out_dir, profile, epochs, lr,
-                     batch_size, width_divisor, pruning_ratio, amount, steps, weight, old_weight, drop, sets,
+def compress_command(teacher, num_classes, method, regularizer, old_regularizer, data_spec, out_dir, profile, epochs,
+                     lr, batch_size, width_divisor, pruning_ratio, amount, steps, weight, old_weight, drop, sets,
                      train_samples, val_samples, device, seed, resume, quiet):
-    """Compress a teacher checkpoint with KD, structured or unstructured pruning, naively or with
+    """Compress a teacher model with KD, structured or unstructured pruning, naively or with
     the EWA / SWA / SSWA attribution-matching regularizer.
 
-    Writes --out/model.pt (load it with apkit.models.load_checkpoint or pass it to `apkit audit`)
+    Writes --out/model.pt (load it with apkit.models.load_checkpoint or pass it to `apkit audit`;
+    for a teacher apkit did not build, --out/model_state.pt, a state_dict: audit it as ARCH=PATH)
     and --out/record.json (parameters, non-zero parameters, MACs, sparsity, settings, timings,
     validation metrics).  Rerun with --resume to continue an interrupted run.
     """
@@ -88,10 +91,12 @@ def compress_command(teacher, method, regularizer, old_regularizer, data_spec, o
                  pruning_ratio=pruning_ratio, amount=amount, steps=steps, weight=weight, drop=drop)
     options = {k: v for k, v in given.items() if v is not None}  # unset options keep the profile's value
     options.update({".".join(key).replace("-", "_"): value for key, value in parse_overrides(sets)})
-    _, record = compress_checkpoint(
+    model, record = compress_checkpoint(
         teacher, method, regularizer, out_dir=out_dir, data=data_spec, settings=profile, options=options,
         train_samples=train_samples, val_samples=val_samples, device=device, seed=seed, resume=resume,
-        progress=not quiet,
+        progress=not quiet, num_classes=num_classes,
     )
     click.echo(_format_summary(record))
-    click.echo(f"wrote {out_dir}/model.pt and {out_dir}/record.json")
+    # compress saves apkit-built models as checkpoints, any other model as a plain state_dict.
+    model_file = "model.pt" if hasattr(model, "apkit_config") else "model_state.pt"
+    click.echo(f"wrote {out_dir}/{model_file} and {out_dir}/record.json")

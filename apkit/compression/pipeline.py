@@ -1,4 +1,4 @@
-"""``compress_checkpoint``: compress a teacher checkpoint on a dataset spec, as ``apkit compress`` does."""
+"""``compress_checkpoint``: compress a teacher (any model spec) on a dataset spec, as ``apkit compress`` does."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from apkit.compression.api import CompressionRecord, compress
-from apkit.models import load_checkpoint
+from apkit.errors import ValidationError
+from apkit.models import resolve_model
 from apkit.names import NAIVE
 from apkit.training import datasets_for
 
@@ -32,17 +33,21 @@ def compress_checkpoint(
     seed: int = 0,
     resume: bool = False,
     progress: bool = True,
+    num_classes: int | None = None,
 ) -> tuple[nn.Module, CompressionRecord]:
-    """Load the teacher checkpoint, build its training data, and :func:`~apkit.compression.compress` it.
+    """Load the teacher, build its training data, and :func:`~apkit.compression.compress` it.
 
     Parameters
     ----------
-    teacher : path
-        An apkit checkpoint (``apkit train`` writes one).
+    teacher : str or path
+        A model spec (:func:`apkit.models.resolve_model`): an apkit checkpoint (``apkit train``
+        writes one), or ``ARCH=PATH`` such as ``torchvision:resnet18=weights.pt`` (a plain
+        state dict or ``.safetensors`` file).
     method, regularizer, settings, device, seed, resume, progress
         As in :func:`apkit.compression.compress`; ``settings`` names a settings profile.
     out_dir : path
-        Receives ``model.pt``, ``record.json`` and the resumable training checkpoints.
+        Receives ``model.pt`` (``model_state.pt``, a plain state dict, for a teacher that apkit did
+        not build), ``record.json`` and the resumable training checkpoints.
     data : str
         A dataset spec (``"synthetic"``, ``"voc:ROOT"``, ...); synthetic images are rendered at the
         teacher's input size.
@@ -50,9 +55,15 @@ def compress_checkpoint(
         Single settings that override the profile's (``{"epochs": 2, "weight": 10}``).
     train_samples, val_samples : int, optional
         Synthetic data only: the number of training and validation images.
+    num_classes : int, optional
+        The teacher's class count, needed for ``torchvision:`` and apkit names in ``ARCH=PATH``;
+        it must be the data's.
     """
-    teacher_model = load_checkpoint(teacher)
+    teacher_model = resolve_model(teacher, num_classes=num_classes)
     splits = datasets_for(teacher_model, data, {"train": train_samples, "val": val_samples})
+    if num_classes is not None and splits["train"].num_classes != num_classes:
+        raise ValidationError(f"num_classes is {num_classes} but the data has {splits['train'].num_classes} "
+                              "classes; use a teacher trained on this dataset")
     return compress(teacher_model, method, regularizer, train_set=splits["train"], val_set=splits["val"],
                     settings=settings, out_dir=out_dir, resume=resume, device=device, seed=seed, progress=progress,
                     **dict(options or {}))

@@ -1,4 +1,4 @@
-"""Datasets: the embedded synthetic shapes, PASCAL VOC 2012, ImageNet with object masks.
+"""Datasets: the embedded synthetic shapes, PASCAL VOC 2012, ImageNet with object masks, your own folder.
 
 Every dataset yields ``(image, label, mask)``: image float32 ``(3, H, W)`` normalised; label
 float32 ``(C,)`` (multi-hot, or one-hot for a multiclass task); mask uint8 ``(H, W)`` with
@@ -11,10 +11,13 @@ Examples
 --------
 >>> from apkit import data
 >>> data.DATASETS.names()
-['synthetic', 'voc', 'imagenet-seg']
+['synthetic', 'voc', 'imagenet-seg', 'folder']
 >>> val = data.from_spec("synthetic", split="val", num_samples=8)
 >>> len(val), val.classes[:3], val[0][2].dtype
 (8, ('circle', 'square', 'triangle'), torch.uint8)
+
+Your own images and masks are the ``"folder"`` dataset, an evaluation set (split ``"seg"``):
+``from_spec("folder:ROOT", split="seg")`` (layout in :mod:`apkit.data.folder`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from apkit._validation import check_choice
+from apkit.data.folder import SegmentationFolder
 from apkit.data.imagenet_seg import ImageNetSeg
 from apkit.data.synthetic import CLASSES as SHAPE_CLASSES
 from apkit.data.synthetic import SyntheticShapes, generate_shapes
@@ -48,11 +52,19 @@ DATASETS.register("voc", VOC2012,
                   help="PASCAL VOC 2012 from a local folder (train/val classification, seg = 1,449 masks)")
 DATASETS.register("imagenet-seg", ImageNetSeg,
                   help="ImageNet folders (train/val) and images with object masks (seg, top-1 protocol)")
+DATASETS.register("folder", SegmentationFolder,
+                  help="your images: ROOT/images/NAME.jpg|png, ROOT/masks/NAME.png (0 background, k = line k of "
+                       "ROOT/classes.txt, 255 ignored); split seg only; options image_size [224], mean/std "
+                       "[ImageNet's]")
 
 # Per dataset: its splits, and for a real one how a spec names its folder.
 _SPLITS = {"synthetic": ("train", "val", "seg"), "voc": ("train", "val", "seg"),
-           "imagenet-seg": ("train", "val", "seg")}
-_ROOT_EXAMPLE = {"voc": "voc:/path/to/VOCdevkit", "imagenet-seg": "imagenet-seg:/path/to/imagenet"}
+           "imagenet-seg": ("train", "val", "seg"), "folder": ("seg",)}
+_ROOT_EXAMPLE = {"voc": "voc:/path/to/VOCdevkit", "imagenet-seg": "imagenet-seg:/path/to/imagenet",
+                 "folder": "folder:/path/to/my-images"}
+# Why a dataset lacks a split, where "unknown split" would not say.
+_NO_SPLIT = {"folder": "it is an evaluation set with masks and serves split 'seg' only (apkit audit --data "
+                       "folder:ROOT); train and compress on another dataset"}
 
 
 def create(name: str, *, split: str, root: str | Path | None = None, **options) -> Dataset:
@@ -61,14 +73,14 @@ def create(name: str, *, split: str, root: str | Path | None = None, **options) 
     Parameters
     ----------
     name : str
-        One of :data:`DATASETS` ("synthetic", "voc", "imagenet-seg").
+        One of :data:`DATASETS` ("synthetic", "voc", "imagenet-seg", "folder").
     split : str
-        "train", "val" or "seg" (the held-out set with segmentation masks).
+        "train", "val" or "seg" (the held-out set with segmentation masks); "folder" has "seg" only.
     root : str or Path, optional
         Folder of a real dataset; the synthetic data is generated and takes none.
     **options
-        Dataset options, e.g. ``num_samples``, ``image_size``, ``seed`` (synthetic) or ``void``
-        (VOC).
+        Dataset options, e.g. ``num_samples``, ``image_size``, ``seed`` (synthetic), ``void``
+        (VOC) or ``image_size``, ``mean``, ``std`` (folder).
 
     Returns
     -------
@@ -82,6 +94,8 @@ def create(name: str, *, split: str, root: str | Path | None = None, **options) 
     'seg'
     """
     factory = DATASETS.get(name)
+    if name in _NO_SPLIT and split not in _SPLITS[name]:
+        raise DataError(f"dataset {name!r} has no split {split!r}: {_NO_SPLIT[name]}")
     check_choice(split, f"split of dataset {name!r}", _SPLITS.get(name, ("train", "val", "seg")))
     accepted = [p for p in inspect.signature(factory).parameters if p not in ("root", "split")]
     unknown = sorted(set(options) - set(accepted))
@@ -120,7 +134,7 @@ def check_synthetic_only(spec: str, **options) -> None:
 
 
 def from_spec(spec: str, *, split: str, **options) -> Dataset:
-    """Build a dataset from a spec string: ``"synthetic"``, ``"voc:ROOT"`` or ``"imagenet-seg:ROOT"``.
+    """Build a dataset from a spec: ``"synthetic"``, ``"voc:ROOT"``, ``"imagenet-seg:ROOT"`` or ``"folder:ROOT"``.
 
     Examples
     --------
@@ -140,6 +154,6 @@ def from_spec(spec: str, *, split: str, **options) -> Dataset:
 
 __all__ = [
     "DATASETS", "check_synthetic_only", "create", "from_spec", "spec_name", "SyntheticShapes", "generate_shapes",
-    "SHAPE_CLASSES", "VOC2012", "VOC_CLASSES", "ImageNetSeg", "PairTransform", "voc_transform", "imagenet_transform",
-    "VOC_MEAN", "VOC_STD", "IMAGENET_MEAN", "IMAGENET_STD",
+    "SHAPE_CLASSES", "VOC2012", "VOC_CLASSES", "ImageNetSeg", "SegmentationFolder", "PairTransform", "voc_transform",
+    "imagenet_transform", "VOC_MEAN", "VOC_STD", "IMAGENET_MEAN", "IMAGENET_STD",
 ]

@@ -1,4 +1,4 @@
-"""``audit_checkpoints``: audit compressed checkpoints against their original on a dataset spec (``apkit audit``)."""
+"""``audit_checkpoints``: audit compressed models against their original on a dataset spec (``apkit audit``)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,44 @@ from pathlib import Path
 from typing import Any
 
 from apkit.data import check_synthetic_only, spec_name
-from apkit.evaluation.audit import AuditReport, audit
-from apkit.models import load_checkpoint
+from apkit.errors import ValidationError
+from apkit.evaluation.audit import TEACHER, AuditReport, audit
+from apkit.models import parse_model_spec, resolve_model
 from apkit.training import datasets_for
 
 __all__ = ["audit_checkpoints", "model_name"]
 
+_MODEL_FILES = ("model", "model_state")  # the files apkit compress writes: named after their run folder
 
-def model_name(path: str | os.PathLike) -> str:
-    """The name a checkpoint goes by in a report: ``runs/kd-swa/model.pt`` -> ``kd-swa``."""
-    p = Path(path)
-    return p.parent.name if p.stem == "model" and p.parent.name else p.stem
+
+def model_name(spec: str | os.PathLike) -> str:
+    """The name a model spec goes by in a report: its weights file's stem, or its run folder's name.
+
+    Examples
+    --------
+    >>> model_name("runs/kd-swa/model.pt")
+    'kd-swa'
+    >>> model_name("torchvision:resnet18=runs/pruned.pt")
+    'pruned'
+    >>> model_name("torchvision:mobilenet_v2=runs/l1-30/model_state.pt")
+    'l1-30'
+    """
+    p = Path(parse_model_spec(spec).path)
+    return p.parent.name if p.stem in _MODEL_FILES and p.parent.name else p.stem
+
+
+def _unique_names(specs: Sequence[str | os.PathLike]) -> list[str]:
+    """:func:`model_name` of each spec, with ``-2``, ``-3``, ... where names repeat (or would be the teacher's)."""
+    taken, names = {TEACHER}, []
+    for spec in specs:
+        base = name = model_name(spec)
+        count = 1
+        while name in taken:
+            count += 1
+            name = f"{base}-{count}"
+        taken.add(name)
+        names.append(name)
+    return names
 
 
 def audit_checkpoints(
@@ -29,31 +56,41 @@ def audit_checkpoints(
     split: str = "seg",
     samples: int | None = None,
     protocol: str | None = None,
+    num_classes: int | None = None,
     **options: Any,
 ) -> AuditReport:
-    """Load the checkpoints, build the segmentation split of ``data``, and :func:`~apkit.evaluation.audit`.
+    """Load the models, build the segmentation split of ``data``, and :func:`~apkit.evaluation.audit`.
 
     Parameters
     ----------
-    teacher : path
-        The original model's checkpoint.
-    students : sequence of paths
-        The compressed models' checkpoints; each is named after its file (:func:`model_name`).
+    teacher : str or path
+        The original model: a model spec (:func:`apkit.models.resolve_model`), i.e. an apkit
+        checkpoint or ``ARCH=PATH`` such as ``torchvision:resnet18=weights.safetensors``.
+    students : sequence of str or paths
+        The compressed models' specs; each is named after its weights file (:func:`model_name`;
+        repeated names get ``-2``, ``-3``, ...).
     data, split : str
-        A dataset spec and its split with masks; synthetic images are rendered at the teacher's
-        input size.
+        A dataset spec (``"synthetic"``, ``"voc:ROOT"``, ``"imagenet-seg:ROOT"``, ``"folder:ROOT"``)
+        and its split with masks; synthetic images are rendered at the teacher's input size.
     protocol : {"voc", "imagenet"}, optional
         Default: "imagenet" for ImageNet data, else "voc".
     samples : int, optional
         Synthetic data only: the number of evaluation images.
+    num_classes : int, optional
+        The models' class count, needed for ``torchvision:`` and apkit names in ``ARCH=PATH``; it
+        must be the data's.  Students take the data's class count when it is not given.
     **options
         Keyword arguments of :func:`apkit.evaluation.audit`: ``attribution_methods``,
         ``tolerances``, ``batch_size``, ``device``, ``progress``.
     """
     check_synthetic_only(data, samples=samples)
-    teacher_model = load_checkpoint(teacher)
+    names = _unique_names(students)  # a bad spec fails before any model is built
+    teacher_model = resolve_model(teacher, num_classes=num_classes)
     dataset = datasets_for(teacher_model, data, {split: samples})[split]
-    named = {model_name(p): load_checkpoint(p, expect_num_classes=dataset.num_classes) for p in students}
+    if num_classes is not None and num_classes != dataset.num_classes:
+        raise ValidationError(f"num_classes is {num_classes} but the data has {dataset.num_classes} classes; "
+                              "use models trained on this dataset")
+    named = {name: resolve_model(spec, num_classes=dataset.num_classes) for name, spec in zip(names, students)}
     if protocol is None:
         protocol = "imagenet" if spec_name(data).startswith("imagenet") else "voc"
     return audit(teacher_model, named, dataset, protocol=protocol, **options)

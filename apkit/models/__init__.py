@@ -1,4 +1,8 @@
-"""Model zoo: one registry of architectures, checkpoints, and layers by name.
+"""Model zoo: one registry of architectures, checkpoints, any model from files, and layers by name.
+
+:func:`resolve_model` turns a model spec (``PATH`` of an apkit checkpoint, or ``ARCH=PATH`` with
+``ARCH`` ``torchvision:NAME``, ``package.module:factory`` or an apkit name) into a model; every
+command that takes a model uses it.
 
 Examples
 --------
@@ -22,10 +26,12 @@ from apkit.models.checkpoint import (
 )
 from apkit.models.layers import default_layer
 from apkit.models.resnet import resnet
+from apkit.models.resolve import ModelSpec, build_architecture, parse_model_spec, read_weights, resolve_model
 from apkit.models.vgg import VGG
 from apkit.models.zoo import MODELS, count_parameters, create
 
 __all__ = [
-    "MODELS", "VGG", "atomic_save", "capture_outputs", "count_parameters", "create", "default_layer",
-    "get_layer", "load_checkpoint", "read_checkpoint", "resnet", "safe_load", "save_checkpoint",
+    "MODELS", "VGG", "ModelSpec", "atomic_save", "build_architecture", "capture_outputs", "count_parameters",
+    "create", "default_layer", "get_layer", "load_checkpoint", "parse_model_spec", "read_checkpoint",
+    "read_weights", "resnet", "resolve_model", "safe_load", "save_checkpoint",
 ]

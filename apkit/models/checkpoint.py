@@ -3,7 +3,8 @@
 A checkpoint is a plain dictionary of tensors, strings and numbers saved by ``torch.save``
 and read with ``torch.load(..., weights_only=True)``: a pickle that would execute code is
 refused.  It records how to rebuild the model (registry name and options); models whose
-layers were narrowed by structured pruning are rebuilt, then resized to the saved shapes.
+layers were narrowed by structured pruning are rebuilt, then resized to the saved shapes
+(:func:`conform_to_state_dict`, which :func:`apkit.models.resolve_model` uses for plain state dicts too).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu")
         if is_pickle or "GLOBAL" in str(exc):
             raise CheckpointError(
                 f"checkpoint {str(path)!r} was refused: it holds objects other than tensors and plain data "
-                "(loading it could run code); re-save it with apkit.models.save_checkpoint"
+                "(loading it could run code); save only its state_dict (torch.save(model.state_dict(), path) or "
+                "safetensors) or use apkit.models.save_checkpoint"
             ) from exc
         raise CheckpointError(
             f"checkpoint {str(path)!r} is corrupt or not a PyTorch file ({type(exc).__name__}); re-create it"
@@ -89,7 +91,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{str(path)!r} is not an apkit checkpoint (no apkit metadata); "
-            "apkit reads checkpoints written by apkit.models.save_checkpoint or the apkit CLI"
+            "apkit reads checkpoints written by apkit.models.save_checkpoint or the apkit CLI; for a plain "
+            "state_dict name its architecture: ARCH=PATH, e.g. torchvision:resnet18=PATH"
         )
     return payload
 
@@ -141,27 +144,97 @@ def load_checkpoint(
 
 
 def conform_to_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Resize Conv2d / BatchNorm2d / Linear layers in place to the shapes stored in ``state``.
+    """Resize the layers of ``model`` in place to the tensor shapes stored in ``state``.
 
-    This rebuilds structurally pruned models (fewer channels) from their unpruned recipe.
+    This rebuilds structurally pruned models (fewer channels, e.g. Torch-Pruning's output) from
+    their unpruned architecture.  Layers are resized, not replaced, so a subclass keeps its own
+    ``forward``: convolutions (1-3 d; a depthwise convolution's ``groups`` follows its channel
+    count, other groups stay), every BatchNorm / InstanceNorm, Linear, LayerNorm and GroupNorm.
+    A bare parameter or buffer of a model-defined block (a layer scale, say) takes the saved
+    shape; any other ``torch.nn`` layer whose shapes differ is refused.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3, groups=8))
+    >>> pruned = {"0.weight": torch.zeros(5, 3, 3, 3), "0.bias": torch.zeros(5), "2.weight": torch.zeros(5, 1, 3, 3),
+    ...           "2.bias": torch.zeros(5), **{f"1.{k}": torch.zeros(5) for k in ("weight", "bias", "running_mean",
+    ...                                                                             "running_var")}}
+    >>> conform_to_state_dict(net, pruned)
+    >>> net[0], net[1].num_features, net[2]
+    (Conv2d(3, 5, kernel_size=(3, 3), stride=(1, 1)), 5, Conv2d(5, 5, kernel_size=(3, 3), stride=(1, 1), groups=5))
     """
     for name, module in list(model.named_modules()):
-        key = f"{name}.weight" if name else "weight"
-        if key not in state:
+        prefix = f"{name}." if name else ""
+        own = {key: tensor for key, tensor in [*module.named_parameters(recurse=False),
+                                               *module.named_buffers(recurse=False)] if tensor is not None}
+        saved = {key: tuple(state[prefix + key].shape) for key in own if prefix + key in state}
+        if all(tuple(own[key].shape) == shape for key, shape in saved.items()):
             continue
-        shape = tuple(state[key].shape)
-        if tuple(getattr(module, "weight", torch.empty(0)).shape) == shape:
-            continue
-        if isinstance(module, nn.Conv2d):
-            new = nn.Conv2d(
-                shape[1] * module.groups, shape[0], module.kernel_size, module.stride, module.padding,
-                module.dilation, module.groups, module.bias is not None, module.padding_mode,
-            )
-        elif isinstance(module, nn.BatchNorm2d):
-            new = nn.BatchNorm2d(shape[0], module.eps, module.momentum, module.affine, module.track_running_stats)
-        elif isinstance(module, nn.Linear):
-            new = nn.Linear(shape[1], shape[0], module.bias is not None)
+        resize = next((fn for types, fn in _RESIZERS if isinstance(module, types)), None)
+        if resize is not None:
+            resize(module, saved, name)
+        elif type(module).__module__.startswith("torch.nn"):
+            key, shape = next((k, v) for k, v in saved.items() if tuple(own[k].shape) != v)
+            raise CheckpointError(f"cannot resize layer {name!r} ({type(module).__name__}): its {key} is "
+                                  f"{tuple(own[key].shape)} but the weights hold {shape}; apkit resizes convolutions, "
+                                  "norms and Linear layers only")
         else:
-            raise CheckpointError(f"cannot resize layer {name!r} ({type(module).__name__}) to {shape}")
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+            for key, shape in saved.items():
+                _set_tensor(module, key, shape)
+
+
+def _set_tensor(module: nn.Module, key: str, shape: tuple[int, ...]) -> None:
+    """Replace ``module.<key>`` (a parameter or buffer) by an uninitialised tensor of ``shape``."""
+    old = getattr(module, key)
+    if old is None or tuple(old.shape) == tuple(shape):
+        return
+    new = torch.empty(shape, dtype=old.dtype, device=old.device)
+    # A Parameter stays a Parameter; assigning a tensor to a registered buffer's name updates that buffer.
+    setattr(module, key, nn.Parameter(new, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else new)
+
+
+def _resize_conv(module: nn.Module, saved: dict, name: str) -> None:
+    out_channels, per_group = saved.get("weight", (module.out_channels, module.in_channels // module.groups))[:2]
+    if module.groups > 1 and module.groups == module.in_channels:
+        # Depthwise (MobileNet, EfficientNet): one group per input channel, so groups follow the channels.
+        multiplier = module.out_channels // module.in_channels
+        groups = out_channels // multiplier
+        in_channels = groups * per_group
+    else:
+        groups = module.groups
+        in_channels = per_group * groups
+    if out_channels % groups:
+        raise CheckpointError(f"cannot resize layer {name!r} to {out_channels} output channels in {groups} groups; "
+                              "the weights do not fit this architecture's grouped convolution")
+    module.in_channels, module.out_channels, module.groups = in_channels, out_channels, groups
+    for key, shape in saved.items():
+        _set_tensor(module, key, shape)
+
+
+def _resize_norm(module: nn.Module, saved: dict, name: str) -> None:
+    features = next(iter(saved.values()))[0]
+    if isinstance(module, nn.GroupNorm):
+        if features % module.num_groups:
+            raise CheckpointError(f"cannot resize layer {name!r} (GroupNorm, {module.num_groups} groups) to "
+                                  f"{features} channels; the weights do not fit this architecture")
+        module.num_channels = features
+    elif isinstance(module, nn.LayerNorm):
+        module.normalized_shape = tuple(saved.get("weight", saved.get("bias", (features,))))
+    else:
+        module.num_features = features
+    for key, shape in saved.items():
+        _set_tensor(module, key, shape)
+
+
+def _resize_linear(module: nn.Linear, saved: dict, name: str) -> None:
+    module.out_features, module.in_features = saved.get("weight", (module.out_features, module.in_features))
+    for key, shape in saved.items():
+        _set_tensor(module, key, shape)
+
+
+_RESIZERS = (
+    ((nn.Conv1d, nn.Conv2d, nn.Conv3d), _resize_conv),
+    ((nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm), _resize_norm),
+    (nn.Linear, _resize_linear),
+)
