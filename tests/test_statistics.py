@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from scipy import stats
@@ -52,3 +53,52 @@ def test_t_interval_edges():
         t_interval([1.0, 2.0], confidence=1.5)
     with pytest.raises(ValidationError, match="scalar"):
         t_interval(torch.tensor(1.0))
+
+
+def test_paired_bootstrap_equals_a_naive_loop_over_resamples():
+    from apkit.metrics.statistics import paired_bootstrap
+
+    gen = torch.Generator().manual_seed(3)
+    groups = torch.tensor([0, 0, 1, 2, 2, 2, 5, 7])  # images 0..7, some with several classes, some absent
+    values = torch.randn(len(groups), generator=gen, dtype=torch.float64)
+    result = paired_bootstrap(values, groups, resamples=300, confidence=0.9, seed=11)
+    # The same draws, one resample at a time: images drawn with replacement, all their pairs taken.
+    images = torch.unique(groups)
+    draws = torch.randint(len(images), (300, len(images)), generator=torch.Generator().manual_seed(11))
+    means = []
+    for row in draws:
+        picked = torch.cat([values[groups == images[i]] for i in row.tolist()])
+        means.append(float(picked.mean()))
+    low, high = np.quantile(means, [0.05, 0.95])
+    assert result.estimate == pytest.approx(float(values.mean()), abs=1e-15)
+    assert result.low == pytest.approx(low, abs=1e-12) and result.high == pytest.approx(high, abs=1e-12)
+
+
+def test_paired_bootstrap_covers_the_true_difference_at_about_the_nominal_rate():
+    from apkit.metrics.statistics import paired_bootstrap
+
+    gen = torch.Generator().manual_seed(0)
+    covered, trials, true = 0, 300, 0.02
+    for trial in range(trials):
+        images = 60
+        per_image = torch.randn(images, generator=gen, dtype=torch.float64) * 0.05  # shared by an image's classes
+        groups = torch.arange(images).repeat_interleave(2)
+        values = true + per_image[groups] + torch.randn(len(groups), generator=gen, dtype=torch.float64) * 0.03
+        result = paired_bootstrap(values, groups, resamples=400, seed=trial)
+        covered += result.low <= true <= result.high
+    assert covered / trials == pytest.approx(0.95, abs=0.04)
+
+
+def test_weighted_average_precision_equals_sklearn_with_ties():
+    from sklearn.metrics import average_precision_score
+
+    from apkit.metrics.statistics import bootstrap_counts, weighted_average_precision
+
+    gen = torch.Generator().manual_seed(5)
+    scores = torch.randint(0, 6, (80,), generator=gen).double()  # many ties
+    labels = (torch.rand(80, generator=gen) < 0.3).double()
+    weights = bootstrap_counts(80, resamples=20, seed=2)
+    ours = weighted_average_precision(scores, labels, weights)
+    for row, value in zip(weights, ours):
+        expected = average_precision_score(labels.numpy(), scores.numpy(), sample_weight=row.numpy())
+        assert float(value) == pytest.approx(expected, abs=1e-12)

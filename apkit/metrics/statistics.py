@@ -4,20 +4,26 @@
   half-width of its two-sided Student's t interval, ``t_{(1+c)/2, n-1} * s / sqrt(n)``;
 * :func:`student_t_quantile` -- the t quantile itself, from the regularized incomplete beta
   function (no SciPy needed; the tests hold it against SciPy and the closed forms for 1 and 2
-  degrees of freedom).
+  degrees of freedom);
+* :func:`paired_bootstrap` -- the percentile interval of a mean over (image, class) pairs,
+  resampling *images* (so that the classes of one image move together), all resamples at once as
+  a matrix of per-image counts (:func:`bootstrap_counts`); :func:`weighted_average_precision`
+  evaluates a ranking metric under the same counts.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from apkit._validation import check_float, check_int
 from apkit.errors import ValidationError
 
-__all__ = ["student_t_quantile", "t_interval"]
+__all__ = ["BootstrapInterval", "bootstrap_counts", "paired_bootstrap", "percentile_interval", "student_t_quantile",
+           "t_interval", "weighted_average_precision"]
 
 
 def _incomplete_beta(a: float, b: float, x: float) -> float:
@@ -124,3 +130,116 @@ def t_interval(values: torch.Tensor | Sequence[float], *, confidence: float = 0.
     quantiles = count.cpu().clone().apply_(lambda n: quantile[int(n)]).to(count.device)
     half = torch.where(count >= 2, quantiles * std / count.sqrt(), torch.full_like(std, math.nan))
     return mean, half
+
+
+@dataclass(frozen=True)
+class BootstrapInterval:
+    """An estimate and its bootstrap percentile interval ``[low, high]``."""
+
+    estimate: float
+    low: float
+    high: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"estimate": self.estimate, "low": self.low, "high": self.high}
+
+
+def bootstrap_counts(groups: int, *, resamples: int = 1000, seed: int = 0,
+                     device: torch.device | str = "cpu") -> torch.Tensor:
+    """How often each of ``groups`` units (images) is drawn in each resample: ``(resamples, groups)`` float64.
+
+    Resample ``r`` draws ``groups`` units with replacement from ``torch.Generator().manual_seed(seed)``
+    (row ``r`` of ``torch.randint(groups, (resamples, groups))``), so the same seed gives the same
+    resamples, whatever is computed from them.
+
+    Examples
+    --------
+    >>> counts = bootstrap_counts(4, resamples=3, seed=0)
+    >>> counts.shape, counts.sum(1).tolist()
+    (torch.Size([3, 4]), [4.0, 4.0, 4.0])
+    """
+    check_int(groups, "groups", minimum=1)
+    check_int(resamples, "resamples", minimum=1)
+    check_int(seed, "seed", minimum=0)
+    draws = torch.randint(groups, (resamples, groups), generator=torch.Generator().manual_seed(seed))
+    counts = torch.zeros(resamples, groups, dtype=torch.float64)
+    counts.scatter_add_(1, draws, torch.ones(1, dtype=torch.float64).expand(resamples, groups))
+    return counts.to(device)
+
+
+def percentile_interval(statistics: torch.Tensor, *, confidence: float = 0.95) -> tuple[float, float]:
+    """The ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` quantiles of bootstrap statistics (NaN left out)."""
+    check_float(confidence, "confidence", minimum=0.0, maximum=1.0, exclusive_minimum=True, exclusive_maximum=True)
+    finite = statistics[~torch.isnan(statistics)].double()
+    if not len(finite):
+        return math.nan, math.nan
+    low, high = torch.quantile(finite, torch.tensor([(1 - confidence) / 2, (1 + confidence) / 2], dtype=torch.float64,
+                                                     device=finite.device))
+    return float(low), float(high)
+
+
+def paired_bootstrap(values: torch.Tensor, groups: torch.Tensor, *, resamples: int = 1000, confidence: float = 0.95,
+                     seed: int = 0) -> BootstrapInterval:
+    """The mean of per-pair ``values`` and its percentile interval, resampling the pairs' groups (images).
+
+    Pass the per-pair differences of two models on the same pairs (``a - b``) for a paired
+    difference, or a per-pair similarity for its mean.  A resample draws as many images as there
+    are, with replacement, and takes every pair of each drawn image as often as it was drawn, so
+    the classes of one image move together.  NaN values are left out.
+
+    Parameters
+    ----------
+    values : Tensor (P,)
+    groups : Tensor (P,)
+        The group (image index) of each pair.
+    resamples, confidence, seed
+        Number of resamples, coverage, and the seed of :func:`bootstrap_counts`.
+
+    Examples
+    --------
+    >>> values = torch.tensor([0.1, 0.3, 0.2, 0.4])
+    >>> result = paired_bootstrap(values, torch.tensor([0, 0, 1, 2]), resamples=200, seed=1)
+    >>> round(result.estimate, 4), result.low <= result.estimate <= result.high
+    (0.25, True)
+    """
+    values = torch.as_tensor(values, dtype=torch.float64)
+    groups = torch.as_tensor(groups)
+    if values.dim() != 1 or groups.shape != values.shape:
+        raise ValidationError(f"values and groups must be 1-D of one length, got {tuple(values.shape)} and "
+                              f"{tuple(groups.shape)}")
+    valid = ~torch.isnan(values)
+    values, groups = values[valid], groups[valid]
+    if not len(values):
+        return BootstrapInterval(math.nan, math.nan, math.nan)
+    _, group_of = torch.unique(groups, return_inverse=True)
+    counts = bootstrap_counts(int(group_of.max()) + 1, resamples=resamples, seed=seed, device=values.device)
+    weights = counts[:, group_of]  # (resamples, pairs): each pair counts as often as its image was drawn
+    statistics = (weights * values).sum(1) / weights.sum(1)
+    low, high = percentile_interval(statistics, confidence=confidence)
+    return BootstrapInterval(float(values.mean()), low, high)
+
+
+def weighted_average_precision(scores: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Average precision of one score column under per-sample weights, for many weightings at once.
+
+    ``scores`` and ``labels`` are ``(N,)``; ``weights`` is ``(R, N)`` (e.g. bootstrap counts).  Each
+    row's AP is scikit-learn's ``average_precision_score(labels, scores, sample_weight=row)``: tied
+    scores form one threshold.  NaN for a row whose positive weight is zero.
+
+    Examples
+    --------
+    >>> scores, labels = torch.tensor([0.9, 0.8, 0.3, 0.1]), torch.tensor([1.0, 0.0, 1.0, 0.0])
+    >>> weighted_average_precision(scores, labels, torch.ones(1, 4))  # (1 + 2/3) / 2
+    tensor([0.8333], dtype=torch.float64)
+    """
+    order = torch.argsort(scores.double(), descending=True, stable=True)
+    s, y = scores.double()[order], labels.double()[order]
+    w = weights.double()[:, order]
+    last = torch.ones_like(s, dtype=torch.bool)  # the end of each group of tied scores
+    last[:-1] = s[1:] != s[:-1]
+    ends = torch.flip(torch.cummin(torch.flip(torch.where(last, torch.arange(len(s), device=s.device),
+                                                          len(s)), [0]), 0).values, [0])
+    true_positive, seen = torch.cumsum(w * y, 1), torch.cumsum(w, 1)
+    precision = true_positive[:, ends] / seen[:, ends]
+    positive = (w * y).sum(1)
+    return (w * y * precision).sum(1) / positive
