@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from apkit.errors import ValidationError
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], *, binary: bool = False) -> Path:
     """Call ``write(handle)`` on a temporary file beside ``path``, then rename it over ``path``."""
@@ -21,11 +23,31 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], *, binary
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; a result is as readable as any file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def check_writable(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` if needed and check that files can be written in it, before any work is done."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".apkit-write-check-"):
+            pass
+    except OSError as exc:
+        raise ValidationError(f"cannot write to the folder {str(folder)!r} ({exc.strerror or exc}); "
+                              "pick another output folder") from exc
+    return folder
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -16,8 +16,9 @@ Examples
 from __future__ import annotations
 
 __all__ = [
-    "ATTRIBUTION_TITLES", "BENCH_PROFILE_NAMES", "COMPRESSION_METHOD_NAMES", "COMPRESSION_TITLES", "LAYER_KIND_NAMES",
-    "NAIVE", "PAPER_ATTRIBUTION_METHODS", "PAPER_DROP", "PAPER_MATCHING_SIZE", "PAPER_WEIGHTS", "PROTOCOL_NAMES",
+    "ATTRIBUTION_TITLES", "BENCH_PROFILE_NAMES", "COMPRESSION_METHOD_NAMES", "COMPRESSION_TITLES", "GATE_NAMES",
+    "LAYER_KIND_NAMES", "NAIVE", "PAPER_ATTRIBUTION_METHODS", "PAPER_DROP", "PAPER_MATCHING_SIZE", "PAPER_WEIGHTS",
+    "PROTOCOL_NAMES",
     "REGULARIZER_CHOICES", "REGULARIZER_NAMES", "REGULARIZER_TITLES", "SCHEDULE_NAMES", "SETTINGS_PROFILE_NAMES",
     "SIMILARITY_PAIR_NAMES", "TARGET_POLICY_NAMES", "TASK_NAMES", "scaled_weight",
 ]
@@ -80,6 +81,11 @@ def scaled_weight(weight: float, *, height: int, width: int) -> float:
 PROTOCOL_NAMES = ("voc", "imagenet")
 #: Which pairs the similarity to the teacher's maps uses (see ``apkit.evaluation.localization``).
 SIMILARITY_PAIR_NAMES = ("kept", "both", "all")
+
+#: Release gates of an audit (``--fail-under NAME=VALUE``), each judged on its interval's pessimistic
+#: end: a similarity at least VALUE (``cos``), a distance at most VALUE (``l2``), or a drop against
+#: the teacher of at most VALUE (the ``*_drop`` gates; scores as fractions, e.g. 0.01 = one point).
+GATE_NAMES = ("cos", "l2", "auc_drop", "pointing_drop", "map_drop", "map_class_drop", "f1_drop", "top1_drop")
 
 # ---------------------------------------------------------------------------------------- training
 TASK_NAMES = ("multilabel", "multiclass")

@@ -111,3 +111,21 @@ def plot_roar_curves(
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)
     return _save(figure, path)
+
+
+def plot_histograms(values: Mapping[str, torch.Tensor], path: str | os.PathLike, *, xlabel: str = "value",
+                    bins: int = 30) -> Path:
+    """Save overlaid histograms, one per name (e.g. the per-pair cosine of each student; NaN left out)."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(4.5, 3.2))
+    finite = {name: v.detach().double().cpu() for name, v in values.items()}
+    finite = {name: v[~torch.isnan(v)].numpy() for name, v in finite.items()}
+    low = min((float(v.min()) for v in finite.values() if len(v)), default=0.0)
+    high = max((float(v.max()) for v in finite.values() if len(v)), default=1.0)
+    for name, data in finite.items():
+        axis.hist(data, bins=bins, range=(low, high if high > low else low + 1.0), alpha=0.55, label=name)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel("pairs")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    return _save(figure, path)

@@ -26,7 +26,9 @@ HEADER = """\
 
 `apkit` is a thin command line over the Python API: each command parses its options, calls one
 API function and writes its output.  An invalid input ends with a one-line `apkit: error: ...`
-message and exit code 1.
+message and exit code 1.  `apkit audit --fail-under NAME=VALUE` is a release gate: when the
+pessimistic end of an interval crosses a threshold, the audit still writes its report, prints one
+`apkit: gate ... failed ...` line per failed gate and exits with code 3 (see `apkit audit` below).
 
 This page is generated from `apkit <command> --help` by `docs/make_cli_reference.py`; do not
 edit it by hand.

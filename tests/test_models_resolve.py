@@ -478,7 +478,7 @@ def _same(actual, expected, path="report"):
         assert actual == expected, path
 
 
-def run_audit(case, capsys, *extra, out="audit"):
+def run_audit(case, capsys, *extra, out="audit", expect=0):
     """``apkit audit`` on the saved files of ``case`` (plus ``extra`` options); returns (exit code, stdout, out dir)."""
     files, out_dir = case["files"], case["tmp"] / out
     args = ["audit", "--teacher", f"torchvision:mobilenet_v2={files['teacher']}",
@@ -486,7 +486,8 @@ def run_audit(case, capsys, *extra, out="audit"):
             "--num-classes", len(FOLDER_CLASSES), "--methods", "gradcam", "--tolerances", "0,3",
             "--device", "cpu", "--quiet", "--out", out_dir, *extra]
     code, stdout, err = _cli(args, capsys)
-    assert code == 0, err
+    assert code == expect, err
+    case["stderr"] = err
     return code, stdout, out_dir
 
 
@@ -503,3 +504,33 @@ def test_audit_of_a_pruned_torchvision_model_on_a_folder_matches_the_api(pruned_
     _same(report["pairs"], expected["pairs"])
     row = next(r for r in report["rows"] if r["model"] == "pruned")
     assert row["kept"] > 0 and not math.isnan(row["auc"]) and not math.isnan(row["cos"])
+    # The confidence: paired differences against the teacher, intervals from the same seeded bootstrap.
+    _same(report["comparisons"], expected["comparisons"])
+    _same(report["predictive_comparisons"], expected["predictive_comparisons"])
+    comparison = report["comparisons"][0]
+    assert comparison["common_pairs"] > 0 and comparison["cos"]["low"] <= comparison["cos"]["estimate"]
+    assert (out_dir / "report.html").stat().st_size > 10_000 and (out_dir / "figures" / "changed_pairs.png").exists()
+    assert "figures/changed_pairs.png" in (out_dir / "report.md").read_text()
+
+
+def test_audit_gates_exit_with_status_3(pruned_mobilenet, capsys):
+    case = pruned_mobilenet
+    # An impossible similarity and an impossible drop: both gates fail, one line each, status 3.
+    code, _, out_dir = run_audit(case, capsys, "--fail-under", "cos=1.01", "--fail-under", "auc_drop=-1",
+                                 "--resamples", "200", out="gated", expect=3)
+    failed = [line for line in case["stderr"].splitlines() if line.startswith("apkit: gate")]
+    assert len(failed) == 2 and "cos=1.01" in failed[0] and "auc_drop=-1" in failed[1]
+    assert (out_dir / "report.json").exists()  # the report is written all the same
+    # Generous gates pass.
+    run_audit(case, capsys, "--fail-under", "cos=-1", "--fail-under", "map_drop=1", "--resamples", "200",
+              out="passed", expect=0)
+
+
+@pytest.mark.parametrize("gate,fragment", [("cos", "NAME=VALUE"), ("cosine=0.9", "unknown gate 'cosine'"),
+                                           ("cos=high", "needs a number")])
+def test_malformed_gates_are_refused_before_any_work(pruned_mobilenet, capsys, gate, fragment, tmp_path):
+    files = pruned_mobilenet["files"]
+    code, _, err = _cli(["audit", "--teacher", f"torchvision:mobilenet_v2={files['teacher']}", "--student", "x.pt",
+                         "--fail-under", gate, "--out", tmp_path / "never"], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and fragment in err and "Traceback" not in err
+    assert not (tmp_path / "never").exists()

@@ -15,9 +15,8 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import torch
-
 from apkit.bench.stages import cell_keys, model_key
+from apkit.evaluation.comparison import common_pairs, pair_column
 from apkit.metrics.statistics import t_interval
 from apkit.names import ATTRIBUTION_TITLES, NAIVE, REGULARIZER_TITLES
 
@@ -74,28 +73,10 @@ def paired_difference(a: Mapping[str, list], b: Mapping[str, list], column: str)
     >>> paired_difference(a, b, "auc")  # only (0, 1) is kept by both
     (0.30000000000000004, 1)
     """
-
-    def table(pairs):
-        keys = torch.tensor(pairs["image"], dtype=torch.int64) * 1_000_003 + torch.tensor(pairs["class"])
-        values = torch.tensor([_number(v) for v in pairs[column]], dtype=torch.float64)
-        usable = torch.tensor(pairs["kept"], dtype=torch.bool) & ~torch.isnan(values)
-        return keys[usable], values[usable]
-
-    keys_a, values_a = table(a)
-    keys_b, values_b = table(b)
-    common, in_a, in_b = _intersect(keys_a, keys_b)
-    if not len(common):
+    in_a, in_b, _ = common_pairs(a, b, column=column)
+    if not len(in_a):
         return math.nan, 0
-    return float(values_a[in_a].mean() - values_b[in_b].mean()), len(common)
-
-
-def _intersect(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The keys in both (unique keys each), and their positions in ``a`` and in ``b``."""
-    order_a, order_b = torch.argsort(a), torch.argsort(b)
-    sorted_a, sorted_b = a[order_a], b[order_b]
-    where = torch.searchsorted(sorted_b, sorted_a).clamp(max=max(len(b) - 1, 0))
-    hit = (sorted_b[where] == sorted_a) if len(b) else torch.zeros_like(sorted_a, dtype=torch.bool)
-    return sorted_a[hit], order_a[hit], order_b[where[hit]]
+    return float(pair_column(a, column)[in_a].mean() - pair_column(b, column)[in_b].mean()), len(in_a)
 
 
 def verdicts(settings: Mapping[str, Any], evaluation: Mapping[str, dict],

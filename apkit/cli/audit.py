@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 from apkit.cli.group import DEVICE_HELP, SPEC_HELP, cli, comma_list, renamed_option
-from apkit.names import PROTOCOL_NAMES
+from apkit.names import GATE_NAMES, PROTOCOL_NAMES
+
+GATE_EXIT_CODE = 3
 
 
 @cli.command("audit")
@@ -30,22 +32,37 @@ from apkit.names import PROTOCOL_NAMES
 @click.option("--tolerance", "old_tolerance", type=int, default=None, hidden=True)
 @click.option("--samples", type=int, default=None,
               help="synthetic: number of evaluation images [500]; they are rendered at the teacher's input size.")
+@click.option("--fail-under", "gates", multiple=True, metavar="NAME=VALUE",
+              help="A release gate (repeatable), judged on the pessimistic end of the 95 % interval: cos=0.95 "
+                   "(similarity at least), l2=0.3 (distance at most), auc_drop=0.01, pointing_drop=0.02, map_drop, "
+                   "map_class_drop, f1_drop, top1_drop (drop against the teacher at most, as a fraction). A failed "
+                   f"gate prints one line and exits with status {GATE_EXIT_CODE}. "
+                   f"Names: {', '.join(GATE_NAMES)}.")
+@click.option("--resamples", type=int, default=1000, show_default=True,
+              help="Bootstrap resamples (over images) behind every interval.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="apkit-audit", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def audit_command(teacher, students, num_classes, data_spec, split, methods, protocol, tolerances, old_tolerance,
-                  samples, batch_size, device, out_dir, quiet):
+                  samples, gates, resamples, seed, batch_size, device, out_dir, quiet):
     """Audit compressed models against their original: accuracy, attribution quality against the masks
-    (ROC-AUC, pointing game) and similarity to the original's maps (cosine, normalised L2), per method.
+    (ROC-AUC, pointing game) and similarity to the original's maps (cosine, normalised L2), per method,
+    each student's differences from the original with 95 % intervals, and release gates.
 
-    Writes report.md, report.csv and report.json (with per-pair values) to --out.
+    Writes report.html (one self-contained page with the figures), report.md (linking figures/*.png),
+    report.csv and report.json (with every per-pair value) to --out.  Exit status: 0, 1 for bad
+    input, 3 when a --fail-under gate fails.
     """
+    from apkit._io import check_writable
     from apkit.distributed import init_from_environment, is_main_process
     from apkit.errors import ValidationError
-    from apkit.evaluation import audit_checkpoints
+    from apkit.evaluation import audit_checkpoints, parse_gates
 
     init_from_environment(device)  # under torchrun: join the process group
+    gates = parse_gates(gates)  # a malformed gate stops the command before any work
+    check_writable(out_dir)
     try:
         tolerance_list = [int(t) for t in comma_list(tolerances, "--tolerances")]
     except ValueError:
@@ -56,9 +73,14 @@ def audit_command(teacher, students, num_classes, data_spec, split, methods, pro
     report = audit_checkpoints(
         teacher, students, data=data_spec, split=split, attribution_methods=comma_list(methods, "--methods"),
         protocol=protocol, tolerances=tolerance_list, samples=samples, num_classes=num_classes,
-        batch_size=batch_size, device=device, progress=not quiet,
+        batch_size=batch_size, device=device, resamples=resamples, seed=seed, progress=not quiet,
     )
+    failures = report.gate(gates)
     if is_main_process():  # under torchrun every process holds the whole report; one writes it
         paths = report.save(out_dir)
         click.echo(report.to_markdown())
         click.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
+        for line in failures:
+            click.echo(f"apkit: {line}", err=True)
+    if failures:
+        raise SystemExit(GATE_EXIT_CODE)

@@ -4,18 +4,18 @@ For the teacher and every student, and every attribution method, an audit measur
 
 * predictive performance (per-image "mAP" as in the paper, per-class mAP, F1; top-1 for single-label data);
 * attribution quality against ground-truth masks (ROC-AUC, pointing game);
-* attribution similarity to the teacher's maps on the same (image, class) pairs (cosine, normalised L2).
+* attribution similarity to the teacher's maps on the same (image, class) pairs (cosine, normalised L2);
+
+and, for every student, the paired difference of each of these against the teacher with a 95 %
+interval from a seeded paired bootstrap over images, the per-class breakdown and the pairs whose
+maps changed most (:class:`~apkit.evaluation.report.AuditReport`).  The teacher's predictions and
+maps are computed once and shared by every student (:class:`~apkit.evaluation.maps.MapCache`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,105 +23,19 @@ from torch import nn
 
 from apkit import attribution
 from apkit._compat import ItemAccess, renamed_keywords
-from apkit._io import atomic_write_json, atomic_write_text
-from apkit._validation import check_choice, check_module, resolve_device
+from apkit._validation import check_choice, check_int, check_module, resolve_device
+from apkit.distributed import all_gather_rows
 from apkit.errors import ValidationError
+from apkit.evaluation.comparison import compare_attribution, compare_predictions, most_changed, per_class
 from apkit.evaluation.localization import localization_scores
 from apkit.evaluation.maps import MapCache
+from apkit.evaluation.report import AuditReport
 from apkit.names import PROTOCOL_NAMES
-from apkit.training import evaluate
+from apkit.training import classification_metrics, predict, resolve_task
 
 __all__ = ["AuditReport", "ModelAudit", "audit", "audit_model"]
 
 TEACHER = "teacher"
-ATTRIBUTION_COLUMNS = ("auc", "pointing", "cos", "l2")
-
-
-@dataclass
-class AuditReport:
-    """Results of :func:`audit`.
-
-    Attributes
-    ----------
-    predictive : dict
-        ``{model name: {metric: value}}``.
-    rows : list of dict
-        One row per (model, method): ``auc``, ``pointing``, ``cos``, ``l2`` and the pair counts.
-    pairs : dict
-        ``{(model, method): {column: list}}`` — the per-(image, class) values behind each row.
-    settings : dict
-        The audit's options, for the record.
-    """
-
-    predictive: dict[str, dict[str, float]] = field(default_factory=dict)
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    pairs: dict[tuple[str, str], dict[str, list]] = field(default_factory=dict)
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    def row(self, model: str, method: str) -> dict[str, Any]:
-        """The row of ``model`` and ``method``."""
-        for row in self.rows:
-            if row["model"] == model and row["method"] == method:
-                return row
-        raise ValidationError(f"no row for model {model!r} and method {method!r} in this report")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Everything, as plain JSON-ready data (per-pair values included)."""
-        return {
-            "settings": self.settings,
-            "predictive": self.predictive,
-            "rows": self.rows,
-            "pairs": [{"model": m, "method": k, **values} for (m, k), values in self.pairs.items()],
-        }
-
-    def to_markdown(self) -> str:
-        """Two tables: predictive metrics per model, attribution metrics per model and method."""
-        lines = ["| model | " + " | ".join(_predictive_columns(self.predictive)) + " |"]
-        lines.append("|---" * (1 + len(_predictive_columns(self.predictive))) + "|")
-        for name, values in self.predictive.items():
-            cells = [_fmt(values.get(c)) for c in _predictive_columns(self.predictive)]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines += ["", "| model | method | AUC | Point Acc | Cos | L2 | pairs kept |", "|---|---|---|---|---|---|---|"]
-        for row in self.rows:
-            cells = [_fmt(row[c]) for c in ATTRIBUTION_COLUMNS]
-            lines.append(f"| {row['model']} | {row['method']} | " + " | ".join(cells) + f" | {row['kept']} |")
-        return "\n".join(lines) + "\n"
-
-    def to_csv(self) -> str:
-        """The per-(model, method) rows as CSV, with the model's predictive metrics repeated on each row."""
-        buffer = io.StringIO()
-        columns = ["model", "method", *ATTRIBUTION_COLUMNS, "kept", "skipped"]
-        predictive = _predictive_columns(self.predictive)
-        writer = csv.writer(buffer)
-        writer.writerow(columns + predictive)
-        for row in self.rows:
-            extra = self.predictive.get(row["model"], {})
-            writer.writerow([row[c] for c in columns] + [extra.get(c) for c in predictive])
-        return buffer.getvalue()
-
-    def save(self, out_dir: str | os.PathLike) -> dict[str, Path]:
-        """Write ``report.md``, ``report.csv`` and ``report.json`` (atomically) under ``out_dir``."""
-        out = Path(out_dir)
-        return {
-            "markdown": atomic_write_text(out / "report.md", self.to_markdown()),
-            "csv": atomic_write_text(out / "report.csv", self.to_csv()),
-            "json": atomic_write_json(out / "report.json", self.to_dict()),
-        }
-
-
-def _predictive_columns(predictive: Mapping[str, Mapping[str, float]]) -> list[str]:
-    columns: list[str] = []
-    for values in predictive.values():
-        columns += [c for c in values if c not in columns]
-    return columns
-
-
-def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
 
 
 def _named_students(students: nn.Module | Sequence[nn.Module] | Mapping[str, nn.Module]) -> dict[str, nn.Module]:
@@ -131,6 +45,8 @@ def _named_students(students: nn.Module | Sequence[nn.Module] | Mapping[str, nn.
         named = dict(students)
     else:
         named = {f"student{i}" if len(students) > 1 else "student": s for i, s in enumerate(students)}
+    if not named:
+        raise ValidationError("students is empty: pass at least one compressed model, e.g. {'pruned': model}")
     for name, model in named.items():
         check_module(model, f"student {name!r}")
         if name == TEACHER:
@@ -150,11 +66,16 @@ class ModelAudit(ItemAccess):
         ``{attribution method: {auc, pointing, pointing@t, cos, l2, kept, skipped, ...}}``.
     pairs : dict
         ``{attribution method: {column: list}}``, the per-(image, class) values behind ``methods``.
+    logits, labels : Tensor or None
+        The model's logits and the labels of the classification set (every process's share), for
+        paired comparisons; not part of :meth:`to_dict`.
     """
 
     predictive: dict[str, float] = field(default_factory=dict)
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
     pairs: dict[str, dict[str, list]] = field(default_factory=dict)
+    logits: torch.Tensor | None = field(default=None, repr=False)
+    labels: torch.Tensor | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-ready data."""
@@ -194,9 +115,17 @@ def audit_model(
     ModelAudit
     """
     tolerances = _check_tolerances(tolerances)
+    if not attribution_methods:
+        raise ValidationError("attribution_methods is empty: name at least one, e.g. ['gradcam'] (apkit list)")
     scoring_set = dataset if classification_set is None else classification_set
-    result = ModelAudit(predictive=evaluate(model, scoring_set, task=getattr(scoring_set, "task", None),
-                                            device=device, batch_size=batch_size, progress=progress))
+    task = resolve_task(getattr(scoring_set, "task", None), scoring_set)
+    logits, labels = predict(model, scoring_set, device=device, batch_size=batch_size, progress=progress)
+    classes = getattr(scoring_set, "num_classes", None)
+    if classes is not None and logits.shape[1] != classes:
+        raise ValidationError(f"the model has {logits.shape[1]} outputs but the data has {classes} classes; "
+                              "audit it on data of its own classes (or pass num_classes that match)")
+    result = ModelAudit(predictive=classification_metrics(logits, labels, task=task),
+                        logits=all_gather_rows(logits), labels=all_gather_rows(labels))
     for method in attribution_methods:
         # One set of maps serves every tolerance.
         scores = localization_scores(model, dataset, method=method, teacher=teacher, protocol=protocol,
@@ -205,6 +134,37 @@ def audit_model(
         result.methods[method] = {k: v for k, v in scores.summary().items() if not isinstance(v, (list, dict))}
         result.pairs[method] = scores.pair_values()
     return result
+
+
+def _layers(model: nn.Module, methods: Sequence[str]) -> dict[str, str | None]:
+    """The layer each method explains (``None``: the input)."""
+    return {m: getattr(attribution.ATTRIBUTION_METHODS.get(m)(model), "layer", None) for m in methods}
+
+
+def _examples(teacher, named, dataset, pairs, method, count, device) -> dict[str, Any]:
+    """Images, masks and every model's maps of the pairs whose maps changed most, for the figures."""
+    lowest: dict[tuple[int, int], float] = {}
+    for name in named:
+        for row in most_changed(pairs[(name, method)], count):
+            key = (row["image"], row["class"])
+            lowest[key] = min(lowest.get(key, 2.0), row["cos"])
+    chosen = sorted(lowest, key=lowest.get)[:count]
+    if not chosen:
+        return {}
+    items = [dataset[i] for i, _ in chosen]
+    images = torch.stack([item[0] for item in items]).to(device)
+    masks = torch.stack([item[2] for item in items])
+    targets = torch.stack([torch.arange(len(chosen)), torch.tensor([c for _, c in chosen])], 1).to(device)
+    maps = {name: attribution.explain(model, images, targets, method=method).cpu()
+            for name, model in {TEACHER: teacher, **named}.items()}
+    mean, std = getattr(dataset, "mean", None), getattr(dataset, "std", None)
+    shown = images.cpu()
+    if mean is not None and std is not None:
+        shown = (shown * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1)).clamp(0, 1)
+    names = getattr(dataset, "classes", None)
+    titles = [f"{i}: {names[c] if names else c}" for i, c in chosen]
+    objects = masks.long() == torch.tensor([c + 1 for _, c in chosen]).view(-1, 1, 1)
+    return {"images": shown, "masks": objects, "maps": maps, "titles": titles, "pairs": chosen}
 
 
 @renamed_keywords(methods="attribution_methods", tolerance=("tolerances", lambda t: (t,)))
@@ -219,6 +179,10 @@ def audit(
     tolerances: Sequence[int] = (0,),
     batch_size: int = 32,
     device: str | torch.device | None = None,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    examples: int = 6,
     progress: bool = True,
 ) -> AuditReport:
     """Compare compressed models with their original on predictions and attribution maps.
@@ -232,7 +196,7 @@ def audit(
     dataset : torch.utils.data.Dataset
         A segmentation dataset whose items are ``(image, label, mask)``.
     attribution_methods : sequence of str
-        Attribution methods (``apkit list`` shows them).
+        Attribution methods (``apkit list`` shows them); the first is the one of the figures.
     protocol : {"voc", "imagenet"}
         ``"voc"``: maps for every ground-truth class the model predicts correctly;
         ``"imagenet"``: the model's top-1 class for every image.
@@ -245,6 +209,10 @@ def audit(
         Images per batch.
     device : str or torch.device, optional
         ``"cpu"``, ``"cuda"`` or ``None`` for CUDA when available.
+    resamples, confidence, seed : int, float, int
+        The paired bootstrap over images behind every interval of the comparisons.
+    examples : int
+        How many of the most-changed pairs the figures show.
     progress : bool
         Show progress bars.
 
@@ -254,27 +222,61 @@ def audit(
     """
     check_module(teacher, "teacher")
     named = _named_students(students)
+    if not attribution_methods:
+        raise ValidationError("attribution_methods is empty: name at least one, e.g. ['gradcam'] (apkit list)")
     for method in attribution_methods:
         attribution.ATTRIBUTION_METHODS.get(method)
     check_choice(protocol, "protocol", PROTOCOL_NAMES)
     tolerances = _check_tolerances(tolerances)
+    check_int(resamples, "resamples", minimum=1)
+    check_int(examples, "examples", minimum=0)
     device = resolve_device(device)
     report = AuditReport(settings={
-        "attribution_methods": list(attribution_methods), "protocol": protocol, "tolerances": list(tolerances),
-        "batch_size": batch_size, "device": str(device), "students": list(named),
+        "attribution_methods": list(attribution_methods), "primary": attribution_methods[0], "protocol": protocol,
+        "tolerances": list(tolerances), "batch_size": batch_size, "device": str(device), "students": list(named),
+        "resamples": resamples, "confidence": confidence, "seed": seed,
     })
     # The teacher's logits and maps are computed once and read by every student's comparison.
     teacher_cache = MapCache(teacher)
+    results = {}
     for name, model in {TEACHER: teacher, **named}.items():
         is_teacher = name == TEACHER
-        result = audit_model(
+        results[name] = audit_model(
             model, dataset, teacher=None if is_teacher else teacher, attribution_methods=attribution_methods,
             protocol=protocol, tolerances=tolerances, classification_set=classification_set, batch_size=batch_size,
             device=device, cache=teacher_cache if is_teacher else None,
             teacher_cache=None if is_teacher else teacher_cache, progress=progress,
         )
-        report.predictive[name] = result.predictive
+        report.predictive[name] = results[name].predictive
+        report.layers[name] = _layers(model, attribution_methods)
         for method in attribution_methods:
-            report.rows.append({"model": name, "method": method, **result.methods[method]})
-            report.pairs[(name, method)] = result.pairs[method]
+            report.rows.append({"model": name, "method": method, **results[name].methods[method]})
+            report.pairs[(name, method)] = results[name].pairs[method]
+    _compare(report, results, named, dataset, classification_set, tolerances)
+    report.examples = _examples(teacher, named, dataset, report.pairs, attribution_methods[0], examples, device)
     return report
+
+
+def _compare(report: AuditReport, results: Mapping[str, ModelAudit], named, dataset, classification_set,
+             tolerances) -> None:
+    """Fill the report's comparisons of every student with the teacher."""
+    settings = report.settings
+    options = {"resamples": settings["resamples"], "confidence": settings["confidence"], "seed": settings["seed"]}
+    scoring_set = dataset if classification_set is None else classification_set
+    task = resolve_task(getattr(scoring_set, "task", None), scoring_set)
+    teacher = results[TEACHER]
+    classes = getattr(dataset, "classes", None)
+    for method in settings["attribution_methods"]:
+        report.per_class += [{"model": TEACHER, "method": method, **row}
+                             for row in per_class(teacher.pairs[method], classes)]
+    for name in named:
+        mine = results[name]
+        report.predictive_comparisons[name] = compare_predictions(
+            mine.logits, teacher.logits, teacher.labels, task=task, **options)
+        for method in settings["attribution_methods"]:
+            comparison = compare_attribution(mine.pairs[method], teacher.pairs[method], tolerances=tolerances,
+                                             **options)
+            report.comparisons.append({"model": name, "method": method, **comparison})
+            report.per_class += [{"model": name, "method": method, **row} for row in per_class(mine.pairs[method],
+                                                                                               classes)]
+            report.changed += [{"model": name, "method": method, **row} for row in most_changed(mine.pairs[method])]

@@ -16,7 +16,7 @@ Examples
 (10, 30, 40)
 """
 
-from apkit.training.evaluate import METRIC_NAMES, evaluate
+from apkit.training.evaluate import METRIC_NAMES, classification_metrics, evaluate, predict, resolve_task
 from apkit.training.loop import FitResult, fit, seed_everything
 from apkit.training.objectives import TaskObjective, class_targets, task_loss
 from apkit.training.pipeline import TrainingReport, datasets_for, train_model
@@ -25,5 +25,6 @@ from apkit.training.state import CHECKPOINT_NAME
 
 __all__ = [
     "CHECKPOINT_NAME", "METRIC_NAMES", "RECIPES", "FitResult", "Recipe", "TaskObjective", "TrainingReport",
-    "class_targets", "datasets_for", "evaluate", "fit", "seed_everything", "task_loss", "train_model",
+    "classification_metrics", "resolve_task",
+    "class_targets", "datasets_for", "evaluate", "fit", "predict", "seed_everything", "task_loss", "train_model",
 ]

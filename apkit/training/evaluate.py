@@ -23,7 +23,8 @@ from apkit.metrics.classification import (
 from apkit.names import TASK_NAMES
 from apkit.training.objectives import task_loss
 
-__all__ = ["DEFAULT_SELECT", "METRIC_NAMES", "evaluate", "resolve_task", "split_batch"]
+__all__ = ["DEFAULT_SELECT", "METRIC_NAMES", "classification_metrics", "evaluate", "predict", "resolve_task",
+           "split_batch"]
 
 # Metrics evaluate() returns per task; all but "loss" are better when higher.
 METRIC_NAMES = {"multilabel": ("map_class", "map_image", "f1", "loss"), "multiclass": ("top1", "loss")}
@@ -98,20 +99,38 @@ def evaluate(
     >>> metrics["map_class"], metrics["map_image"], metrics["f1"]
     (1.0, 1.0, 1.0)
     """
-    check_dataset(dataset)
     task = resolve_task(task, dataset)
+    threshold = check_float(threshold, "threshold")
+    logits, labels = predict(model, dataset, device=device, batch_size=batch_size, num_workers=num_workers,
+                             progress=progress)
+    return classification_metrics(logits, labels, task=task, threshold=threshold)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset: Any, *, device: str | torch.device | None = None, batch_size: int = 100,
+            num_workers: int = 0, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's float logits and the labels of this process's share of ``dataset``, in dataset order.
+
+    Under torchrun each process predicts a disjoint, unpadded share (images ``rank, rank + W, ...``);
+    in one process, every image.  :func:`evaluate` turns them into metrics.
+
+    Examples
+    --------
+    >>> from torch.utils.data import TensorDataset
+    >>> logits, labels = predict(torch.nn.Identity(), TensorDataset(torch.eye(3), torch.eye(3)), device="cpu")
+    >>> logits.shape, bool(torch.equal(logits, labels))
+    (torch.Size([3, 3]), True)
+    """
+    check_dataset(dataset)
     device = local_device(resolve_device(device))
     check_int(batch_size, "batch_size", minimum=1)
     check_int(num_workers, "num_workers", minimum=0)
-    threshold = check_float(threshold, "threshold")
     model = unwrap(check_module(model))
-
     rank, world = world_info()
     # A disjoint, unpadded share per process, so that the gathered results are exactly the dataset.
     indices = range(rank, len(dataset), world) if world > 1 else None
     loader = DataLoader(dataset, batch_size=batch_size, sampler=indices, shuffle=False, num_workers=num_workers,
                         pin_memory=device.type == "cuda")
-
     logits_all, labels_all = [], []
     with evaluating(model, device=device):
         for batch in tqdm(loader, desc="evaluate", leave=False, disable=not (progress and rank == 0)):
@@ -120,11 +139,12 @@ def evaluate(
             labels_all.append(labels)
     logits = torch.cat(logits_all) if logits_all else torch.empty(0, device=device)
     labels = torch.cat(labels_all) if labels_all else torch.empty(0, device=device)
-    return _classification_metrics(logits, labels, task=task, threshold=threshold)
+    return logits, labels
 
 
-def _classification_metrics(logits: torch.Tensor, labels: torch.Tensor, *, task: str,
-                            threshold: float) -> dict[str, float]:
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, *, task: str,
+                           threshold: float = 0.5) -> dict[str, float]:
+    """The metrics :func:`evaluate` returns, from predictions already made (this process's share)."""
     # Sums and counts are added over processes; per-class AP needs every score, so those are gathered.
     # Metrics are computed in float64 (exact counts and precisions; float32 logits convert exactly).
     dtype = torch.float64 if logits.device.type != "mps" else torch.float32
