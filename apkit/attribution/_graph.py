@@ -1,11 +1,12 @@
 """Rule-based backward passes over a traced module graph, shared by LRP, Excitation Backprop and RAP.
 
-The model is traced once with ``torch.fx`` into a graph of calls.  A forward pass over the graph
-stores every intermediate value of the images; a backward walk then sends "relevance" from the
-target logit to the input (or to a named layer), node by node, with a method-specific
-:class:`Rules` object for the layers that carry weights and for additions.  Working on the graph
-rather than with module hooks is what makes two things simple: a module called twice (the one
-``relu`` of a torchvision BasicBlock) is two nodes, and a residual addition is a node of its own.
+The model is traced once with ``torch.fx`` (in eval mode) into a graph of calls.  A forward pass
+over the graph stores every intermediate value of the images; a backward walk then sends
+"relevance" from the target logit to the input (or to a named layer), node by node, with a
+method-specific :class:`Rules` object for the layers that carry weights and for additions.
+Working on the graph rather than with module hooks is what makes two things simple: a module
+called twice (the one ``relu`` of a torchvision BasicBlock) is two nodes, and a residual addition
+is a node of its own.
 
 Relevance is batched over (image, class) pairs: per-image quantities (activations, the
 denominators of the rules) are computed once per image and gathered for the pairs, so many
@@ -14,10 +15,28 @@ classes of one image cost one forward pass.
 What every method shares:
 
 * a BatchNorm that directly follows a convolution or linear layer is folded into it (exact in
-  eval mode); any other BatchNorm, ReLU, dropout and identity pass relevance unchanged;
+  eval mode); any other BatchNorm, dropout, identity and torchvision's ``StochasticDepth``
+  (identity in eval mode) pass relevance unchanged;
+* **pass-through rule** for the elementwise activations ReLU, ReLU6, LeakyReLU (slope >= 0),
+  Hardswish, SiLU, GELU, ELU, CELU, SELU and Mish: relevance passes unchanged, as zennit's
+  ``Pass`` rule does for activations.  Each keeps the sign of its input (or gives 0), so the
+  rule of the layer above, which splits relevance by the signs of its inputs, sees the same
+  split below the activation;
+* **gate rule** for a product ``x * gate`` (``operator.mul``, ``torch.mul``, ``Tensor.mul``)
+  whose gate is the output of a Sigmoid or Hardsigmoid (module, function or method, possibly
+  reshaped, unsqueezed or expanded), as in torchvision's ``SqueezeExcitation``: the gate is a
+  constant weight on ``x``, relevance flows to ``x`` unchanged and the gate branch gets none (the
+  usual LRP practice for multiplicative gates).  The gate is told by this structure, not by
+  its shape; ``x`` must have the product's shape (the gate broadcasts onto it, e.g. with
+  singleton spatial dimensions).  A product with a number passes relevance to the tensor.  A
+  Sigmoid or Hardsigmoid that relevance would have to cross is not supported;
 * max-pooling is winner-take-all (relevance follows the gradient to the arg-max);
 * average pooling (and spatial means) use the proportional rule ``R_in = x * T(R / pool(x))``;
 * reshapes and concatenations reshape or split relevance.
+
+Which nodes relevance reaches is known from the graph alone, so every unsupported node on the
+way (and only those: nothing below a stop layer, nothing in a gate branch) is listed in one
+error when the plan is made, before any relevance is computed.
 
 Unstructured pruning masks (``weight_orig`` / ``weight_mask``) are applied: rules see the
 effective weight.
@@ -26,53 +45,81 @@ effective weight.
 from __future__ import annotations
 
 import abc
+import builtins
+import contextlib
 import inspect
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import StochasticDepth, stochastic_depth
 
-from apkit.attribution.base import Method, check_classes
+from apkit._modules import evaluating
+from apkit.attribution.base import Method, check_classes, check_layer_output
 from apkit.errors import ValidationError
 
 # Node kinds, by module type, function and method name.
-_IDENTITY_MODULES = (nn.ReLU, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
+_PASS_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish, nn.SiLU, nn.GELU, nn.ELU, nn.CELU, nn.SELU,
+                 nn.Mish)
+_IDENTITY_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity, StochasticDepth)
 _GRADIENT_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
 _NORM_MODULES = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 # How the backward walk treats each kind of module (the first match wins).
 _MODULE_KINDS = (
-    ((nn.Conv2d, nn.Linear), "linear"), (_BATCHNORMS, "batchnorm"), (_IDENTITY_MODULES, "identity"),
-    (_GRADIENT_MODULES, "gradient"), (_NORM_MODULES, "norm"), (nn.Flatten, "reshape"),
+    ((nn.Conv2d, nn.Linear), "linear"), (_BATCHNORMS, "batchnorm"), (_PASS_MODULES, "identity"),
+    (_IDENTITY_MODULES, "identity"), ((nn.Sigmoid, nn.Hardsigmoid), "sigmoid"), (_GRADIENT_MODULES, "gradient"),
+    (_NORM_MODULES, "norm"), (nn.Flatten, "reshape"),
 )
 _FUNCTIONS = {
-    F.relu: "identity", torch.relu: "identity", F.dropout: "identity",
-    operator.add: "add", torch.add: "add",
-    torch.flatten: "reshape", torch.reshape: "reshape",
+    F.relu: "identity", torch.relu: "identity", F.relu6: "identity", F.leaky_relu: "identity",
+    F.hardswish: "identity", F.silu: "identity", F.gelu: "identity", F.elu: "identity", F.celu: "identity",
+    F.selu: "identity", torch.selu: "identity", F.mish: "identity", F.dropout: "identity",
+    torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", F.hardsigmoid: "sigmoid",
+    operator.add: "add", torch.add: "add", operator.mul: "mul", torch.mul: "mul",
+    torch.flatten: "reshape", torch.reshape: "reshape", torch.unsqueeze: "broadcast",
     torch.cat: "cat",
     F.max_pool2d: "gradient", F.adaptive_max_pool2d: "gradient",
     F.avg_pool2d: "norm", F.adaptive_avg_pool2d: "norm", torch.mean: "norm",
+    builtins.getattr: "shape",
 }
 _METHODS = {
-    "relu": "identity", "contiguous": "identity",
-    "add": "add", "__add__": "add",
+    "relu": "identity", "contiguous": "identity", "sigmoid": "sigmoid",
+    "add": "add", "__add__": "add", "mul": "mul", "__mul__": "mul",
     "view": "reshape", "reshape": "reshape", "flatten": "reshape",
-    "mean": "norm",
+    "expand": "broadcast", "expand_as": "broadcast", "unsqueeze": "broadcast",
+    "mean": "norm", "size": "shape", "dim": "shape",
 }
 SUPPORTED = (
-    "Conv2d, Linear (each with an optional BatchNorm folded in), BatchNorm, ReLU, Dropout, Identity, "
-    "MaxPool, AvgPool, AdaptiveAvgPool, AdaptiveMaxPool, Flatten, torch.flatten/reshape/view, "
-    "mean, torch.cat and tensor additions"
+    "Conv2d, Linear (each with an optional BatchNorm folded in), BatchNorm, the activations ReLU, ReLU6, "
+    "LeakyReLU, Hardswish, SiLU, GELU, ELU, CELU, SELU and Mish (relevance passes unchanged), products "
+    "x * gate with a Sigmoid or Hardsigmoid gate (squeeze-and-excitation), Dropout, Identity, StochasticDepth, "
+    "MaxPool, AvgPool, AdaptiveAvgPool, AdaptiveMaxPool, Flatten, torch.flatten/reshape/view, mean, torch.cat "
+    "and tensor additions"
 )
+# Kinds whose nodes the backward walk cannot cross; "shape" nodes (x.size()) carry no relevance at all.
+_UNSUPPORTED = ("unknown", "sigmoid", "mul", "broadcast")
+
+
+def negligible(dtype: torch.dtype) -> float:
+    """Largest denominator that counts as zero: the square root of the smallest normal number (1e-154 in
+    float64, 1e-19 in float32; the smallest normal itself for 16-bit types).
+
+    Rules compute ``x * T(R / z)``: with activations that are never exactly zero (SiLU, GELU far
+    below 0 give 1e-300 and the like), ``R / z`` would overflow before ``x`` brings it back, and
+    ``inf * 0`` is NaN.  Such units carry no relevance, as with zennit's stabilizer.
+    """
+    info = torch.finfo(dtype)
+    return info.tiny ** 0.5 if info.bits >= 32 else info.tiny
 
 
 def safe_div(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
-    """``numerator / denominator`` where the denominator is non-zero, 0 where it is zero."""
-    return torch.where(denominator != 0, numerator / denominator, 0.0)
+    """``numerator / denominator`` where the denominator is non-zero, 0 where it is zero (or negligible)."""
+    return torch.where(denominator.abs() > negligible(denominator.dtype), numerator / denominator, 0.0)
 
 
 def safe_inverse(denominator: torch.Tensor) -> torch.Tensor:
@@ -158,18 +205,50 @@ class Rules(abc.ABC):
 
 
 class _Tracer(fx.Tracer):
-    """Keeps the stop layer (and the usual torch.nn modules) as single calls."""
+    """Keeps the stop layer, torchvision's StochasticDepth (and the usual torch.nn modules) as single calls."""
 
     def __init__(self, stop: str | None):
         super().__init__()
         self.stop = stop
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return qualified_name == self.stop or super().is_leaf_module(module, qualified_name)
+        return (qualified_name == self.stop or isinstance(module, StochasticDepth)
+                or super().is_leaf_module(module, qualified_name))
+
+
+def _trace(model: nn.Module, stop: str | None) -> fx.Graph:
+    """The graph of ``model``, traced in eval mode: flags read while tracing (``F.dropout(training=...)``,
+    stochastic depth) are then those of attribution."""
+    try:
+        with evaluating(model):
+            return _Tracer(stop).trace(model)
+    except Exception as exc:  # torch.fx raises many types for untraceable code
+        raise ValidationError(
+            f"LRP, Excitation Backprop and RAP need a model torch.fx can trace; tracing "
+            f"{type(model).__name__} failed: {exc}"
+        ) from exc
+
+
+def _module_kind(module: nn.Module) -> str:
+    if isinstance(module, nn.Conv2d) and module.padding_mode != "zeros":
+        return "unknown"
+    if isinstance(module, nn.LeakyReLU) and module.negative_slope < 0:
+        return "unknown"  # it flips the sign of negative inputs: the pass-through rule does not apply
+    return next((kind for types, kind in _MODULE_KINDS if isinstance(module, types)), "unknown")
+
+
+def _function_kind(node: fx.Node) -> str:
+    if node.target is stochastic_depth:  # identity only when called with training=False (eval-mode tracing)
+        training = node.args[3] if len(node.args) > 3 else node.kwargs.get("training", True)
+        return "identity" if training is False else "unknown"
+    return _FUNCTIONS.get(node.target, "unknown")
 
 
 class Plan:
     """The traced graph of ``model`` with every node classified, ready for forward/backward passes.
+
+    Raises :class:`~apkit.errors.ValidationError` listing every node that relevance would have to
+    cross and no rule supports.
 
     Parameters
     ----------
@@ -180,13 +259,7 @@ class Plan:
 
     def __init__(self, model: nn.Module, stop: str | None = None):
         self.model = model
-        try:
-            self.graph = _Tracer(stop).trace(model)
-        except Exception as exc:  # torch.fx raises many types for untraceable code
-            raise ValidationError(
-                f"LRP, Excitation Backprop and RAP need a model torch.fx can trace; tracing "
-                f"{type(model).__name__} failed: {exc}"
-            ) from exc
+        self.graph = _trace(model, stop)
         self.nodes = list(self.graph.nodes)
         self.modules = dict(model.named_modules())
         placeholders = [n for n in self.nodes if n.op == "placeholder"]
@@ -203,8 +276,11 @@ class Plan:
             if not calls:
                 raise ValidationError(f"layer {stop!r} is not called in the model's forward pass")
             self.stop = calls[-1]  # a module called several times: its last call, as forward hooks see it
+        self.reasons: dict[fx.Node, str] = {}  # why a node is unsupported, where its type alone does not say
         self.kind = {node: self._classify(node) for node in self.nodes}
+        self.carriers = self._gates()
         self.layers = self._linear_layers()
+        self._check_supported()
         self.shapes: dict[fx.Node, torch.Size] = {}  # filled by forward()
 
     # -- classification --------------------------------------------------------------------------
@@ -212,15 +288,93 @@ class Plan:
         if node is self.stop:
             return "stop"
         if node.op == "call_module":
-            module = self.modules[node.target]
-            if isinstance(module, nn.Conv2d) and module.padding_mode != "zeros":
-                return "unknown"
-            return next((kind for types, kind in _MODULE_KINDS if isinstance(module, types)), "unknown")
+            return _module_kind(self.modules[node.target])
         if node.op == "call_function":
-            return _FUNCTIONS.get(node.target, "unknown")
+            return _function_kind(node)
         if node.op == "call_method":
             return _METHODS.get(node.target, "unknown")
         return node.op  # placeholder, get_attr, output
+
+    def _gates(self) -> dict[fx.Node, fx.Node]:
+        """Products that the gate rule covers (their kind becomes "gate"), each with the operand that carries
+        relevance; any other product stays "mul" (unsupported), with the reason."""
+        carriers = {}
+        for node in self.nodes:
+            if self.kind[node] == "mul":
+                carrier = self._carrier(node)
+                if carrier is not None:
+                    carriers[node], self.kind[node] = carrier, "gate"
+        return carriers
+
+    def _carrier(self, node: fx.Node) -> fx.Node | None:
+        operands = list(node.args)
+        tensors = [a for a in operands if isinstance(a, fx.Node)]
+        if len(operands) != 2 or node.kwargs or not tensors:
+            self.reasons[node] = "a product the gate rule does not cover"
+            return None
+        if len(tensors) == 1:  # x * c: the z-rule of a one-input map passes relevance unchanged, if c keeps signs
+            number = operands[1] if operands[0] is tensors[0] else operands[0]
+            if isinstance(number, (int, float)) and number > 0:
+                return tensors[0]
+            self.reasons[node] = f"a product with {number!r}, not a positive number"
+            return None
+        gates = [a for a in tensors if self._is_gate(a)]
+        if len(gates) == 1:
+            return tensors[1] if gates[0] is tensors[0] else tensors[0]
+        self.reasons[node] = ("a product of two Sigmoid/Hardsigmoid gates" if gates else
+                              "a product of two tensors, neither the output of a Sigmoid/Hardsigmoid gate")
+        return None
+
+    def _is_gate(self, node: fx.Node) -> bool:
+        """Whether ``node`` is the output of a sigmoid, possibly reshaped, unsqueezed or expanded."""
+        while self.kind.get(node) in ("reshape", "broadcast") and node.args and isinstance(node.args[0], fx.Node):
+            node = node.args[0]
+        return self.kind.get(node) == "sigmoid"
+
+    def _relevance_sources(self, node: fx.Node) -> list[fx.Node]:
+        """The nodes the backward walk sends ``node``'s relevance to (for an unsupported node: all its inputs,
+        so that the walk finds every unsupported node behind it too)."""
+        kind = self.kind[node]
+        if kind in ("identity", "reshape", "gradient", "norm"):
+            return [node.args[0]]
+        if kind == "linear":
+            return [self.sources[node]]
+        if kind == "gate":
+            return [self.carriers[node]]
+        if kind == "add":
+            return [a for a in node.args if isinstance(a, fx.Node)]
+        if kind == "cat":
+            return list(node.args[0])
+        if kind in _UNSUPPORTED:
+            return node.all_input_nodes
+        return []  # stop, placeholder, get_attr, shape queries
+
+    def _reached(self) -> set[fx.Node]:
+        """The nodes relevance reaches from the logits before the walk ends (at the stop layer or the input)."""
+        target = self.stop if self.stop is not None else self.input
+        position = {node: index for index, node in enumerate(self.nodes)}
+        reached: set[fx.Node] = set()
+        todo = [self.output]
+        while todo:
+            node = todo.pop()
+            if node in reached or position[node] < position[target]:  # the walk never visits nodes below it
+                continue
+            reached.add(node)
+            if node is not target:
+                todo.extend(n for n in self._relevance_sources(node) if isinstance(n, fx.Node))
+        return reached
+
+    def _check_supported(self) -> None:
+        """One error listing every node relevance would reach and no rule covers (none in a gate branch or
+        below the stop layer), raised before anything is computed."""
+        reached = self._reached()
+        unsupported = [node for node in self.nodes if node in reached and self.kind[node] in _UNSUPPORTED]
+        if unsupported:
+            listed = "; ".join(self._describe(node) for node in unsupported)
+            raise ValidationError(
+                f"relevance rules do not support {len(unsupported)} node(s) of {type(self.model).__name__}: "
+                f"{listed}; supported: {SUPPORTED}"
+            )
 
     def _linear_layers(self) -> dict[fx.Node, LinearLayer]:
         """Weighted layers, with BatchNorms folded, and their first/top flags."""
@@ -312,8 +466,9 @@ class Plan:
             kwargs["inplace"] = False  # every intermediate value must survive for the backward walk
         if node.op == "call_module":
             module = self.modules[node.target]
-            if isinstance(module, nn.ReLU):
-                return F.relu(args[0])
+            if getattr(module, "inplace", False) is True and args and isinstance(args[0], torch.Tensor):
+                # ReLU6(inplace=True) and the like would overwrite a value the backward walk may still read
+                args = (args[0].clone(), *args[1:])
             return module(*args, **kwargs)
         if node.op == "call_function":
             return node.target(*args, **kwargs)
@@ -354,45 +509,83 @@ class Plan:
         first = node.args[0] if node.args else None
         if kind == "identity":
             return [(first, r)]
+        if kind == "gate":
+            return self._through_gate(node, r)
         if kind == "reshape":
             return [(first, r.reshape(len(r), *self.shapes[first][1:]))]
         if kind == "linear":
             source = self.sources[node]
             return [(source, rules.linear(self.layers[node], env[source], images, r))]
         if kind in ("gradient", "norm"):
-            function = self._function(node, env)
-            with torch.enable_grad():
-                x = env[first][images].requires_grad_()
-                y = function(x)
-                cotangent = r if kind == "gradient" else safe_div(r, y.detach())
-                (grad,) = torch.autograd.grad(y, x, cotangent)
-            return [(first, grad if kind == "gradient" else x.detach() * grad)]
+            return self._through_pool(node, env, images, r)
         if kind == "add":
-            terms = [a for a in node.args if isinstance(a, fx.Node) and isinstance(env[a], torch.Tensor)]
-            shapes_differ = any(self.shapes[a] != self.shapes[node] for a in terms)
-            if len(terms) != len(node.args) or node.kwargs or shapes_differ:
-                raise ValidationError(
-                    f"relevance rules support the sum of equally shaped tensors only, not {node.format_node()}"
-                )
-            shares = rules.add([env[a][images] for a in terms], env[node][images], r)
-            return list(zip(terms, shares))
+            return self._through_add(node, env, images, r, rules)
         if kind == "cat":
-            tensors = node.args[0]
-            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
-            if dim == 0:
-                raise ValidationError("torch.cat along the batch dimension is not supported by relevance rules")
-            sizes = [self.shapes[t][dim] for t in tensors]
-            return list(zip(tensors, torch.split(r, sizes, dim=dim)))
-        raise ValidationError(
-            f"relevance rules do not support {node.format_node()} ({self._describe(node)}); supported: {SUPPORTED}"
-        )
+            return self._through_cat(node, r)
+        # Not reached: the plan refused every node of another kind on the way (_check_supported).
+        raise ValidationError(f"relevance rules do not support {self._describe(node)}; supported: {SUPPORTED}")
+
+    def _through_gate(self, node: fx.Node, r: torch.Tensor):
+        """The gate rule: relevance goes to the gated tensor unchanged, none to the gate."""
+        carrier = self.carriers[node]
+        if self.shapes.get(carrier) != self.shapes.get(node):
+            raise ValidationError(
+                f"the gate rule needs the gated tensor to have the product's shape, but {node.name} = "
+                f"{node.format_node()} has shape {tuple(self.shapes[node])} and its gated operand {carrier.name} "
+                f"{tuple(self.shapes.get(carrier, ()))}: the gate must broadcast onto the tensor, not the reverse"
+            )
+        return [(carrier, r)]
+
+    def _through_pool(self, node: fx.Node, env: dict, images: torch.Tensor, r: torch.Tensor):
+        first = node.args[0]
+        function = self._function(node, env)
+        gradient = self.kind[node] == "gradient"
+        with torch.enable_grad():
+            x = env[first][images].requires_grad_()
+            y = function(x)
+            cotangent = r if gradient else safe_div(r, y.detach())
+            (grad,) = torch.autograd.grad(y, x, cotangent)
+        return [(first, grad if gradient else x.detach() * grad)]
+
+    def _through_add(self, node: fx.Node, env: dict, images: torch.Tensor, r: torch.Tensor, rules: Rules):
+        terms = [a for a in node.args if isinstance(a, fx.Node) and isinstance(env[a], torch.Tensor)]
+        shapes_differ = any(self.shapes[a] != self.shapes[node] for a in terms)
+        if len(terms) != len(node.args) or node.kwargs or shapes_differ:
+            raise ValidationError(
+                f"relevance rules support the sum of equally shaped tensors only, not {node.format_node()}"
+            )
+        shares = rules.add([env[a][images] for a in terms], env[node][images], r)
+        return list(zip(terms, shares))
+
+    def _through_cat(self, node: fx.Node, r: torch.Tensor):
+        tensors = node.args[0]
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        if dim == 0:
+            raise ValidationError("torch.cat along the batch dimension is not supported by relevance rules")
+        sizes = [self.shapes[t][dim] for t in tensors]
+        return list(zip(tensors, torch.split(r, sizes, dim=dim)))
 
     def _describe(self, node: fx.Node) -> str:
+        """``name (what it is[: why it is not supported])``, e.g. ``features.1 (Tanh)``."""
+        reason = self.reasons.get(node)
+        if self.kind[node] == "sigmoid":
+            reason = "a sigmoid is supported only as the gate of a product x * gate"
         if node.op == "call_module":
-            module = self.modules[node.target]
-            extra = f" with padding_mode={module.padding_mode!r}" if isinstance(module, nn.Conv2d) else ""
-            return type(module).__name__ + extra
-        return str(node.target)
+            name, what = node.target, _module_settings(self.modules[node.target])
+        elif node.op == "call_method":
+            name, what = node.name, f"Tensor.{node.target}"
+        else:
+            name, what = node.name, getattr(node.target, "__name__", str(node.target))
+        return f"{name} ({what}{': ' + reason if reason else ''})"
+
+
+def _module_settings(module: nn.Module) -> str:
+    """The module's type, with the setting that makes it unsupported where there is one."""
+    if isinstance(module, nn.Conv2d):
+        return f"{type(module).__name__} with padding_mode={module.padding_mode!r}"
+    if isinstance(module, nn.LeakyReLU):
+        return f"{type(module).__name__} with negative_slope={module.negative_slope}"
+    return type(module).__name__
 
 
 class RuleMethod(Method):
@@ -406,16 +599,19 @@ class RuleMethod(Method):
         parameters = inspect.signature(self._rules).parameters.values()
         return [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
-    def _run(self, inputs, target, batch_size, options):
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[None]:
         self._plan = Plan(self.model, self.layer)  # traced once per call, shared by its chunks
         try:
-            return super()._run(inputs, target, batch_size, options)
+            yield
         finally:
             self._plan = None
 
     def _attribute(self, inputs, pairs, **options):
         rules = self._rules(**options)
         env = self._plan.forward(inputs)
+        if self.is_layer_method:  # before any relevance: the layer must output a map
+            check_layer_output(self.model, self.layer, self._plan.shapes.get(self._plan.stop), inputs)
         logits = env[self._plan.output]
         check_classes(pairs, logits.shape[1])
         relevance = self._plan.backward(env, pairs, rules)

@@ -36,6 +36,34 @@ def check_batch_size(batch_size: object) -> int | None:
     return None if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
 
 
+def check_layer_output(model: nn.Module, layer: str, shape: torch.Size | None, inputs: torch.Tensor) -> None:
+    """Raise unless ``shape``, that of ``layer``'s output, is a map ``(N, K, h, w)``; the error names one that is.
+
+    Layer methods (Grad-CAM, Excitation Backprop) upsample a per-location map; a layer of the
+    classifier has no locations.  The suggestion is the model's default attribution layer for
+    ``inputs`` (one more forward pass, on the error path only).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2))
+    >>> try:
+    ...     check_layer_output(net, "3", torch.Size([1, 2]), torch.zeros(1, 3, 8, 8))
+    ... except ValidationError as error:
+    ...     print(error)
+    layer '3' outputs (N, 2), not a (N, K, h, w) map; pass a convolutional layer such as '1'
+    """
+    if shape is not None and len(shape) == 4:
+        return
+    got = "no tensor" if shape is None else "(" + ", ".join(["N", *(str(d) for d in shape[1:])]) + ")"
+    try:
+        suggestion = default_layer(model, "attribution", inputs[:1])
+    except ValidationError:  # no spatial map at all for these inputs: say only what is wrong
+        suggestion = None
+    such = f" such as {suggestion!r}" if suggestion is not None and suggestion != layer else ""
+    raise ValidationError(f"layer {layer!r} outputs {got}, not a (N, K, h, w) map; pass a convolutional layer{such}")
+
+
 def check_classes(pairs: torch.Tensor, num_classes: int) -> None:
     """Raise if a target class index is not a valid logit index."""
     if pairs.numel() and int(pairs[:, 1].max()) >= num_classes:
@@ -97,7 +125,9 @@ class Method(abc.ABC):
         as it was (mode, parameters, hooks).
     layer : str, optional
         Dotted module name.  Layer methods (Grad-CAM, Excitation Backprop) default to the
-        model's attribution layer; input methods (LRP, RAP) propagate to the input when ``None``.
+        model's attribution layer: the one a model built by apkit names, or for any other model
+        the one :func:`apkit.models.default_layer` chooses on the images of each call (so the
+        maps fit their size); input methods (LRP, RAP) propagate to the input when ``None``.
 
     Subclasses implement :meth:`_attribute`, which returns the raw attribution of each pair and
     the pair's target logit, and set ``is_layer_method``.
@@ -112,14 +142,37 @@ class Method(abc.ABC):
         self.model = check_module(model)
         if layer is not None and not self.accepts_layer:
             raise ValidationError(f"{self.name} attributes to the input and takes no layer; pass layer=None")
-        if layer is None and self.is_layer_method:
-            layer = default_layer(model, "attribution")
+        # A layer method without a layer takes the one the model names, or else chooses one per call.
+        self._choose_layer = layer is None and self.is_layer_method
+        if self._choose_layer:
+            declared = getattr(model, "attribution_layer", None)
+            if isinstance(declared, str):
+                layer, self._choose_layer = declared, False
         if layer is not None:
             get_layer(model, layer)  # unknown names raise, listing the known ones
-        self.layer = layer
+        self._layer = layer
+
+    @property
+    def layer(self) -> str | None:
+        """The layer explained: the one given, the one the model names, or the one the last call chose.
+
+        Before the first call of a method that chooses its layer, the choice for a zero image
+        (see :func:`apkit.models.default_layer`), or ``None`` where that probe fails.  ``None``
+        for an input method that propagates to the input.
+        """
+        if self._layer is None and self._choose_layer:
+            try:
+                return default_layer(self.model, "attribution")
+            except ValidationError:
+                return None
+        return self._layer
+
+    @layer.setter
+    def layer(self, layer: str | None) -> None:
+        self._layer = layer
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(layer={self.layer!r})"
+        return f"{type(self).__name__}(layer={self._layer!r})"
 
     # -- public API -----------------------------------------------------------------------------
     def attribute(self, inputs: torch.Tensor, target, *, batch_size: int | None = None, **options) -> torch.Tensor:
@@ -155,6 +208,10 @@ class Method(abc.ABC):
     def _to_heatmap(self, attributions: torch.Tensor, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return postprocess.to_input_resolution(postprocess.sum_channels(attributions), size)
 
+    def _session(self) -> contextlib.AbstractContextManager:
+        """What one call sets up for its chunks (inside eval mode), e.g. the traced graph of rule methods."""
+        return contextlib.nullcontext()
+
     # -- shared machinery ---------------------------------------------------------------------------
     def _options(self) -> list[str] | None:
         """Names of the keyword options the method takes (``None``: anything, checked downstream)."""
@@ -174,8 +231,10 @@ class Method(abc.ABC):
         pairs = as_pairs(target, inputs.shape[0], device=inputs.device)
         if len(pairs) == 0:
             raise ValidationError("target selects no (image, class) pair; pass at least one")
+        if self._choose_layer:  # by the probe, on these images: the layer's map must fit their size
+            self._layer = default_layer(self.model, "attribution", inputs[:1])
         results, logits = [], []
-        with evaluating(self.model):
+        with evaluating(self.model), self._session():
             for positions, images, local in chunks(pairs, batch_size):
                 attribution, logit = self._attribute(inputs[images], local, **options)
                 results.append((positions, attribution))

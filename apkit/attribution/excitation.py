@@ -8,8 +8,15 @@ and is passed down through every weighted layer with the positive weights only::
 
 Average pooling and residual additions pass it in proportion to their inputs, max-pooling to
 the arg-max, and BatchNorm is folded into the preceding layer (so a probability stays a
-probability).  The map is the probability at the chosen layer summed over channels; the
-evaluation map clamps it at 0 and upsamples it bilinearly, as the paper.
+probability).  Activations (ReLU6, Hardswish, SiLU, ...) pass it unchanged and a gate
+``x * sigmoid(...)`` sends it all to ``x`` (see :mod:`apkit.attribution._graph`); with
+activations that let negative values through, "probabilities" may then be negative.
+
+Without ``layer``, the layer is the model's default (:func:`apkit.models.default_layer`, chosen
+on the images of each call for a model not built by apkit); a layer that outputs no
+``(N, K, h, w)`` map is refused with an error naming one that does.  The map is the
+probability at the chosen layer summed over channels; the evaluation map clamps it at 0 and
+upsamples it bilinearly, as the paper.
 
 ``contrastive=True`` gives contrastive EB: at the top layer the probability of the "dual" unit
 (the target's weights negated) is subtracted before going further down, which equals the

@@ -13,6 +13,10 @@ All pairs of a batch share one forward pass: the gradients of many logits of one
 batched vector-Jacobian product (``autograd.grad(..., is_grads_batched=True)``) from the logits
 back to the layer only.  With ``create_graph=True`` the maps are differentiable (second order),
 which is what an attribution-matching training loss needs.
+
+Without ``layer``, the layer is the model's default (:func:`apkit.models.default_layer`): the
+one a model built by apkit names, or for any other CNN the probe's choice on the images being
+explained.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from apkit.attribution.base import (
     check_batch_size,
     check_classes,
     check_inputs,
+    check_layer_output,
     chunks,
     frozen,
     gather_chunks,
@@ -38,16 +43,20 @@ from apkit.models import default_layer
 REDUCTIONS = ("mean", "sum")
 
 
-def _as_grad_leaf(layer: str):
+def _as_grad_leaf(layer: str, *, strict: bool = True):
     """A capture ``replace`` that hands on a feature map that gradients can reach.
 
     When the output does not require a gradient (frozen model, inputs without grad) it becomes a
     detached leaf that does; when it does, it stays in the graph so that second-order terms
-    reach the parameters.
+    reach the parameters.  An output that is no ``(N, K, h, w)`` map raises, or with
+    ``strict=False`` is handed on unchanged for the caller to refuse after the forward pass.
     """
 
     def replace(_name, output):
-        output = feature_map(output, layer, "Grad-CAM")
+        if strict:
+            output = feature_map(output, layer, "Grad-CAM")
+        elif not isinstance(output, torch.Tensor) or output.dim() != 4:
+            return output
         return output if output.requires_grad else output.detach().requires_grad_()
 
     return replace
@@ -197,7 +206,8 @@ def grad_cam(
     target : int, LongTensor (N,) or (M, 2)
         One class per image or (image_index, class_index) pairs.
     layer : str, optional
-        Dotted module name; defaults to the model's attribution layer.
+        Dotted module name; defaults to the model's attribution layer (for a model not built by
+        apkit, chosen by :func:`apkit.models.default_layer` on ``inputs``).
     create_graph : bool
         Differentiable maps (for a training loss); values are identical either way.
     reduce : {"mean", "sum"}
@@ -223,7 +233,7 @@ def grad_cam(
     inputs = check_inputs(inputs)
     check_choice(reduce, "reduce", REDUCTIONS)
     batch_size = check_batch_size(batch_size)
-    layer = default_layer(model, "attribution") if layer is None else layer
+    layer = default_layer(model, "attribution", inputs[:1]) if layer is None else layer
     get_layer(model, layer)
     pairs = as_pairs(target, inputs.shape[0], device=inputs.device)
     pieces = []
@@ -259,7 +269,9 @@ class GradCAM(Method):
         check_choice(reduce, "reduce", REDUCTIONS)
         # Only d logit / d layer is needed: no graph below the layer (see _as_grad_leaf).
         with torch.enable_grad(), frozen(self.model), \
-                capture_outputs(self.model, [self.layer], replace=_as_grad_leaf(self.layer)) as store:
+                capture_outputs(self.model, [self.layer], replace=_as_grad_leaf(self.layer, strict=False)) as store:
             logits = self.model(inputs.detach())
-        maps = grad_cam_from(called_output(store, self.layer), logits, pairs, reduce=reduce, relu=relu_attributions)
+        activation = called_output(store, self.layer)
+        check_layer_output(self.model, self.layer, getattr(activation, "shape", None), inputs)
+        maps = grad_cam_from(activation, logits, pairs, reduce=reduce, relu=relu_attributions)
         return maps.unsqueeze(1), logits[pairs[:, 0], pairs[:, 1]].detach()

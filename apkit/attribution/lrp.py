@@ -16,7 +16,15 @@ Relevance starts as the target logit ``z_c`` and is sent back layer by layer, co
       R_i = x_i sum_j w_ij R_j/z_j - low_i sum_j w+_ij R_j/z_j - high_i sum_j w-_ij R_j/z_j
 
 * max-pooling is winner-take-all; average pooling and residual additions split relevance in
-  proportion to the summands (see :mod:`apkit.attribution._graph`).
+  proportion to the summands (see :mod:`apkit.attribution._graph`);
+* activations (ReLU, ReLU6, Hardswish, SiLU, GELU, ...) pass relevance unchanged, and a gate
+  ``x * sigmoid(...)`` (squeeze-and-excitation) sends it all to ``x``, none to the gate, so
+  MobileNets and EfficientNets are explained as they are.
+
+The sum is conserved exactly in a bias-free network whose units all have ``z_j != 0``.  With
+activations that let negative values through (Hardswish, SiLU, a linear bottleneck), a unit
+whose inputs all contribute negatively has ``z_j = 0`` under the z+ rule, and the relevance it
+received is dropped (zennit's ``ZPlus`` drops it too); ReLU networks never lose any this way.
 
 The evaluation map sums the input relevance over colour channels and flips its sign when the
 target logit is negative (the z+ rule keeps the logit's sign).  Unlike the reference code, the

@@ -22,7 +22,9 @@ Notation: x+ = max(x, 0), x- = min(x, 0), w+ = max(w, 0), w- = min(w, 0); all di
     n = #{i : C_i != 0}, every non-zero C_i becomes C_i - D/n.  This uniform shift turns weakly
     contributing units negative: the "relative" separation of positive and negative relevance.
 (c) The first layer uses the z^B rule (as LRP); pooling as LRP (winner-take-all max-pool,
-    proportional average pooling); ReLU and dropout pass relevance unchanged.
+    proportional average pooling); ReLU and the other elementwise activations (ReLU6, Hardswish,
+    SiLU, ...) and dropout pass relevance unchanged, and a gate ``x * sigmoid(...)`` sends it all
+    to ``x`` (see :mod:`apkit.attribution._graph`).
 
 The evaluation map sums the input relevance over colour channels, flips it for a negative target
 logit and keeps the positive part, as the paper.

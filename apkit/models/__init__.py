@@ -24,7 +24,7 @@ from apkit.models.checkpoint import (
     safe_load,
     save_checkpoint,
 )
-from apkit.models.layers import default_layer
+from apkit.models.layers import default_layer, spatial_layers
 from apkit.models.resnet import resnet
 from apkit.models.resolve import ModelSpec, build_architecture, parse_model_spec, read_weights, resolve_model
 from apkit.models.vgg import VGG
@@ -33,5 +33,5 @@ from apkit.models.zoo import MODELS, count_parameters, create
 __all__ = [
     "MODELS", "VGG", "ModelSpec", "atomic_save", "build_architecture", "capture_outputs", "count_parameters",
     "create", "default_layer", "get_layer", "load_checkpoint", "parse_model_spec", "read_checkpoint",
-    "read_weights", "resnet", "resolve_model", "safe_load", "save_checkpoint",
+    "read_weights", "resnet", "resolve_model", "safe_load", "save_checkpoint", "spatial_layers",
 ]
