@@ -211,3 +211,14 @@ def test_model_is_left_unchanged_when_forward_raises(guarded, method):
     finally:
         Boom.armed = False
     assert_unchanged(guarded, before)
+
+
+def test_inputs_of_the_wrong_channels_and_non_spatial_layers_get_clear_errors():
+    net = models.create("vgg_small", num_classes=8)
+    x = torch.randn(2, 3, 64, 64)
+    with pytest.raises(ValidationError, match=r"inputs have 1 channel\(s\) but the model's first convolution "
+                                              r"\('features.0'\) takes 3"):
+        explain(net, x[:, :1], torch.tensor([0, 1]))
+    for method in ("lrp", "rap"):
+        with pytest.raises(ValidationError, match="not a spatial .* map.*pass a convolutional layer"):
+            explain(net, x, torch.tensor([0, 1]), method=method, layer="classifier.1")

@@ -64,6 +64,16 @@ def check_layer_output(model: nn.Module, layer: str, shape: torch.Size | None, i
     raise ValidationError(f"layer {layer!r} outputs {got}, not a (N, K, h, w) map; pass a convolutional layer{such}")
 
 
+def _check_channels(model: nn.Module, inputs: torch.Tensor) -> None:
+    """Refuse images whose channel count the model's first convolution does not take."""
+    first = next(((name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+    if first is not None and first[1].in_channels != inputs.shape[1]:
+        raise ValidationError(
+            f"inputs have {inputs.shape[1]} channel(s) but the model's first convolution ({first[0]!r}) takes "
+            f"{first[1].in_channels}; pass images with {first[1].in_channels} channels, normalised as in training"
+        )
+
+
 def check_classes(pairs: torch.Tensor, num_classes: int) -> None:
     """Raise if a target class index is not a valid logit index."""
     if pairs.numel() and int(pairs[:, 1].max()) >= num_classes:
@@ -198,6 +208,12 @@ class Method(abc.ABC):
     def heatmap(self, inputs: torch.Tensor, target, *, batch_size: int | None = None, **options) -> torch.Tensor:
         """The map the paper evaluates, ``(M, H, W)`` at the input's resolution."""
         attributions, logits = self._run(inputs, target, batch_size, options)
+        if attributions.dim() != 4:
+            raise ValidationError(
+                f"{self.name} at layer {self.layer!r} gives attributions of shape (M, "
+                f"{', '.join(map(str, attributions.shape[1:]))}), not a spatial (M, K, h, w) map, so they cannot "
+                "be drawn as a heatmap; pass a convolutional layer, or layer=None for input methods"
+            )
         return self._to_heatmap(attributions, logits, tuple(inputs.shape[-2:]))
 
     # -- to implement -----------------------------------------------------------------------------
@@ -227,6 +243,7 @@ class Method(abc.ABC):
                 f"its options are: {', '.join(accepted) or 'none'} (and batch_size)"
             )
         inputs = check_inputs(inputs)
+        _check_channels(self.model, inputs)
         batch_size = self.default_batch_size if batch_size is None else check_batch_size(batch_size)
         pairs = as_pairs(target, inputs.shape[0], device=inputs.device)
         if len(pairs) == 0:
