@@ -17,8 +17,8 @@ from __future__ import annotations
 
 __all__ = [
     "ATTRIBUTION_TITLES", "BENCH_PROFILE_NAMES", "COMPRESSION_METHOD_NAMES", "COMPRESSION_TITLES", "GATE_NAMES",
-    "LAYER_KIND_NAMES", "NAIVE", "PAPER_ATTRIBUTION_METHODS", "PAPER_DROP", "PAPER_MATCHING_SIZE", "PAPER_WEIGHTS",
-    "PROTOCOL_NAMES",
+    "LAYER_KIND_NAMES", "MODEL_SPEC_HELP", "NAIVE", "PAPER_ATTRIBUTION_METHODS", "PAPER_DROP", "PAPER_MATCHING_SIZE",
+    "PAPER_WEIGHTS", "PROTOCOL_NAMES",
     "REGULARIZER_CHOICES", "REGULARIZER_NAMES", "REGULARIZER_TITLES", "SCHEDULE_NAMES", "SETTINGS_PROFILE_NAMES",
     "SIMILARITY_PAIR_NAMES", "TARGET_POLICY_NAMES", "TASK_NAMES", "scaled_weight",
 ]
@@ -34,6 +34,11 @@ ATTRIBUTION_TITLES = {"gradcam": "Grad-CAM", "excitation": "Excitation BP", "lrp
 TARGET_POLICY_NAMES = ("label", "own", "teacher", "top_label")
 #: Default layers a model names: for attribution maps, and for attribution matching.
 LAYER_KIND_NAMES = ("attribution", "matching")
+
+#: How a model is named to apkit.models.resolve_model and to the command line's --teacher/--student.
+MODEL_SPEC_HELP = ("PATH of an apkit checkpoint, or ARCH=PATH: ARCH is torchvision:NAME, package.module:factory or an "
+                   "apkit model name (`apkit list`); PATH a state_dict (.pt/.pth) or .safetensors file, e.g. "
+                   "torchvision:resnet18=runs/pruned.safetensors")
 
 # ---------------------------------------------------------------------------------------- compression
 COMPRESSION_METHOD_NAMES = ("kd", "structured", "unstructured")

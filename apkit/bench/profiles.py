@@ -18,16 +18,37 @@ with the ``evaluation.primary`` attribution method (the main tables'), the first
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+import difflib
+import inspect
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from apkit._validation import parse_overrides
-from apkit.errors import ValidationError
-from apkit.names import BENCH_PROFILE_NAMES, PAPER_ATTRIBUTION_METHODS, PAPER_DROP, PAPER_WEIGHTS, REGULARIZER_CHOICES
+from apkit._validation import check_fraction, check_int, parse_overrides
+from apkit.attribution import ATTRIBUTION_METHODS
+from apkit.bench.stages import TEACHER, cell_keys, stage_keys
+from apkit.compression.settings import REGULARIZER_SETTINGS, check_regularizer_settings, resolve_settings
+from apkit.data import DATASETS
+from apkit.errors import ApkitError, CheckpointError, UnknownNameError, ValidationError
+from apkit.evaluation.roar import DEFAULT_TRAIN_SETTINGS, RANDOM
+from apkit.models import MODELS
+from apkit.names import (
+    BENCH_PROFILE_NAMES,
+    COMPRESSION_METHOD_NAMES,
+    NAIVE,
+    PAPER_ATTRIBUTION_METHODS,
+    PAPER_DROP,
+    PAPER_WEIGHTS,
+    PROTOCOL_NAMES,
+    REGULARIZER_CHOICES,
+)
 from apkit.registry import Registry
-from apkit.training import RECIPES
+from apkit.training import METRIC_NAMES, RECIPES
+from apkit.training.loop import check_train_settings
 
-__all__ = ["PROFILES", "resolve_profile"]
+__all__ = ["PROFILES", "resolve_profile", "validate_profile"]
 
 PROFILES: Registry = Registry("bench profile")
 
@@ -164,6 +185,9 @@ for _name in BENCH_PROFILE_NAMES:
 def resolve_profile(name: str, overrides: Iterable[str] = ()) -> dict[str, Any]:
     """The settings of profile ``name`` with ``overrides`` (``"a.b=value"``, value parsed as JSON) applied.
 
+    An override of an unknown section or setting is refused with the valid ones, close matches
+    first.  The values themselves are checked by :func:`validate_profile`.
+
     Examples
     --------
     >>> p = resolve_profile("smoke", ["teachers.teacher.train.epochs=1", "data.sizes.train=64"])
@@ -174,14 +198,281 @@ def resolve_profile(name: str, overrides: Iterable[str] = ()) -> dict[str, Any]:
     for (*parents, leaf), value in parse_overrides(overrides):
         item = ".".join([*parents, leaf])
         node = settings
-        for part in parents:
+        for depth, part in enumerate(parents):
             if not isinstance(node.get(part), dict):
-                raise ValidationError(f"override {item!r}: {part!r} is not a section of profile {name!r}")
+                where = ".".join(parents[:depth]) or f"profile {name!r}"
+                what = "a value, not a section" if part in node else "not a section"
+                raise ValidationError(f"override {item!r}: {part!r} is {what} of {where}; "
+                                      f"{_sections_hint(part, node)}")
             node = node[part]
-        # Compression entries take any setting of apkit.compression.compress, which checks them itself.
+        # Compression entries take any setting of apkit.compression.compress (validate_profile checks them),
+        # and a new compression entry may be added.
         if leaf not in node and parents[:1] != ["compressions"]:
-            raise ValidationError(
-                f"override {item!r}: {leaf!r} is not a setting here; known: {', '.join(sorted(node))}"
-            )
+            raise ValidationError(f"override {item!r}: {leaf!r} is not a setting here; known: "
+                                  f"{', '.join(_close_first(leaf, node))}")
         node[leaf] = value
     return settings
+
+
+def _close_first(name: str, known: Iterable[str]) -> list[str]:
+    """``known``, sorted, with the close matches of ``name`` first (best first)."""
+    known = sorted(map(str, known))
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    return [*close, *(k for k in known if k not in close)]
+
+
+def _sections_hint(part: str, node: dict[str, Any]) -> str:
+    sections = [k for k, v in node.items() if isinstance(v, dict)]
+    if not sections:
+        return "it takes no subsections: set it as a whole, e.g. key=VALUE"
+    return f"sections here: {', '.join(_close_first(part, sections))}"
+
+
+# ------------------------------------------------------------------------------------------- validation
+# What every profile holds; a profile is a plain dict, so a caller may build one by hand.
+_SECTIONS = ("data", "protocol", "teachers", "compressions", "regularizers", "regularizer_options", "evaluation",
+             "roar", "figures", "seed", "seeds")
+# The datasets a benchmark can train on: "folder" holds evaluation images only (split seg).
+_BENCH_DATASETS = ("synthetic", "voc", "imagenet-seg")
+_SPLITS = ("train", "val", "seg")
+_LISTED = 12  # names an unknown one lists: one line stays readable (`apkit list` shows every method)
+_ROAR_KEYS = ("enabled", "fractions", "sources", "classifier", "train", "train_size", "test_size", "metric")
+_TRAIN_KEYS = tuple(inspect.signature(check_train_settings).parameters)
+_REQUIRED_TRAIN_KEYS = tuple(name for name, p in inspect.signature(check_train_settings).parameters.items()
+                             if p.default is inspect.Parameter.empty)
+
+
+@contextmanager
+def _at(where: str) -> Iterator[None]:
+    """Say which setting of the profile an error is about (the error keeps its class)."""
+    try:
+        yield
+    except ApkitError as exc:
+        raise type(exc)(f"bench setting {where}: {exc}") from exc
+
+
+def _choose(value: object, what: str, choices: Iterable[str]) -> str:
+    """Check ``value`` is one of ``choices``; an unknown one lists them, close matches first."""
+    choices = list(choices)
+    if not isinstance(value, str) or value not in choices:
+        close = difflib.get_close_matches(value, choices, n=3, cutoff=0.6) if isinstance(value, str) else []
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        ordered = [*close, *(c for c in choices if c not in close)]
+        shown = ", ".join(ordered[:_LISTED]) + (f", ... ({len(ordered)} in all)" if len(ordered) > _LISTED else "")
+        raise UnknownNameError(f"unknown {what} {value!r}; {hint}choose one of: {shown}")
+    return value
+
+
+def _check_keys(mapping: object, where: str, known: Iterable[str], required: Iterable[str] = ()) -> dict:
+    """Check ``mapping`` is a dict of known keys holding the required ones; return it."""
+    if not isinstance(mapping, Mapping):
+        raise ValidationError(f"bench setting {where} must be a mapping, got {type(mapping).__name__}")
+    known = list(known)
+    for key in mapping:
+        if key not in known:
+            raise ValidationError(f"bench setting {where}: {key!r} is not a setting here; known: "
+                                  f"{', '.join(_close_first(str(key), known))}")
+    missing = [key for key in required if key not in mapping]
+    if missing:
+        raise ValidationError(f"bench setting {where} lacks {', '.join(missing)}; start from a profile "
+                              "(resolve_profile) and override what you change")
+    return dict(mapping)
+
+
+def _check_list(value: object, where: str, *, distinct: bool = True) -> list:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
+        raise ValidationError(f"bench setting {where} must be a non-empty list, got {value!r}")
+    if distinct and len(set(map(json.dumps, value))) != len(value):
+        raise ValidationError(f"bench setting {where} must not repeat an item, got {list(value)!r}")
+    return list(value)
+
+
+def _check_options(builder: Callable, options: object, where: str) -> None:
+    """Architecture options must be keyword arguments the model's builder takes."""
+    if not isinstance(options, Mapping):
+        raise ValidationError(f"bench setting {where} must be a mapping of model options, got {options!r}")
+    parameters = inspect.signature(builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    takes = [name for name in parameters if name != "num_classes"]
+    unknown = sorted(set(options) - set(takes))
+    if unknown:
+        raise ValidationError(f"bench setting {where}: the model does not take {', '.join(unknown)}; it takes: "
+                              f"{', '.join(_close_first(unknown[0], takes)) or 'no options'}")
+
+
+def _check_train(train: object, where: str) -> None:
+    """The settings of one training run, checked as :func:`apkit.training.fit` checks them."""
+    train = _check_keys(train, where, _TRAIN_KEYS, _REQUIRED_TRAIN_KEYS)
+    with _at(where):
+        check_train_settings(**train)
+
+
+def _check_data(settings: Mapping[str, Any]) -> None:
+    data = _check_keys(settings["data"], "data", ("name", "image_size", "sizes"), ("name", "image_size"))
+    with _at("data.name"):
+        _choose(data["name"], "bench dataset", _BENCH_DATASETS)
+    with _at("data.image_size"):
+        check_int(data["image_size"], "image_size", minimum=1)
+    for split, size in _check_keys(data.get("sizes", {}), "data.sizes", _SPLITS).items():
+        with _at(f"data.sizes.{split}"):
+            check_int(size, f"the number of {split} images", minimum=1)
+    with _at("protocol"):
+        _choose(settings["protocol"], "protocol", PROTOCOL_NAMES)
+
+
+def _check_seeds(settings: Mapping[str, Any]) -> None:
+    with _at("seed"):
+        check_int(settings["seed"], "seed", minimum=0)
+    for seed in _check_list(settings["seeds"], "seeds"):
+        with _at("seeds"):
+            check_int(seed, "each training seed", minimum=0)
+
+
+def _check_teachers(teachers: object) -> None:
+    if not isinstance(teachers, Mapping) or not teachers:
+        raise ValidationError(f"bench setting teachers must name at least one teacher, got {teachers!r}")
+    for key, spec in teachers.items():
+        where = f"teachers.{key}"
+        spec = _check_keys(spec, where, ("model", "options", "checkpoint", "train"), ("model", "train"))
+        checkpoint = spec.get("checkpoint")
+        if checkpoint is not None and not Path(str(checkpoint)).is_file():
+            raise CheckpointError(f"bench setting {where}.checkpoint: {str(checkpoint)!r} does not exist; check "
+                                  "the path, or set it to null to train the teacher")
+        with _at(f"{where}.model"):
+            builder = MODELS.get(_choose(spec["model"], "model", MODELS.names()))
+        _check_options(builder, spec.get("options", {}), f"{where}.options")
+        _check_train(spec["train"], f"{where}.train")
+
+
+def _check_regularizers(settings: Mapping[str, Any]) -> list[str]:
+    regularizers = _check_list(settings["regularizers"], "regularizers")
+    for name in regularizers:
+        with _at("regularizers"):
+            _choose(name, "regularizer", REGULARIZER_CHOICES)
+    options = _check_keys(settings["regularizer_options"], "regularizer_options", REGULARIZER_CHOICES)
+    for name, values in options.items():
+        if not isinstance(values, Mapping):  # the values are checked with each compression's settings
+            raise ValidationError(f"bench setting regularizer_options.{name} must be a mapping of settings such as "
+                                  f"{{\"weight\": 50}}, got {values!r}")
+    return regularizers
+
+
+def _check_compression(settings: Mapping[str, Any], key: str, regularizers: list[str]) -> None:
+    """One compression entry, with every regularizer's options, as compress would resolve it."""
+    spec = settings["compressions"][key]
+    where = f"compressions.{key}"
+    if not isinstance(spec, Mapping) or "method" not in spec:
+        raise ValidationError(f"bench setting {where} must be a mapping with a method (kd, structured or "
+                              f"unstructured), got {spec!r}")
+    spec = dict(spec)
+    with _at(f"{where}.method"):
+        method = _choose(spec.pop("method"), "compression method", COMPRESSION_METHOD_NAMES)
+    with _at(f"{where}.teacher"):
+        _choose(spec.pop("teacher", TEACHER), "teacher", settings["teachers"])
+    misplaced = sorted(set(spec) & set(REGULARIZER_SETTINGS))
+    if misplaced and NAIVE in regularizers:
+        raise ValidationError(
+            f"bench setting {where}.{misplaced[0]} is a regularizer setting, which the naive baseline (regularizer "
+            f"{NAIVE!r}) refuses; set it per regularizer, e.g. --set regularizer_options.swa.{misplaced[0]}=VALUE"
+        )
+    for regularizer in regularizers:
+        options = settings["regularizer_options"].get(regularizer, {})
+        with _at(where + (f" with regularizer_options.{regularizer}" if options else "")):
+            resolve_settings(method, {**spec, **options})
+            check_regularizer_settings(regularizer, {**spec, **options})
+
+
+def _check_evaluation(settings: Mapping[str, Any]) -> None:
+    evaluation = _check_keys(settings["evaluation"], "evaluation",
+                             ("attribution_methods", "primary", "tolerances", "batch_size"),
+                             ("attribution_methods", "primary", "tolerances", "batch_size"))
+    methods = _check_list(evaluation["attribution_methods"], "evaluation.attribution_methods")
+    for method in methods:
+        with _at("evaluation.attribution_methods"):
+            _choose(method, "attribution method", ATTRIBUTION_METHODS.names())
+    if evaluation["primary"] not in methods:
+        raise ValidationError(f"bench setting evaluation.primary must be one of evaluation.attribution_methods "
+                              f"{methods}, got {evaluation['primary']!r}; add it there or choose one of them")
+    for tolerance in _check_list(evaluation["tolerances"], "evaluation.tolerances"):
+        with _at("evaluation.tolerances"):
+            check_int(tolerance, "each pointing-game tolerance", minimum=0)
+    with _at("evaluation.batch_size"):
+        check_int(evaluation["batch_size"], "batch_size", minimum=1)
+    figures = _check_keys(settings["figures"], "figures", ("examples", "method"), ("examples", "method"))
+    with _at("figures.examples"):
+        check_int(figures["examples"], "examples", minimum=1)
+    with _at("figures.method"):
+        _choose(figures["method"], "attribution method", ATTRIBUTION_METHODS.names())
+
+
+def _roar_sources(settings: Mapping[str, Any]) -> list[str]:
+    """What ROAR may take its maps from: random maps, a teacher, a cell (its first seed) or one model."""
+    cells = [f"{c}-{r}" for c, r in cell_keys(settings)]
+    return [RANDOM, *settings["teachers"], *cells, *stage_keys(settings)]
+
+
+def _check_roar(settings: Mapping[str, Any]) -> None:
+    roar = _check_keys(settings["roar"], "roar", _ROAR_KEYS, ("enabled",))
+    if not isinstance(roar["enabled"], bool):
+        raise ValidationError(f"bench setting roar.enabled must be true or false, got {roar['enabled']!r}")
+    if not roar["enabled"]:
+        return
+    _check_keys(roar, "roar", _ROAR_KEYS, ("fractions", "sources", "classifier", "train"))
+    for fraction in _check_list(roar["fractions"], "roar.fractions"):
+        with _at("roar.fractions"):
+            check_fraction(fraction, "each fraction", allow_one=True)
+    for source in _check_list(roar["sources"], "roar.sources"):
+        with _at("roar.sources"):
+            _choose(source, "ROAR source", _roar_sources(settings))
+    classifier = _check_keys(roar["classifier"], "roar.classifier", ("model", "options"), ("model",))
+    with _at("roar.classifier.model"):
+        builder = MODELS.get(_choose(classifier["model"], "model", MODELS.names()))
+    _check_options(builder, classifier.get("options", {}), "roar.classifier.options")
+    _check_train({**DEFAULT_TRAIN_SETTINGS, **_check_keys(roar["train"], "roar.train", _TRAIN_KEYS)}, "roar.train")
+    for name in ("train_size", "test_size"):
+        if roar.get(name) is not None:
+            with _at(f"roar.{name}"):
+                check_int(roar[name], name, minimum=1)
+    if roar.get("metric") is not None:
+        task = getattr(DATASETS.get(settings["data"]["name"]), "task", "multilabel")
+        with _at("roar.metric"):
+            _choose(roar["metric"], f"ROAR metric (the data is {task})", METRIC_NAMES[task])
+
+
+def validate_profile(settings: Mapping[str, Any]) -> None:
+    """Check every setting of a resolved profile before a benchmark runs or writes anything.
+
+    The checks are those the stages would make later, made up front: the data, the teachers'
+    training settings (as :func:`apkit.training.fit` checks them), every compression's settings
+    with every regularizer's options (as :func:`apkit.compression.compress` resolves them), the
+    regularizers, the attribution methods, tolerances and seeds, the figures and ROAR.
+
+    Raises
+    ------
+    apkit.errors.ApkitError
+        The first bad setting, named by its path in the profile (``compressions.structured``).
+
+    Examples
+    --------
+    >>> validate_profile(resolve_profile("smoke"))
+    >>> validate_profile(resolve_profile("smoke", ["compressions.structured.pruning_ratio=1.5"]))
+    Traceback (most recent call last):
+    ...
+    apkit.errors.ValidationError: bench setting compressions.structured: pruning_ratio must be < 1.0, got 1.5
+    """
+    missing = [name for name in _SECTIONS if name not in settings]
+    if missing:
+        raise ValidationError(f"bench settings lack {', '.join(missing)}; start from a profile (resolve_profile) "
+                              "and override what you change")
+    _check_data(settings)
+    _check_seeds(settings)
+    _check_teachers(settings["teachers"])
+    regularizers = _check_regularizers(settings)
+    compressions = settings["compressions"]
+    if not isinstance(compressions, Mapping) or not compressions:
+        raise ValidationError(f"bench setting compressions must name at least one compression, got {compressions!r}")
+    for key in compressions:
+        _check_compression(settings, key, regularizers)
+    _check_evaluation(settings)
+    _check_roar(settings)

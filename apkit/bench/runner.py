@@ -17,15 +17,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from apkit._io import atomic_write_json, read_json
+from apkit._io import atomic_write_json, check_writable, read_json
 from apkit._validation import resolve_device
 from apkit.bench import report
-from apkit.bench.profiles import resolve_profile
+from apkit.bench.profiles import resolve_profile, validate_profile
 from apkit.bench.stages import BenchRun, parse_key, stage_keys
 from apkit.compression import compress
 from apkit.data import from_spec
 from apkit.distributed import barrier, is_main_process
-from apkit.errors import ValidationError
+from apkit.errors import DataError, ValidationError
 from apkit.evaluation import audit_model, roar
 from apkit.models import count_parameters, create, load_checkpoint, save_checkpoint
 from apkit.training import evaluate, fit, seed_everything
@@ -65,10 +65,13 @@ def run_bench(
         The content of ``results.json``.
     """
     settings = resolve_profile(profile, overrides)
+    validate_profile(settings)  # every stage's settings, before the first one runs or settings.json is written
+    _check_data_root(profile, settings, data_root)
     settings["profile"] = profile
-    run = BenchRun(settings, Path(out_dir), resolve_device(device), progress)
-    _check_same_settings(run)
+    device = resolve_device(device)
+    run = BenchRun(settings, check_writable(out_dir), device, progress)
     run.datasets = _load_datasets(settings, data_root)
+    _check_same_settings(run)
     started = time.perf_counter()
     keys = stage_keys(settings)
     teachers = list(settings["teachers"])
@@ -100,19 +103,38 @@ def _check_same_settings(run: BenchRun) -> None:
             changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
             raise ValidationError(
                 f"{str(run.out)!r} holds a benchmark with other settings (differs in: {', '.join(changed)}); "
-                "use another --out folder or delete this one"
+                "use the same settings to continue it, another out_dir (--out), or delete this folder"
             )
     elif is_main_process():
         atomic_write_json(path, current)
     barrier()  # every process has checked the folder before rank 0 fills it
 
 
+# Where a real dataset's root folder is, said in the words of --data-root (bench takes no "voc:ROOT" spec).
+_DATA_TITLES = {"voc": "PASCAL VOC 2012", "imagenet-seg": "ImageNet"}
+_DATA_ROOTS = {"voc": "the folder holding VOCdevkit/VOC2012",
+               "imagenet-seg": "the folder holding train/, val/, images/ and masks/ (`apkit list` shows the layout)"}
+
+
+def _check_data_root(profile: str, settings: dict[str, Any], data_root) -> None:
+    """A real dataset needs its folder; say how to pass it to the benchmark."""
+    name = settings["data"]["name"]
+    if name == "synthetic":
+        if data_root is not None:
+            raise ValidationError(f"data_root applies to the voc and imagenet profiles, not to the synthetic data of "
+                                  f"profile {profile!r}; drop --data-root {str(data_root)!r}")
+        return
+    where = _DATA_ROOTS.get(name, "the dataset's root folder")
+    if data_root is None or not str(data_root).strip():
+        raise DataError(f"profile {profile!r} reads {_DATA_TITLES.get(name, name)} from a local folder: pass "
+                        f"--data-root DIR (data_root=DIR in Python), DIR being {where}")
+    if not Path(data_root).is_dir():
+        raise DataError(f"--data-root {str(data_root)!r} is not a folder; pass {where}")
+
+
 def _load_datasets(settings: dict[str, Any], data_root) -> dict[str, Any]:
     data = settings["data"]
-    spec = data["name"] if data["name"] == "synthetic" else f"{data['name']}:{data_root or ''}"
-    if data["name"] != "synthetic" and data_root is None:
-        # from_spec raises the error that explains what to download and how to lay it out.
-        spec = data["name"]
+    spec = data["name"] if data["name"] == "synthetic" else f"{data['name']}:{data_root}"
     options: dict[str, Any] = {"image_size": data["image_size"]}
     if data["name"] == "synthetic":
         options["seed"] = settings["seed"]

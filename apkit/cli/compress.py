@@ -67,18 +67,20 @@ _WEIGHTS = ", ".join(f"{weight:g} {name.upper()}" for name, weight in PAPER_WEIG
 @click.option("--val-samples", type=int, default=None, help="synthetic: number of validation images.")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (a finished one is loaded).")
+@click.option("--overwrite", is_flag=True, help="Compress afresh over a finished run in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def compress_command(teacher, num_classes, method, regularizer, old_regularizer, data_spec, out_dir, profile, epochs,
                      lr, batch_size, width_divisor, pruning_ratio, amount, steps, weight, old_weight, drop, sets,
-                     train_samples, val_samples, device, seed, resume, quiet):
+                     train_samples, val_samples, device, seed, resume, overwrite, quiet):
     """Compress a teacher model with KD, structured or unstructured pruning, naively or with
     the EWA / SWA / SSWA attribution-matching regularizer.
 
     Writes --out/model.pt (load it with apkit.models.load_checkpoint or pass it to `apkit audit`;
     for a teacher apkit did not build, --out/model_state.pt, a state_dict: audit it as ARCH=PATH)
     and --out/record.json (parameters, non-zero parameters, MACs, sparsity, settings, timings,
-    validation metrics).  Rerun with --resume to continue an interrupted run.
+    validation metrics).  Rerun with --resume to continue an interrupted run; a finished --out is
+    kept unless --overwrite is given.
     """
     from apkit._validation import parse_overrides
     from apkit.compression import compress_checkpoint
@@ -94,7 +96,7 @@ def compress_command(teacher, num_classes, method, regularizer, old_regularizer,
     model, record = compress_checkpoint(
         teacher, method, regularizer, out_dir=out_dir, data=data_spec, settings=profile, options=options,
         train_samples=train_samples, val_samples=val_samples, device=device, seed=seed, resume=resume,
-        progress=not quiet, num_classes=num_classes,
+        overwrite=overwrite, progress=not quiet, num_classes=num_classes,
     )
     click.echo(_format_summary(record))
     # compress saves apkit-built models as checkpoints, any other model as a plain state_dict.

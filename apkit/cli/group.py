@@ -8,12 +8,10 @@ import click
 
 from apkit._version import __version__
 from apkit.errors import ApkitError, ValidationError
+from apkit.names import MODEL_SPEC_HELP
 
 DEVICE_HELP = "cpu, cuda, cuda:N or auto."
-# The spelling of a model for apkit.models.resolve_model, said where the options are.
-SPEC_HELP = ("PATH of an apkit checkpoint, or ARCH=PATH: ARCH is torchvision:NAME, package.module:factory or an "
-             "apkit model name (`apkit list`); PATH a state_dict (.pt/.pth) or .safetensors file, e.g. "
-             "torchvision:resnet18=runs/pruned.safetensors.")
+SPEC_HELP = MODEL_SPEC_HELP + "."
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

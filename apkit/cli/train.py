@@ -61,10 +61,11 @@ class _TrainCommand(click.Command):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights, shuffling and dropout.")
 @click.option("--num-workers", type=int, default=0, show_default=True, help="Data-loading processes.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from --out/training/checkpoint.pt.")
+@click.option("--overwrite", is_flag=True, help="Train afresh over a finished run in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
 def train_command(model, data_spec, out_dir, recipe, epochs, batch_size, lr, momentum, weight_decay, schedule,
                   milestones, gamma, width_divisor, train_samples, val_samples, image_size, select, device, seed,
-                  num_workers, resume, quiet):
+                  num_workers, resume, overwrite, quiet):
     """Train a classifier (the teacher of later compressions) and keep its best validation epoch.
 
     With no options but --out it trains vgg_small on the embedded synthetic data in about three
@@ -73,7 +74,8 @@ def train_command(model, data_spec, out_dir, recipe, epochs, batch_size, lr, mom
     from scratch consider --recipe teacher-supp).
 
     Writes --out/model.pt (load it with apkit.models.load_checkpoint; it records the dataset,
-    metrics and settings) and --out/metrics.json, and prints the validation metrics.
+    metrics and settings) and --out/metrics.json, and prints the validation metrics.  A finished
+    --out is kept unless --resume (reuse or extend it) or --overwrite is given.
     """
     from apkit.distributed import init_from_environment
     from apkit.training import train_model
@@ -87,7 +89,7 @@ def train_command(model, data_spec, out_dir, recipe, epochs, batch_size, lr, mom
         model_options={} if width_divisor is None else {"width_divisor": width_divisor},
         data_options={} if image_size is None else {"image_size": image_size},
         train_samples=train_samples, val_samples=val_samples, device=device, seed=seed, resume=resume,
-        select=select, num_workers=num_workers, progress=not quiet,
+        overwrite=overwrite, select=select, num_workers=num_workers, progress=not quiet,
     )
     metrics = {k: v for k, v in summary.val.items() if k != "num_images"}
     last = summary.history[-1]["epoch"] if summary.history else 0

@@ -24,12 +24,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from apkit._compat import ItemAccess, renamed_keywords
-from apkit._io import atomic_write_json, read_json
+from apkit._io import atomic_write_json, check_writable, read_json
 from apkit._validation import check_choice, check_dataset, check_int, check_module, resolve_device
 from apkit._version import __version__
 from apkit.compression.distill import DistillationLoss
 from apkit.compression.objective import CompressionObjective
-from apkit.compression.settings import Settings, resolve_settings
+from apkit.compression.settings import Settings, check_regularizer_settings, resolve_settings
 from apkit.compression.structured import paper_vgg16_ratios, prune_structured, vgg_config
 from apkit.compression.students import make_student
 from apkit.compression.teacher_cache import TeacherCache, can_cache
@@ -48,10 +48,12 @@ from apkit.names import COMPRESSION_METHOD_NAMES, NAIVE, REGULARIZER_CHOICES
 from apkit.registry import Registry
 from apkit.regularizers import AttributionMatchingLoss
 from apkit.training import CHECKPOINT_NAME, evaluate, fit, seed_everything
+from apkit.training.state import AFRESH
 
 __all__ = ["COMPRESSION_METHODS", "MODEL_FILE", "PROGRESS_FILE", "RECORD_FILE", "CompressionRecord", "compress"]
 
 MODEL_FILE = "model.pt"
+STATE_FILE = "model_state.pt"  # the plain state_dict of a model that apkit did not build
 RECORD_FILE = "record.json"
 PROGRESS_FILE = "unstructured_progress.pt"
 
@@ -252,7 +254,8 @@ def _resume_unstructured(run: _Run, model: nn.Module, progress_path: Path | None
     payload = safe_load(progress_path)
     if payload.get("settings") != run.settings.to_dict() or payload.get("regularizer") != run.regularizer_name:
         raise CheckpointError(
-            f"{str(progress_path)!r} belongs to a run with other settings; use another out_dir or resume=False"
+            f"{str(progress_path)!r} belongs to a run with other settings; use the same settings, another out_dir "
+            f"(--out), or {AFRESH}"
         )
     attach_masks(model)
     model.load_state_dict(payload["state_dict"])
@@ -313,13 +316,33 @@ def _example_inputs(dataset: Any, device: torch.device) -> torch.Tensor:
     return image[None].float().to(device)
 
 
+def check_out_dir(out_dir: str | Path | None, resume: bool, overwrite: bool) -> Path | None:
+    """The output folder, checked before any work: writable, and not holding a finished run unless asked."""
+    if resume and out_dir is None:
+        raise ValidationError("resume=True needs out_dir (the folder of the run to resume)")
+    if resume and overwrite:
+        raise ValidationError("resume and overwrite exclude each other: resume continues or loads the run in "
+                              "out_dir, overwrite replaces it; pass one of them")
+    if out_dir is None:
+        return None
+    out = check_writable(out_dir)
+    finished = (out / RECORD_FILE).is_file() and any((out / name).is_file() for name in (MODEL_FILE, STATE_FILE))
+    if finished and not (resume or overwrite):
+        raise ValidationError(
+            f"{str(out)!r} already holds a finished compression ({RECORD_FILE} and its model); pass resume=True "
+            "(--resume) to load it, overwrite=True (--overwrite) to compress afresh over it, or another out_dir (--out)"
+        )
+    return out
+
+
 def _load_finished(out: Path, method: str, regularizer: str, settings: Settings, seed: int, device: torch.device):
     record = CompressionRecord.from_dict(read_json(out / RECORD_FILE))
     same = (record.method == method and record.regularizer == regularizer and record.seed == seed
             and record.settings == settings.to_dict())
     if not same:
         raise CheckpointError(
-            f"{str(out)!r} already holds a compression with other settings; use another out_dir or resume=False"
+            f"{str(out)!r} already holds a compression with other settings; use another out_dir (--out), or "
+            "compress afresh over it: overwrite=True in Python, --overwrite on the command line"
         )
     return load_checkpoint(out / MODEL_FILE, map_location=device), record
 
@@ -349,7 +372,7 @@ def _save(out: Path, model: nn.Module, record: CompressionRecord) -> None:
                        "settings": record.settings}
         save_checkpoint(model, out / MODEL_FILE, meta={"compression": compression})
     else:
-        atomic_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / "model_state.pt")
+        atomic_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / STATE_FILE)
     atomic_write_json(out / RECORD_FILE, record.to_dict())
 
 
@@ -364,6 +387,7 @@ def compress(
     settings: str | Settings | Mapping[str, Any] | None = "quick",
     out_dir: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     device: str | torch.device | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -390,6 +414,9 @@ def compress(
     resume : bool
         Continue an interrupted run in ``out_dir`` (at the right epoch and, for iterative pruning,
         the right step); a finished run is loaded and returned.
+    overwrite : bool
+        Compress afresh over a finished run in ``out_dir`` (one with ``record.json`` and its
+        model), which is refused otherwise: its model would be lost.
     device : str or torch.device, optional
         Default: CUDA when available.
     seed : int
@@ -413,14 +440,13 @@ def compress(
     runner = COMPRESSION_METHODS.get(method)
     check_choice(regularizer, "regularizer", REGULARIZER_CHOICES)
     s = resolve_settings(method, settings, **options)
+    check_regularizer_settings(regularizer, settings, **options)
     if student is not None and method != "kd":
         raise ValidationError("student= applies only to method='kd'")
     check_dataset(train_set, "train_set")
     check_int(seed, "seed", minimum=0)
     device = resolve_device(device)
-    if resume and out_dir is None:
-        raise ValidationError("resume=True needs out_dir (the folder of the run to resume)")
-    out = Path(out_dir) if out_dir is not None else None
+    out = check_out_dir(out_dir, resume, overwrite)
     if resume and out is not None and (out / RECORD_FILE).is_file() and (out / MODEL_FILE).is_file():
         return _load_finished(out, method, regularizer, s, seed, device)
 

@@ -9,10 +9,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from apkit.compression.api import CompressionRecord, compress
+from apkit._validation import check_choice
+from apkit.compression.api import CompressionRecord, check_out_dir, compress
+from apkit.compression.settings import check_regularizer_settings, resolve_settings
 from apkit.errors import ValidationError
 from apkit.models import resolve_model
-from apkit.names import NAIVE
+from apkit.names import COMPRESSION_METHOD_NAMES, NAIVE, REGULARIZER_CHOICES
 from apkit.training import datasets_for
 
 __all__ = ["compress_checkpoint"]
@@ -32,6 +34,7 @@ def compress_checkpoint(
     device: str | torch.device | None = None,
     seed: int = 0,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     num_classes: int | None = None,
 ) -> tuple[nn.Module, CompressionRecord]:
@@ -43,7 +46,7 @@ def compress_checkpoint(
         A model spec (:func:`apkit.models.resolve_model`): an apkit checkpoint (``apkit train``
         writes one), or ``ARCH=PATH`` such as ``torchvision:resnet18=weights.pt`` (a plain
         state dict or ``.safetensors`` file).
-    method, regularizer, settings, device, seed, resume, progress
+    method, regularizer, settings, device, seed, resume, overwrite, progress
         As in :func:`apkit.compression.compress`; ``settings`` names a settings profile.
     out_dir : path
         Receives ``model.pt`` (``model_state.pt``, a plain state dict, for a teacher that apkit did
@@ -59,11 +62,17 @@ def compress_checkpoint(
         The teacher's class count, needed for ``torchvision:`` and apkit names in ``ARCH=PATH``;
         it must be the data's.
     """
+    # Everything that needs neither the teacher nor the data is checked first, before any file is read.
+    check_choice(method, "compression method", COMPRESSION_METHOD_NAMES)
+    check_choice(regularizer, "regularizer", REGULARIZER_CHOICES)
+    resolve_settings(method, settings, **dict(options or {}))
+    check_regularizer_settings(regularizer, settings, **dict(options or {}))
+    check_out_dir(out_dir, resume, overwrite)
     teacher_model = resolve_model(teacher, num_classes=num_classes)
     splits = datasets_for(teacher_model, data, {"train": train_samples, "val": val_samples})
     if num_classes is not None and splits["train"].num_classes != num_classes:
         raise ValidationError(f"num_classes is {num_classes} but the data has {splits['train'].num_classes} "
                               "classes; use a teacher trained on this dataset")
     return compress(teacher_model, method, regularizer, train_set=splits["train"], val_set=splits["val"],
-                    settings=settings, out_dir=out_dir, resume=resume, device=device, seed=seed, progress=progress,
-                    **dict(options or {}))
+                    settings=settings, out_dir=out_dir, resume=resume, overwrite=overwrite, device=device, seed=seed,
+                    progress=progress, **dict(options or {}))

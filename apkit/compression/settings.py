@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,13 +26,17 @@ from apkit._validation import check_choice, check_float, check_fraction, check_i
 from apkit.compression.structured import IMPORTANCES, SCHEMES
 from apkit.compression.unstructured import iterative_sparsity
 from apkit.errors import ValidationError
-from apkit.names import COMPRESSION_METHOD_NAMES, SETTINGS_PROFILE_NAMES
+from apkit.models import MODELS
+from apkit.names import COMPRESSION_METHOD_NAMES, NAIVE, REGULARIZER_NAMES, SETTINGS_PROFILE_NAMES
 from apkit.training import RECIPES
+from apkit.training.loop import check_train_settings
 
-__all__ = ["Settings", "default_settings", "resolve_settings"]
+__all__ = ["REGULARIZER_SETTINGS", "Settings", "check_regularizer_settings", "default_settings", "resolve_settings"]
 
 _TRAIN_FIELDS = ("epochs", "lr", "batch_size", "momentum", "weight_decay", "milestones", "gamma", "schedule")
 _REGULARIZER_FIELDS = ("weight", "scale_weight", "drop", "teacher_layer", "student_layer", "resize")
+#: The settings of the attribution-matching regularizer (refused with regularizer "none").
+REGULARIZER_SETTINGS = _REGULARIZER_FIELDS
 _RUN_FIELDS = ("cache_teacher",)
 _METHOD_FIELDS = {
     "kd": ("student", "student_options", "width_divisor", "temperature", "alpha"),
@@ -170,9 +175,11 @@ def _build(method: str, values: Mapping[str, Any]) -> Settings:
     allowed = set(Settings(method=method, epochs=1, lr=0.1).fields_for()) - {"method"}
     unknown = sorted(set(values) - allowed)
     if unknown:
+        close = [m for name in unknown for m in difflib.get_close_matches(name, allowed, n=2, cutoff=0.6)]
+        hint = f"did you mean {', '.join(dict.fromkeys(close))}? " if close else ""
+        known = [*dict.fromkeys(close), *sorted(allowed - set(close))]
         raise ValidationError(
-            f"setting(s) {', '.join(unknown)} do not apply to method {method!r}; "
-            f"known: {', '.join(sorted(allowed))}"
+            f"setting(s) {', '.join(unknown)} do not apply to method {method!r}; {hint}known: {', '.join(known)}"
         )
     values = dict(values)
     for key in ("milestones", "ignored_layers"):
@@ -195,14 +202,15 @@ def _build(method: str, values: Mapping[str, Any]) -> Settings:
 
 
 def _validate(s: Settings) -> None:
-    check_int(s.epochs, "epochs", minimum=1)
-    check_float(s.lr, "lr", minimum=0.0, exclusive_minimum=True)
-    check_int(s.batch_size, "batch_size", minimum=1)
+    # The training settings are checked as fit checks them, before a teacher is copied or a layer pruned.
+    check_train_settings(**{name: getattr(s, name) for name in _TRAIN_FIELDS})
     if s.weight is not None:
         check_float(s.weight, "weight", minimum=0.0)
     if s.drop is not None:
         check_fraction(s.drop, "drop")
     if s.method == "kd":
+        if s.student is not None:
+            MODELS.get(s.student)
         check_float(s.temperature, "temperature", minimum=0.0, exclusive_minimum=True)
         check_fraction(s.alpha, "alpha", allow_one=True)
         if s.width_divisor is not None:
@@ -239,3 +247,46 @@ def resolve_settings(method: str, settings: str | Settings | Mapping[str, Any] |
         values.update(options)
         return default_settings(method, profile, **values)
     raise ValidationError(f"settings must be a profile name, a Settings or a dict, got {type(settings).__name__}")
+
+
+def _given_regularizer_settings(settings: str | Settings | Mapping[str, Any] | None,
+                                options: Mapping[str, Any]) -> dict[str, Any]:
+    """The regularizer settings the caller set (not a profile's), those that differ from the defaults."""
+    given: dict[str, Any] = {}
+    if isinstance(settings, Settings):
+        given = {name: getattr(settings, name) for name in _REGULARIZER_FIELDS}
+    elif isinstance(settings, Mapping):
+        given = {k: v for k, v in settings.items() if k != "profile"}
+    given.update(options)
+    if "reg_weight" in given:  # the old spelling, kept for one release
+        given.setdefault("weight", given.pop("reg_weight"))
+    defaults = {f.name: f.default for f in dataclasses.fields(Settings) if f.name in _REGULARIZER_FIELDS}
+    return {k: given[k] for k in _REGULARIZER_FIELDS if k in given and given[k] != defaults[k]}
+
+
+def check_regularizer_settings(regularizer: str, settings: str | Settings | Mapping[str, Any] | None = None,
+                               **options) -> None:
+    """Refuse regularizer settings (``weight``, ``drop``, ...) given with ``regularizer="none"``.
+
+    The naive baseline trains without a regularizer, so a weight given with it would be recorded
+    but never used.  Only what the caller set counts: the values of ``settings`` (a dict, or a
+    :class:`Settings` whose field differs from its default) and ``options``, not a profile's.
+
+    Examples
+    --------
+    >>> check_regularizer_settings("swa", "quick", weight=10)
+    >>> check_regularizer_settings("none", "quick", weight=10)
+    Traceback (most recent call last):
+    ...
+    apkit.errors.ValidationError: with regularizer 'none' (the naive baseline) the regularizer settings must be \
+unset, got weight=10; drop them or choose a regularizer: ewa, swa or sswa
+    """
+    if regularizer != NAIVE:
+        return
+    given = _given_regularizer_settings(settings, options)
+    if given:
+        shown = ", ".join(f"{k}={v!r}" for k, v in given.items())
+        raise ValidationError(
+            f"with regularizer {NAIVE!r} (the naive baseline) the regularizer settings must be unset, got {shown}; "
+            f"drop them or choose a regularizer: {', '.join(REGULARIZER_NAMES[:-1])} or {REGULARIZER_NAMES[-1]}"
+        )

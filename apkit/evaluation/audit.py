@@ -85,7 +85,8 @@ class ModelAudit(ItemAccess):
 def _check_tolerances(tolerances) -> tuple[int, ...]:
     if isinstance(tolerances, (str, bytes)) or not isinstance(tolerances, Sequence) or not tolerances:
         raise ValidationError("tolerances must list at least one pointing-game tolerance, e.g. (0,)")
-    return tuple(tolerances)
+    # Checked here, before any prediction, so that a bad tolerance costs nothing.
+    return tuple(check_int(t, "tolerances", minimum=0) for t in tolerances)
 
 
 @renamed_keywords(methods="attribution_methods")

@@ -24,6 +24,7 @@ from apkit.models.zoo import create
 
 FORMAT = "apkit-checkpoint"
 FORMAT_VERSION = 1
+_SHOWN = 3  # mismatched tensors named in an error: enough to recognise the problem, short enough to read
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
@@ -94,6 +95,18 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             "apkit reads checkpoints written by apkit.models.save_checkpoint or the apkit CLI; for a plain "
             "state_dict name its architecture: ARCH=PATH, e.g. torchvision:resnet18=PATH"
         )
+    version = payload.get("format_version", FORMAT_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"checkpoint {str(path)!r} has a malformed format_version {version!r}; re-create it")
+    if version > FORMAT_VERSION:
+        # A newer layout may mean something else by the same keys: refuse rather than guess.
+        raise CheckpointError(f"checkpoint {str(path)!r} was written by a newer apkit (format {version}); this apkit "
+                              f"reads format {FORMAT_VERSION}: upgrade apkit")
+    config, state = payload.get("config"), payload.get("state_dict")
+    if not (isinstance(config, dict) and {"name", "num_classes"} <= set(config)) or not isinstance(state, dict) \
+            or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"checkpoint {str(path)!r} lacks its architecture (config) or its weights (a state_dict "
+                              "of tensors): the file was damaged or edited; re-create it")
     return payload
 
 
@@ -134,13 +147,56 @@ def load_checkpoint(
         )
     model = create(config["name"], num_classes=config["num_classes"], **config.get("options", {}))
     state = payload["state_dict"]
+    _check_fits(model, state, config["name"], path)
     conform_to_state_dict(model, state)
     try:
         model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint {str(path)!r} does not fit its architecture: {exc}") from exc
+    except RuntimeError as exc:  # the checks above should leave nothing to torch; keep its message short
+        text = " ".join(str(exc).split())
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit its architecture ({text[:300]}); "
+                              "re-create it") from exc
     model.apkit_meta = payload["meta"]
     return model.to(map_location).eval()
+
+
+def format_shape(tensor: torch.Tensor) -> str:
+    """``(2, 4)``: a tensor's shape as error messages write it."""
+    return "(" + ", ".join(map(str, tensor.shape)) + ")"
+
+
+def mismatched_tensors(model: nn.Module, state: dict[str, torch.Tensor], label: str) -> tuple[list[str], list[str]]:
+    """What keeps ``state`` from loading into ``model``: one phrase per missing, extra or too large tensor.
+
+    A saved tensor may be smaller than the model's (structured pruning: the layer is resized to
+    it) but not of another rank or larger.  Returns the model's tensors that do not fit, in its
+    order, and the saved tensors ``model`` lacks.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> mismatched_tensors(nn.Linear(4, 2), {"weight": torch.zeros(2, 8)}, "the model")
+    (['weight is (2, 8) in the file but (2, 4) in the model', 'bias (2) is missing from the file'], [])
+    """
+    expected = model.state_dict()
+    ours = []
+    for key, tensor in expected.items():
+        if key not in state:
+            ours.append(f"{key} {format_shape(tensor)} is missing from the file")
+        elif state[key].dim() != tensor.dim() or any(s > e for s, e in zip(state[key].shape, tensor.shape)):
+            ours.append(f"{key} is {format_shape(state[key])} in the file but {format_shape(tensor)} in {label}")
+    theirs = [f"{key} {format_shape(state[key])} is not in {label}" for key in state if key not in expected]
+    return ours, theirs
+
+
+def _check_fits(model: nn.Module, state: dict[str, torch.Tensor], arch: str, path) -> None:
+    """Refuse a checkpoint whose weights do not fit its own architecture, naming the first few tensors."""
+    ours, theirs = mismatched_tensors(model, state, "the model")
+    problems = ours + theirs
+    if problems:
+        shown = "; ".join(problems[:_SHOWN])
+        more = f"; and {len(problems) - _SHOWN} more" if len(problems) > _SHOWN else ""
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit its architecture {arch!r} ({len(problems)} "
+                              f"tensors differ: {shown}{more}); the file was damaged or edited: re-create it")
 
 
 def conform_to_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:

@@ -44,13 +44,13 @@ from torch import nn
 
 from apkit._validation import check_int
 from apkit.errors import CheckpointError, UnknownNameError, ValidationError
-from apkit.models.checkpoint import FORMAT, conform_to_state_dict, load_checkpoint, safe_load
+from apkit.models import checkpoint
+from apkit.models.checkpoint import FORMAT, conform_to_state_dict, load_checkpoint, mismatched_tensors, safe_load
 from apkit.models.zoo import MODELS, create
+from apkit.names import MODEL_SPEC_HELP
 
 __all__ = ["ModelSpec", "build_architecture", "load_weights", "parse_model_spec", "read_weights", "resolve_model"]
 
-SPEC_HELP = ("PATH (an apkit checkpoint) or ARCH=PATH, ARCH being torchvision:NAME, package.module:factory or an "
-             "apkit model name, PATH a state_dict (.pt/.pth) or .safetensors file")
 TORCHVISION = "torchvision:"
 _PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DDP and torch.compile wrap every key
 _SHOWN = 2  # mismatched tensors named per side in an error: enough to recognise the architecture
@@ -102,7 +102,7 @@ def parse_model_spec(spec: str | os.PathLike) -> ModelSpec:
     if isinstance(spec, os.PathLike):
         return ModelSpec(None, os.fspath(spec))
     if not isinstance(spec, str) or not spec.strip():
-        raise ValidationError(f"a model spec must be {SPEC_HELP}; got {spec!r}")
+        raise ValidationError(f"a model spec must be {MODEL_SPEC_HELP}; got {spec!r}")
     text = spec.strip()
     arch, sep, path = text.partition("=")
     if not sep and not Path(text).exists() and (text.startswith(TORCHVISION) or text in MODELS):
@@ -273,10 +273,6 @@ def read_weights(path: str | os.PathLike, map_location: str | torch.device = "cp
     return _state_dict_of(payload, path)
 
 
-def _shape(tensor: torch.Tensor) -> str:
-    return "(" + ", ".join(map(str, tensor.shape)) + ")"
-
-
 def _check_classes(model: nn.Module, state: Mapping[str, torch.Tensor], label: str, path: str,
                    num_classes: int | None) -> None:
     """Refuse weights whose classifier (the last weight matrix) has another number of outputs."""
@@ -288,27 +284,15 @@ def _check_classes(model: nn.Module, state: Mapping[str, torch.Tensor], label: s
     key = weights[-1][0]
     saved = state[key]
     if saved.dim() >= 1 and saved.shape[0] != num_classes:
-        raise CheckpointError(f"weights file {path!r} has {saved.shape[0]} classes ({key} is {_shape(saved)}) but "
-                              f"{label} was built with num_classes={num_classes}; pass num_classes={saved.shape[0]} "
+        shape = checkpoint.format_shape(saved)
+        raise CheckpointError(f"weights file {path!r} has {saved.shape[0]} classes ({key} is {shape}) but {label} "
+                              f"was built with num_classes={num_classes}; pass num_classes={saved.shape[0]} "
                               f"(--num-classes {saved.shape[0]})")
 
 
 def _check_fits(model: nn.Module, state: Mapping[str, torch.Tensor], label: str, path: str) -> None:
-    """Refuse weights of another architecture, naming the first mismatched tensors with their shapes.
-
-    A saved tensor may be smaller than the architecture's (structured pruning) but not larger,
-    and the keys must be the same.
-    """
-    expected = model.state_dict()
-    ours = []
-    for key, tensor in expected.items():
-        if key not in state:
-            ours.append(f"{key} {_shape(tensor)} is missing from the file")
-            continue
-        saved = state[key]
-        if saved.dim() != tensor.dim() or any(s > e for s, e in zip(saved.shape, tensor.shape)):
-            ours.append(f"{key} is {_shape(saved)} in the file but {_shape(tensor)} in {label}")
-    theirs = [f"{key} {_shape(state[key])} is not in {label}" for key in state if key not in expected]
+    """Refuse weights of another architecture, naming the first mismatched tensors of each kind."""
+    ours, theirs = mismatched_tensors(model, dict(state), label)
     if ours or theirs:
         shown = "; ".join(ours[:_SHOWN] + theirs[:_SHOWN])
         raise CheckpointError(f"weights file {path!r} does not fit {label} ({len(ours) + len(theirs)} tensors "

@@ -34,7 +34,7 @@ from apkit.training.evaluate import DEFAULT_SELECT, METRIC_NAMES, evaluate, reso
 from apkit.training.objectives import TaskObjective
 from apkit.training.state import CHECKPOINT_NAME, TrainingState
 
-__all__ = ["FitResult", "fit", "seed_everything"]
+__all__ = ["FitResult", "check_train_settings", "fit", "seed_everything"]
 
 logger = logging.getLogger("apkit.training")
 
@@ -272,6 +272,31 @@ def fit(
     return _result(model, state, select, path)
 
 
+def check_train_settings(*, epochs: int, batch_size: int, lr: float, momentum: float = 0.9,
+                         weight_decay: float = 1e-4, milestones: Sequence[int] = (), gamma: float = 0.1,
+                         schedule: str = "step") -> dict[str, Any]:
+    """Check the optimiser and schedule settings of :func:`fit` (a recipe's fields); return them checked.
+
+    :func:`fit` makes these checks itself; a caller that runs many trainings (the benchmark) makes
+    them up front, so that a bad value stops it before the first one starts.
+
+    Examples
+    --------
+    >>> check_train_settings(epochs=2, batch_size=8, lr=0.1, milestones=(1,))["milestones"]
+    [1]
+    """
+    return {
+        "epochs": check_int(epochs, "epochs", minimum=1),
+        "batch_size": check_int(batch_size, "batch_size", minimum=1),
+        "lr": check_float(lr, "lr", minimum=0.0, exclusive_minimum=True),
+        "momentum": check_float(momentum, "momentum", minimum=0.0, maximum=1.0, exclusive_maximum=True),
+        "weight_decay": check_float(weight_decay, "weight_decay", minimum=0.0),
+        "milestones": list(_check_milestones(milestones)),
+        "gamma": check_float(gamma, "gamma", minimum=0.0, maximum=1.0, exclusive_minimum=True),
+        "schedule": check_choice(schedule, "schedule", SCHEDULE_NAMES),
+    }
+
+
 def _check_fit(model, train_set, val_set, task, epochs, batch_size, lr, momentum, weight_decay, milestones, gamma,
                schedule, objective, seed, eval_batch_size, num_workers, on_step, on_epoch_end, select, resume,
                checkpoint_dir) -> tuple[dict[str, Any], Callable, str | None]:
@@ -281,16 +306,10 @@ def _check_fit(model, train_set, val_set, task, epochs, batch_size, lr, momentum
     if val_set is not None:
         check_dataset(val_set, "val_set")
     task = resolve_task(task, train_set)
-    settings = {
-        "task": task, "epochs": check_int(epochs, "epochs", minimum=1),
-        "batch_size": check_int(batch_size, "batch_size", minimum=1),
-        "lr": check_float(lr, "lr", minimum=0.0, exclusive_minimum=True),
-        "momentum": check_float(momentum, "momentum", minimum=0.0, maximum=1.0, exclusive_maximum=True),
-        "weight_decay": check_float(weight_decay, "weight_decay", minimum=0.0),
-        "milestones": list(_check_milestones(milestones)),
-        "gamma": check_float(gamma, "gamma", minimum=0.0, maximum=1.0, exclusive_minimum=True),
-        "schedule": check_choice(schedule, "schedule", SCHEDULE_NAMES), "seed": check_int(seed, "seed", minimum=0),
-    }
+    settings = {"task": task, **check_train_settings(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+                                                     weight_decay=weight_decay, milestones=milestones, gamma=gamma,
+                                                     schedule=schedule),
+                "seed": check_int(seed, "seed", minimum=0)}
     check_int(eval_batch_size, "eval_batch_size", minimum=1)
     check_int(num_workers, "num_workers", minimum=0)
     for name, fn in (("objective", objective), ("on_step", on_step), ("on_epoch_end", on_epoch_end)):

@@ -19,17 +19,20 @@ from typing import Any
 from torch import nn
 from torch.utils.data import Dataset
 
-from apkit._io import atomic_write_json
+from apkit._io import atomic_write_json, check_writable
 from apkit._validation import resolve_device
 from apkit._version import __version__
-from apkit.data import check_synthetic_only, from_spec, spec_name
+from apkit.data import DATASETS, check_synthetic_only, from_spec, spec_name
 from apkit.distributed import is_main_process
 from apkit.errors import ValidationError
 from apkit.models import MODELS, create, save_checkpoint
-from apkit.training.loop import fit, seed_everything
+from apkit.training.loop import check_train_settings, fit, seed_everything
 from apkit.training.recipes import RECIPES
 
 __all__ = ["TrainingReport", "datasets_for", "default_model", "default_recipe", "train_model"]
+
+MODEL_FILE = "model.pt"
+METRICS_FILE = "metrics.json"
 
 
 @dataclass
@@ -72,6 +75,7 @@ def datasets_for(model: nn.Module, data: str, sizes: Mapping[str, int | None], *
     model whose class count is not the data's is refused.  ``sizes`` other than ``None`` apply to
     the synthetic data only.
     """
+    DATASETS.get(spec_name(data))  # an unknown name is the problem, not the sizes given with it
     check_synthetic_only(data, **{f"{split}_samples": n for split, n in sizes.items()})
     input_size = getattr(model, "apkit_config", {}).get("options", {}).get("input_size")
     if spec_name(data) == "synthetic" and input_size is not None:
@@ -84,6 +88,20 @@ def datasets_for(model: nn.Module, data: str, sizes: Mapping[str, int | None], *
             raise ValidationError(f"the model has {classes} classes but the data has {dataset.num_classes}; "
                                   "use a model trained on this dataset")
     return splits
+
+
+def _check_out_dir(out_dir: str | Path, resume: bool, overwrite: bool) -> Path:
+    """The output folder, checked before any work: writable, and not holding a finished run unless asked."""
+    if resume and overwrite:
+        raise ValidationError("resume and overwrite exclude each other: resume continues the run in out_dir, "
+                              "overwrite replaces it; pass one of them")
+    out_dir = check_writable(out_dir)
+    if (out_dir / METRICS_FILE).is_file() and not (resume or overwrite):
+        raise ValidationError(
+            f"{str(out_dir)!r} already holds a trained model ({MODEL_FILE}, {METRICS_FILE}); pass resume=True "
+            "(--resume) to reuse it, overwrite=True (--overwrite) to train afresh over it, or another out_dir (--out)"
+        )
+    return out_dir
 
 
 def default_recipe(data: str) -> str:
@@ -110,6 +128,7 @@ def train_model(
     device: str | None = None,
     seed: int = 0,
     resume: bool = False,
+    overwrite: bool = False,
     select: str | None = None,
     num_workers: int = 0,
     progress: bool = True,
@@ -136,7 +155,10 @@ def train_model(
     train_samples, val_samples : int, optional
         Synthetic data only: number of images per split.
     device, seed, resume, select, num_workers, progress
-        As in :func:`apkit.training.fit`.
+        As in :func:`apkit.training.fit`; ``resume`` also reuses a finished run in ``out_dir``.
+    overwrite : bool
+        Train afresh over a finished run in ``out_dir`` (one with ``metrics.json``), which is
+        refused otherwise: its model would be lost.
 
     Returns
     -------
@@ -155,10 +177,13 @@ def train_model(
     if "milestones" in changes:
         changes["milestones"] = tuple(changes["milestones"])
     chosen = dataclasses.replace(chosen, **changes)
+    check_train_settings(**chosen.kwargs())  # a bad epoch count stops here, before any data is read
 
     data_options = dict(data_options or {})
     sizes = {"train": train_samples, "val": val_samples}
+    DATASETS.get(spec_name(data))  # an unknown name is the problem, not the sizes given with it
     check_synthetic_only(data, train_samples=train_samples, val_samples=val_samples)
+    out_dir = _check_out_dir(out_dir, resume, overwrite)
     began = time.perf_counter()
     splits = {
         split: from_spec(data, split=split, **data_options, **({"num_samples": n} if n is not None else {}))
@@ -172,7 +197,6 @@ def train_model(
     seed_everything(seed)  # the initial weights depend on the seed too
     net = create(model, num_classes=train_set.num_classes, **options)
 
-    out_dir = Path(out_dir)
     result = fit(
         net, train_set, val_set=val_set, task=train_set.task, **chosen.kwargs(), device=device, seed=seed,
         checkpoint_dir=out_dir / "training", resume=resume, progress=progress, select=select,
@@ -186,7 +210,7 @@ def train_model(
     report = TrainingReport(
         val=result.best_metrics, best_epoch=result.best_epoch, select=result.select, seconds=seconds,
         settings=settings, history=result.history,
-        paths={"model": str(out_dir / "model.pt"), "metrics": str(out_dir / "metrics.json"),
+        paths={"model": str(out_dir / MODEL_FILE), "metrics": str(out_dir / METRICS_FILE),
                "training_checkpoint": str(out_dir / "training" / "checkpoint.pt")},
     )
     meta = {"dataset": data, "classes": list(train_set.classes), "task": train_set.task,
@@ -194,6 +218,6 @@ def train_model(
             "image_size": int(train_set.image_size), "metrics": result.best_metrics, "best_epoch": result.best_epoch,
             "settings": settings}
     if is_main_process():  # under torchrun, one process writes
-        save_checkpoint(net, out_dir / "model.pt", meta=meta)
-        atomic_write_json(out_dir / "metrics.json", report.to_dict())
+        save_checkpoint(net, out_dir / MODEL_FILE, meta=meta)
+        atomic_write_json(out_dir / METRICS_FILE, report.to_dict())
     return report

@@ -25,6 +25,8 @@ __all__ = ["CHECKPOINT_NAME", "TrainingState", "cpu_state_dict"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "apkit-training-state"
+#: How to start a run afresh, said in both worlds: an error reaches Python callers and the command line alike.
+AFRESH = "start afresh: resume=False in Python, no --resume on the command line"
 # Settings that must match for a checkpoint to be resumed (epochs may grow, except for cosine).
 RESUME_KEYS = ("task", "batch_size", "lr", "momentum", "weight_decay", "milestones", "gamma", "schedule",
                "seed", "world_size", "select")
@@ -116,21 +118,23 @@ class TrainingState:
         """Load the checkpoint into the model, optimiser, schedule, random states and this state."""
         payload = safe_load(self.path)
         if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{str(self.path)!r} is not an apkit training checkpoint; pass another "
-                                  "checkpoint_dir or resume=False")
+            raise CheckpointError(f"{str(self.path)!r} is not an apkit training checkpoint; use another folder, "
+                                  f"or {AFRESH}")
         saved, settings = payload["settings"], self.settings
         keys = RESUME_KEYS + (("epochs",) if settings["schedule"] == "cosine" else ())
         changed = [f"{k} {saved.get(k)!r} -> {settings[k]!r}" for k in keys if saved.get(k) != settings[k]]
         if changed:
             raise CheckpointError(
                 f"cannot resume {str(self.path)!r}: settings changed ({'; '.join(changed)}); "
-                "use the same settings, another checkpoint_dir, or resume=False"
+                f"use the same settings, another folder, or {AFRESH}"
             )
         try:
             model.load_state_dict(payload["model"])
             optimizer.load_state_dict(payload["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"the training checkpoint {str(self.path)!r} does not fit this model: {exc}") from exc
+            text = " ".join(str(exc).split())  # torch lists every key: keep the message one short line
+            raise CheckpointError(f"the training checkpoint {str(self.path)!r} does not fit this model "
+                                  f"({text[:240]}); use another folder, or {AFRESH}") from exc
         scheduler.load_state_dict(payload["scheduler"])
         _set_rng_state(payload["rng"][world_info()[0]], self.device)
         self.history = list(payload["history"])
