@@ -4,7 +4,8 @@ The paper's evaluation script (METHOD §4.2) scores one map at a time: min-max n
 ``sklearn.metrics.roc_curve`` + ``auc`` against the class mask, and the first ``np.where`` arg-max
 for the pointing game.  This script times that loop and ``apkit.metrics`` on the same maps in one
 process, checks that the values are the same, and also times Quantus's ``AUC`` and
-``PointingGame`` when Quantus is installed (it is not a dependency of apkit).
+``PointingGame`` when Quantus is installed (``pip install -e .[bench]``; it is not a dependency
+of apkit), and the bare ``np.sort`` of the same pixels: no exact AUC can do less than sort them.
 
 The maps imitate Grad-CAM at VGG16's conv5_3: a ReLU'd 14x14 map upsampled bilinearly to the
 input size; the masks are random blobs.
@@ -55,6 +56,12 @@ def paper_loop(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndar
     return aucs, hits
 
 
+def _tied_maxima(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which maps have several maxima, and whether any maximum of each map is on its mask."""
+    peaks = maps == maps.max(axis=(1, 2), keepdims=True)
+    return peaks.sum(axis=(1, 2)) > 1, (peaks & masks).any(axis=(1, 2)).astype(np.float64)
+
+
 def apkit_metrics(maps: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return roc_auc(normalize_maps(maps), masks), pointing_game(maps, masks)
 
@@ -79,13 +86,37 @@ def quantus_metrics(maps: np.ndarray, masks: np.ndarray):
     return np.asarray(aucs, dtype=np.float64), np.asarray(hits, dtype=np.float64)
 
 
+def sort_limit_row(on_device: tuple[torch.Tensor, torch.Tensor], metrics_row: Measurement, device: torch.device,
+                   repeats: int) -> Measurement:
+    """apkit's AUC + pointing against the bare np.sort of the same pixels: the physical limit on one core.
+
+    The ratio (sort time / apkit time) is below 1: how close apkit comes to only sorting.  There is
+    nothing to compare but the pixels themselves: the check is that np.sort kept every pixel in order.
+    """
+    maps, masks = on_device
+    # The pixels apkit's AUC scores: each map normalised (outside the timing), one row per map.
+    pixels = normalize_maps(maps).cpu().numpy().reshape(len(maps), -1)
+    t_apkit, peak_apkit, _ = timed(lambda: apkit_metrics(maps, masks), repeats=repeats, device=device)
+    t_sort, peak_sort, ordered = timed(lambda: np.sort(pixels, axis=1), repeats=repeats, device=torch.device("cpu"))
+    in_order = bool((ordered[:, 1:] >= ordered[:, :-1]).all()) and ordered.shape == (len(maps), maps[0].numel())
+    return Measurement(
+        name="metrics-npsort", operation=metrics_row.operation, apkit=metrics_row.apkit,
+        baseline="the bare np.sort of the same normalised pixels, per map (1 core): the limit",
+        apkit_s=t_apkit, baseline_s=t_sort, equal=in_order,
+        check=f"a bound, not a metric: np.sort ordered all {ordered.size:,} pixels"
+              f"{'' if in_order else ' WRONGLY'}; ratio = sort time / apkit time (1 would be only sorting)",
+        apkit_peak=peak_apkit, baseline_peak=peak_sort, device=str(device), repeats=repeats,
+    )
+
+
 def measure(*, maps: int = 2000, size: int = 227, threads: int = 1, seed: int = 0, quantus: bool = True,
-            quantus_maps: int = 200, device: torch.device | str = "cpu", repeats: int = 1) -> list[Measurement]:
+            quantus_maps: int = 200, device: torch.device | str = "cpu", repeats: int = 2) -> list[Measurement]:
     """Time apkit's metrics against the paper loop (and Quantus) on the same maps; check the values.
 
-    Returns one :class:`Measurement` for the scikit-learn loop and one for Quantus (skipped when
+    Returns one :class:`Measurement` for the scikit-learn loop, one for Quantus (skipped when
     Quantus is not installed or ``quantus=False``), timed against apkit on the first
-    ``quantus_maps`` maps (Quantus takes minutes for thousands of maps).  ``threads`` torch threads
+    ``quantus_maps`` maps (Quantus takes minutes for thousands of maps), and one for the bare
+    ``np.sort`` of the same pixels (the limit).  ``threads`` torch threads
     are used on the CPU (0: torch's default) and restored afterwards.
     """
     device = torch.device(device)
@@ -126,23 +157,27 @@ def measure(*, maps: int = 2000, size: int = 227, threads: int = 1, seed: int = 
             try:
                 importlib.import_module("quantus")
             except ImportError as exc:
-                reason = f"Quantus is not installed ({exc}); pip install quantus to add it"
+                reason = f"Quantus is not installed ({exc}); pip install -e .[bench] (or quantus) to add it"
         if reason is None:
             subset = on_device[0][:count], on_device[1][:count]
             t_q, peak_q, (q_auc, q_hit) = timed(lambda: quantus_metrics(maps_np[:count], masks_np[:count]),
                                                 repeats=repeats, device=torch.device("cpu"))
             t_sub, peak_sub, _ = timed(lambda: apkit_metrics(*subset), repeats=repeats, device=device)
             q_error = float(np.abs(q_auc - paper_auc[:count]).max())
-            same_hits = bool(np.array_equal(q_hit, paper_hit[:count]))
-            # Quantus counts a hit when any tied maximum is on the mask; the maps have one maximum.
+            # Quantus counts a hit when any tied maximum is on the mask, the paper when the first one
+            # (row-major) is: the two agree on the maps with one maximum.
+            tied, any_hit = _tied_maxima(maps_np[:count], masks_np[:count])
+            same_hits = bool(np.array_equal(q_hit, any_hit) and np.array_equal(q_hit[~tied], paper_hit[:count][~tied]))
             quantus_row.baseline_s, quantus_row.baseline_peak = t_q, peak_q
             quantus_row.apkit_s, quantus_row.apkit_peak = t_sub, peak_sub
             quantus_row.equal = q_error <= 1e-9 and same_hits
             quantus_row.check = (f"Quantus vs the paper loop (which apkit matches): AUC max difference "
-                                 f"{q_error:.1e}, pointing hits {'identical' if same_hits else 'DIFFER'}")
+                                 f"{q_error:.1e}, pointing hits {'identical' if same_hits else 'DIFFER'} "
+                                 f"({int(tied.sum())} maps with tied maxima scored by Quantus's any-maximum rule)")
         else:
             quantus_row.skipped, quantus_row.check = True, reason
         rows.append(quantus_row)
+        rows.append(sort_limit_row(on_device, rows[0], device, repeats))
         return rows
     finally:
         torch.set_num_threads(previous)
@@ -158,9 +193,11 @@ def main(argv: list[str] | None = None) -> list[Measurement]:
     parser.add_argument("--no-quantus", action="store_true")
     parser.add_argument("--quantus-maps", type=int, default=200, help="maps Quantus is timed on (it is slow)")
     parser.add_argument("--device", default="cpu", help="where apkit's metrics run: cpu, cuda or auto")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs of each side (the best is reported)")
     args = parser.parse_args(argv)
     rows = measure(maps=args.maps, size=args.size, threads=args.threads, seed=args.seed,
-                   quantus=not args.no_quantus, quantus_maps=args.quantus_maps, device=resolve_device(args.device))
+                   quantus=not args.no_quantus, quantus_maps=args.quantus_maps, device=resolve_device(args.device),
+                   repeats=args.repeats)
     print_measurements(rows)
     extra = rows[0].extra
     print(f"\n{extra['apkit_ms_per_map']:.3f} ms / map (apkit), {extra['baseline_ms_per_map']:.3f} ms / map "

@@ -5,18 +5,25 @@ ratio, whether both computed the same values, and the peak memory of each side. 
 are those of the ``bench_*.py`` scripts beside this file (which still run on their own):
 
 * ``synthetic``   - rendering of the embedded synthetic dataset (no baseline);
-* ``metrics``     - batched ROC-AUC + pointing game vs the paper's scikit-learn loop, and Quantus;
+* ``metrics``     - batched ROC-AUC + pointing game vs the paper's scikit-learn loop, Quantus, and
+  the bare np.sort of the same pixels (the limit of any exact AUC);
 * ``attribution`` - Grad-CAM, Excitation Backprop, LRP and RAP for all (image, class) pairs in one
   call vs one call per pair (Captum's ``LayerGradCam`` for Grad-CAM);
+* ``peers``       - the same maps from the libraries a user would otherwise choose: Grad-CAM vs
+  Captum and pytorch-grad-cam, LRP vs zennit, Excitation Backprop vs TorchRay (each batched over
+  repeated images; a peer that is not installed gives a row that says so);
 * ``regularizer`` - a KD training step with the SWA regularizer vs the plain step;
-* ``audit``       - the Grad-CAM audit of one model vs the paper's per-image protocol.
+* ``audit``       - the full audit of one student with four methods vs the paper's per-image protocol.
+
+The peers table of benchmarks/README.md is ``--only metrics,peers,audit``.
 
 Run:  python benchmarks/run.py [--device auto] [--quick | --smoke] [--only NAME[,NAME]] [--threads N] [--out FILE]
 
-``--quick`` uses small models and inputs (about a minute on 2 CPU cores); ``--smoke`` the smallest
-sizes, which only show that every measurement runs and agrees with its baseline.  ``--out FILE``
-writes the table as Markdown to FILE and as JSON beside it (FILE with the suffix ``.json``).  The
-exit status is 1 when a value check failed or a measurement raised.
+``--quick`` uses small models and inputs (a few minutes on 2 CPU cores); ``--smoke`` the smallest
+sizes, which only show that every measurement runs and agrees with its baseline.  ``--device cuda``
+runs every row with apkit and the peers on the GPU (scikit-learn, Quantus and np.sort stay on the
+CPU).  ``--out FILE`` writes the table as Markdown to FILE and as JSON beside it (FILE with the
+suffix ``.json``).  The exit status is 1 when a value check failed or a measurement raised.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from pathlib import Path
 import bench_attribution
 import bench_audit
 import bench_metrics
+import bench_peers
 import bench_regularizer_step
 import bench_synthetic
 import torch
@@ -43,27 +51,31 @@ SUITES: dict[str, Callable[..., list[Measurement]]] = {
     "synthetic": bench_synthetic.measure,
     "metrics": bench_metrics.measure,
     "attribution": bench_attribution.measure,
+    "peers": bench_peers.measure,
     "regularizer": bench_regularizer_step.measure,
     "audit": bench_audit.measure,
 }
 # Keyword arguments of each suite's measure() per size; "full" is each script's own default.
 SIZES: dict[str, dict[str, dict]] = {
-    "full": {"synthetic": {}, "metrics": {}, "attribution": {}, "regularizer": {}, "audit": {}},
+    "full": {"synthetic": {}, "metrics": {}, "attribution": {}, "peers": {}, "regularizer": {}, "audit": {}},
     "quick": {
         "synthetic": {"images": 500, "repeats": 2},
         "metrics": {"maps": 500, "size": 112, "repeats": 2},
         "attribution": {"model": "vgg_small", "size": 64, "images": 4, "classes": 8, "repeats": 2},
+        "peers": {"model": "vgg_small", "size": 64, "images": 4, "classes": 8, "repeats": 2},
         "regularizer": {"teacher": "vgg_small", "width_divisor": 2, "size": 64, "classes": 8, "batch_size": 16,
                         "repeats": 5},
-        "audit": {"model": "vgg_small", "size": 64, "images": 32, "batch_size": 16, "repeats": 2},
+        "audit": {"model": "vgg_small", "width_divisor": 2, "size": 64, "images": 32, "batch_size": 16,
+                  "repeats": 2},
     },
     "smoke": {
         "synthetic": {"images": 32, "size": 32, "repeats": 1},
         "metrics": {"maps": 32, "size": 32},
         "attribution": {"model": "vgg_small", "size": 32, "images": 1, "classes": 4, "repeats": 1},
+        "peers": {"model": "vgg_small", "size": 32, "images": 1, "classes": 4, "repeats": 1},
         "regularizer": {"teacher": "vgg_small", "width_divisor": 2, "size": 32, "classes": 4, "batch_size": 4,
                         "repeats": 1},
-        "audit": {"model": "vgg_small", "size": 32, "images": 4, "batch_size": 4},
+        "audit": {"model": "vgg_small", "width_divisor": 2, "size": 32, "images": 4, "batch_size": 4},
     },
 }
 # Suites whose measure() takes no device: they run on the CPU.
@@ -75,7 +87,10 @@ NOTES = (
     "process on the same inputs.",
     "Ratio = baseline time / apkit time: above 1, apkit is faster.  For the regularizer rows apkit is the "
     "regularized step and the baseline the plain one, so the ratio below 1 is the regularizer's cost "
-    "(0.95: the regularized step takes 1.05x as long).",
+    "(0.95: the regularized step takes 1.05x as long).  The metrics-npsort row's baseline is a bound, the "
+    "bare np.sort of the pixels apkit scores: its ratio below 1 says how close apkit comes to only sorting "
+    "(0.5: apkit takes twice as long as the sort alone).",
+    "Skipped: a peer library that is not installed here (pip install -e .[bench] installs them all).",
     "Peak memory is what one run adds to the memory in use when it starts.  CUDA: "
     "torch.cuda.max_memory_allocated minus the allocated memory at the start.  CPU (Linux): the kernel's "
     "peak resident set size (VmHWM), reset at the start through /proc/self/clear_refs, minus the resident "
@@ -121,7 +136,7 @@ def _seconds(value: float | None) -> str:
 
 def _same(row: Measurement) -> str:
     if row.skipped:
-        return "skipped"
+        return "not installed" if "not installed" in row.check else "skipped"
     return {True: "yes", False: "**NO**", None: "–"}[row.equal]
 
 

@@ -12,8 +12,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
-ROWS = {"synthetic", "metrics", "metrics-quantus", "gradcam", "excitation", "lrp", "rap", "regularizer-step",
+ROWS = {"synthetic", "metrics", "metrics-quantus", "metrics-npsort", "gradcam", "excitation", "lrp", "rap",
+        "gradcam-captum", "gradcam-pgc", "lrp-zennit", "excitation-torchray", "regularizer-step",
         "regularizer-student", "audit"}
+# Rows whose baseline is an optional peer (the .[bench] extra): without it the row says "not installed".
+PEER_MODULES = {"metrics-quantus": "quantus", "gradcam-pgc": "pytorch_grad_cam", "lrp-zennit": "zennit",
+                "excitation-torchray": "torchray"}
 
 
 @pytest.fixture
@@ -63,9 +67,8 @@ def test_every_measurement_runs_and_agrees_with_its_baseline(runner, tmp_path):
     machine = data["machine"]
     assert data["size"] == "smoke" and machine["device"] == "cpu" and machine["cpu_cores"] >= 1
     assert machine["torch_threads"] == 1 and machine["torch"] == torch.__version__
-    quantus = importlib.util.find_spec("quantus") is not None
     for name, row in rows.items():
-        if name == "metrics-quantus" and not quantus:
+        if name in PEER_MODULES and importlib.util.find_spec(PEER_MODULES[name]) is None:
             assert row["skipped"] and "not installed" in row["check"]
             continue
         assert not row["skipped"] and row["equal"] is True, (name, row["check"])
@@ -77,6 +80,7 @@ def test_every_measurement_runs_and_agrees_with_its_baseline(runner, tmp_path):
     table = out.read_text(encoding="utf-8")
     assert all(f"| {name} |" in table for name in ROWS)
     assert "**NO**" not in table and "VmHWM" in table  # the peak-memory footnote
+    assert rows["metrics-npsort"]["ratio"] < 10  # a bound: apkit cannot be far faster than sorting the pixels
 
 
 def test_bad_arguments_are_refused(runner, capsys):

@@ -358,20 +358,32 @@ def test_output_contract(name, device, dtype):
 
 
 @pytest.mark.parametrize("name", ALL_METRICS)
-def test_never_converts_to_numpy(name, monkeypatch):
+def test_reads_cpu_tensors_only_through_zero_copy_views(name, monkeypatch):
+    # A CPU tensor and its numpy array share memory, so the metrics may use numpy kernels on the CPU;
+    # they must never copy a tensor into numpy (nor convert one implicitly) and must return tensors.
     x, y, _ = _example_inputs(name, torch.float32, "cpu")
     extra = {"roc_auc": {"ignore": torch.zeros_like(y)}, "pointing_game": {"tolerance": 3}}.get(name, {})
     expected = _call(name, x, y, **extra)
+    original = torch.Tensor.numpy
+
+    def view_only(self, *, force=False):
+        if force or self.device.type != "cpu":
+            raise AssertionError("a metric copied a tensor to NumPy")
+        array = original(self)
+        if self.numel() and array.ctypes.data != self.data_ptr():
+            raise AssertionError("a metric copied a tensor to NumPy")
+        return array
 
     def refuse(*args, **kwargs):
-        raise AssertionError("a metric converted a tensor to NumPy")
+        raise AssertionError("a metric converted a tensor to NumPy implicitly")
 
-    monkeypatch.setattr(torch.Tensor, "numpy", refuse)
+    monkeypatch.setattr(torch.Tensor, "numpy", view_only)
     monkeypatch.setattr(torch.Tensor, "__array__", refuse)
     with pytest.raises(AssertionError, match="NumPy"):
         np.asarray(torch.zeros(1))  # the patch works
     out = _call(name, x, y, **extra)
     monkeypatch.undo()
+    assert isinstance(out, torch.Tensor) and out.device == x.device
     torch.testing.assert_close(out, expected, equal_nan=True)
 
 

@@ -11,7 +11,14 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from apkit import metrics
 from apkit.errors import UnknownNameError, ValidationError
 from apkit.metrics import localization
-from apkit.metrics.localization import class_averaged, per_class_mean, pointing_game, relevance_mass, roc_auc
+from apkit.metrics.localization import (
+    class_averaged,
+    normalize_maps,
+    per_class_mean,
+    pointing_game,
+    relevance_mass,
+    roc_auc,
+)
 
 
 def _sklearn_auc(maps, masks, ignore=None):
@@ -197,3 +204,147 @@ def test_registry_lists_every_metric():
         assert name in names and metrics.METRICS.help(name)
     with pytest.raises(UnknownNameError, match="roc_auc"):
         metrics.METRICS.get("auroc")
+
+
+# --------------------------------------------------------------------------------------------
+# the numpy kernels of CPU tensors against the torch kernels (what CUDA runs) and scikit-learn
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def torch_kernels(monkeypatch):
+    """Run the metrics through their torch code on the CPU, as on a GPU: a function to call."""
+
+    def call(fn, *args, **kwargs):
+        with monkeypatch.context() as patch:
+            patch.setattr(localization, "_NUMPY_DEVICES", frozenset())
+            return fn(*args, **kwargs)
+
+    return call
+
+
+def _tied_cases(dtype):
+    """Maps with heavy ties: few levels, ReLU zeros of both signs, negative values, extremes."""
+    gen = torch.Generator().manual_seed(5)
+    n, h, w = 9, 19, 21
+    yield torch.randint(0, 3, (n, h, w), generator=gen).to(dtype)
+    yield torch.randint(-1, 2, (n, h, w), generator=gen).to(dtype)
+    relu = torch.randn(n, h, w, generator=gen, dtype=torch.float64).clamp(min=0).to(dtype)
+    yield torch.where((relu == 0) & (torch.rand(n, h, w, generator=gen) < 0.5), -0.0, relu)
+    yield (torch.randn(n, h, w, generator=gen, dtype=torch.float64) * 4).round().to(dtype)
+    info = torch.finfo(dtype)
+    extremes = torch.tensor([0.0, -0.0, info.tiny / 4, info.tiny, 1.0, info.max, -info.max, -1.0, -info.tiny,
+                             -info.tiny / 4], dtype=dtype)
+    yield extremes[torch.randint(0, 6, (n, h, w), generator=gen)]  # >= 0, subnormals included
+    yield extremes[torch.randint(0, len(extremes), (n, h, w), generator=gen)]
+    yield torch.nn.functional.interpolate(
+        torch.randn(n, 1, 4, 5, generator=gen).clamp(min=0), size=(h, w), mode="bilinear")[:, 0].to(dtype)
+
+
+TIED_CASES = ["3 levels", "3 signed levels", "relu, zeros of both signs", "signed", "extremes >= 0", "extremes",
+              "bilinear"]
+
+
+def _masks_for(shape, seed):
+    gen = torch.Generator().manual_seed(seed)
+    masks = torch.rand(shape, generator=gen) < 0.35
+    masks[0] = False  # no positive: NaN
+    masks[1] = True  # no negative: NaN
+    masks[2] = False
+    masks[2, 3, 4] = True  # a single positive pixel
+    return masks
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("case", range(len(TIED_CASES)), ids=TIED_CASES)
+def test_numpy_roc_auc_equals_torch_and_sklearn(dtype, case, torch_kernels):
+    name, maps = TIED_CASES[case], list(_tied_cases(dtype))[case]
+    masks = _masks_for(maps.shape, case)
+    gen = torch.Generator().manual_seed(10 + case)
+    ignore = torch.rand(maps.shape, generator=gen) < 0.2
+    for kwargs in ({}, {"ignore": ignore}):
+        ours = roc_auc(maps, masks, **kwargs)
+        assert ours.dtype == torch.float64 and ours.device == maps.device
+        reference = torch_kernels(roc_auc, maps, masks, **kwargs)
+        assert torch.equal(torch.isnan(ours), torch.isnan(reference))
+        np.testing.assert_array_equal(ours.numpy(), reference.numpy(), err_msg=name)  # both count exactly
+        with np.errstate(invalid="ignore", over="ignore"):  # scikit-learn's curve overflows at +-max
+            expected = _sklearn_auc(maps, masks, kwargs.get("ignore"))
+        np.testing.assert_allclose(ours.numpy(), expected, rtol=0, atol=1e-12, equal_nan=True, err_msg=name)
+
+
+def test_numpy_roc_auc_non_contiguous_inputs_and_other_dtypes(torch_kernels):
+    gen = torch.Generator().manual_seed(6)
+    maps = (torch.randn(7, 15, 13, generator=gen) * 2).round().clamp(min=0)
+    masks = torch.rand(7, 15, 13, generator=gen) < 0.4
+    ignore = torch.rand(7, 15, 13, generator=gen) < 0.1
+    t_maps, t_masks, t_ignore = maps.transpose(1, 2), masks.transpose(1, 2), ignore.transpose(1, 2)
+    assert not t_maps.is_contiguous()
+    expected = _sklearn_auc(t_maps.contiguous(), t_masks.contiguous(), t_ignore.contiguous())
+    for m, k, i in ((t_maps, t_masks, t_ignore), (maps[:, ::2], masks[:, ::2], ignore[:, ::2]),
+                    (maps[..., ::2], masks[..., ::2], ignore[..., ::2]),  # rows that reshape to a strided view
+                    (t_maps, t_masks.to(torch.uint8), t_ignore.float()),  # 0/1 masks of other dtypes
+                    (t_maps.half(), t_masks, t_ignore), (t_maps.bfloat16(), t_masks, t_ignore)):
+        np.testing.assert_array_equal(roc_auc(m, k, ignore=i).numpy(),
+                                      torch_kernels(roc_auc, m, k, ignore=i).numpy())
+    np.testing.assert_allclose(roc_auc(t_maps, t_masks, ignore=t_ignore).numpy(), expected, atol=1e-12,
+                               equal_nan=True)
+    grad = maps.clone().requires_grad_()
+    np.testing.assert_array_equal(roc_auc(grad, masks).numpy(), roc_auc(maps, masks).numpy())
+
+
+def test_numpy_roc_auc_chunk_boundary(monkeypatch, torch_kernels):
+    gen = torch.Generator().manual_seed(7)
+    maps = torch.randint(0, 6, (11, 8, 8), generator=gen).float()
+    masks = torch.rand(11, 8, 8, generator=gen) < 0.5
+    whole = roc_auc(maps, masks)
+    monkeypatch.setitem(localization._CHUNK_PIXELS, "cpu", 64 * 4)  # chunks of 4, 4, 3 maps
+    np.testing.assert_array_equal(roc_auc(maps, masks).numpy(), whole.numpy())
+    np.testing.assert_array_equal(torch_kernels(roc_auc, maps, masks).numpy(), whole.numpy())
+    nan_maps = maps.clone()
+    nan_maps[9, 1, 1] = math.nan  # in the third chunk: the index is the map's, not the chunk's
+    with pytest.raises(ValidationError, match=r"map\(s\) \[9\]"):
+        roc_auc(nan_maps, masks)
+
+
+def test_numpy_roc_auc_raises_on_nan_in_ignored_pixels():
+    maps = torch.rand(2, 4, 4)
+    maps[1, 0, 0] = math.nan
+    ignore = torch.zeros(2, 4, 4, dtype=torch.bool)
+    ignore[1, 0, 0] = True
+    with pytest.raises(ValidationError, match=r"NaN.*map\(s\) \[1\]"):
+        roc_auc(maps, torch.rand(2, 4, 4) < 0.5, ignore=ignore)
+
+
+@pytest.mark.parametrize("tolerance", [0, 1, 3])
+def test_numpy_pointing_game_equals_torch(tolerance, torch_kernels):
+    gen = torch.Generator().manual_seed(8)
+    maps = torch.randint(0, 4, (30, 9, 12), generator=gen).double()  # many tied maxima
+    masks = torch.rand(30, 9, 12, generator=gen) < 0.1
+    masks[0] = False
+    for m, k in ((maps, masks), (maps.float(), masks.float()), (maps.half(), masks),
+                 (maps.transpose(1, 2), masks.transpose(1, 2))):
+        ours = pointing_game(m, k, tolerance=tolerance)
+        reference = torch_kernels(pointing_game, m, k, tolerance=tolerance)
+        assert ours.dtype == reference.dtype
+        np.testing.assert_array_equal(ours.numpy(), reference.numpy())
+        np.testing.assert_array_equal(ours.numpy(), _naive_pointing(m.contiguous().double(), k.contiguous(),
+                                                                    tolerance))
+    for bad in (math.nan, math.inf, -math.inf):
+        broken = maps.clone()
+        broken[3, 2, 2] = bad
+        with pytest.raises(ValidationError, match=r"map\(s\) \[3\]"):
+            pointing_game(broken, masks)
+
+
+def test_numpy_normalize_maps_equals_torch(torch_kernels):
+    gen = torch.Generator().manual_seed(9)
+    for maps in (torch.randn(5, 7, 6, generator=gen).relu(), torch.randn(5, 7, 6, generator=gen).double(),
+                 torch.randn(5, 6, 7, generator=gen).transpose(1, 2), torch.full((2, 3, 3), 4.0)):
+        ours = normalize_maps(maps)
+        reference = torch_kernels(normalize_maps, maps)
+        assert ours.dtype == reference.dtype and ours.shape == reference.shape
+        assert torch.equal(ours, reference)
+    grad = torch.rand(2, 3, 3, requires_grad=True)
+    assert normalize_maps(grad).requires_grad  # the torch path keeps the graph
+    assert normalize_maps(torch.zeros(0, 3, 3)).shape == (0, 3, 3)

@@ -17,7 +17,9 @@ undefined.  Averaging over maps, per class or class-averaged, is a separate step
 from __future__ import annotations
 
 import math
+import sys
 
+import numpy as np
 import torch
 
 from apkit._validation import check_int, check_same_shape, check_tensor
@@ -32,10 +34,18 @@ __all__ = [
     "roc_auc",
 ]
 
-# Maps are processed in chunks of about this many pixels, which bounds the working memory (about
-# 60 bytes per pixel for the AUC); on the CPU small chunks stay close to the cache.
+# Maps are processed in chunks of about this many pixels, which bounds the working memory (the torch
+# AUC needs about 60 bytes per pixel of a chunk; the numpy AUC about 20 bytes per pixel of one map);
+# on the CPU small chunks stay close to the cache.
 _CHUNK_PIXELS = {"cpu": 1 << 18}
 _CHUNK_PIXELS_DEFAULT = 1 << 24
+
+# Devices whose tensors go through the numpy kernels: a CPU tensor and its numpy array share memory,
+# so they cost no copy, and np.sort of one map's 32-bit keys is faster than torch's CPU sort of a
+# chunk's 64-bit keys (1.9x on a 2-core AMD EPYC, 13x measured elsewhere), np.argmax about 8x faster
+# than torch's, and numpy's min-max normalisation about 4x.  Every other device keeps the torch code,
+# which the numpy kernels equal exactly (tests/test_metrics_localization.py).
+_NUMPY_DEVICES = frozenset({"cpu"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,6 +96,24 @@ def _chunk_rows(count: int, pixels: int, device: torch.device) -> int:
     return max(1, min(count, budget // pixels))
 
 
+def _numpy_kernels(tensor: torch.Tensor) -> bool:
+    return tensor.device.type in _NUMPY_DEVICES
+
+
+def _numpy_values(rows: torch.Tensor) -> np.ndarray:
+    """The float32 or float64 numpy array of CPU ``rows`` (a view where the dtype allows)."""
+    rows = rows.detach()
+    if rows.dtype not in (torch.float32, torch.float64):
+        rows = rows.float()  # half and bfloat16 are exact in float32, ties and order included
+    return np.ascontiguousarray(rows.numpy())  # a copy only for strided rows (of one chunk)
+
+
+def _numpy_bool(rows: torch.Tensor) -> np.ndarray:
+    """The bool numpy array of the binary CPU ``rows`` (a view of a bool tensor)."""
+    rows = rows.detach()
+    return (rows if rows.dtype == torch.bool else rows != 0).numpy()
+
+
 # --------------------------------------------------------------------------------------------
 # ROC-AUC
 # --------------------------------------------------------------------------------------------
@@ -94,17 +122,27 @@ def _chunk_rows(count: int, pixels: int, device: torch.device) -> int:
 def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
     """The paper's min-max normalisation of each map: ``(H - min) / (max - min + 1e-5)``.
 
+    The arithmetic is done in the maps' dtype, as the paper's numpy script does it, so that the
+    ties it creates are the paper's too.  Float32 and float64 CPU maps that need no gradient are
+    computed with numpy (the same operations, the same values, about 4x faster than torch's).
+
     Examples
     --------
     >>> normalize_maps(torch.tensor([[[1.0, 3.0]]]))
     tensor([[[0.0000, 1.0000]]])
     """
+    numpy_ok = maps.dtype in (torch.float32, torch.float64) and not maps.requires_grad
+    if numpy_ok and maps.dim() == 3 and maps.numel() and _numpy_kernels(maps):
+        values = maps.numpy()
+        low = values.min(axis=(1, 2), keepdims=True)
+        high = values.max(axis=(1, 2), keepdims=True)
+        out = np.subtract(values, low)
+        out /= high - low + values.dtype.type(1e-5)
+        return torch.from_numpy(out)
     flat = maps.flatten(1)
     low = flat.amin(1).view(-1, 1, 1)
     high = flat.amax(1).view(-1, 1, 1)
     return (maps - low) / (high - low + 1e-5)
-
-
 
 
 def roc_auc(maps: torch.Tensor, masks: torch.Tensor, *, ignore: torch.Tensor | None = None) -> torch.Tensor:
@@ -130,9 +168,19 @@ def roc_auc(maps: torch.Tensor, masks: torch.Tensor, *, ignore: torch.Tensor | N
 
     Notes
     -----
-    The pixels of all maps of a chunk are sorted in one call, as integer keys ordered by (map,
-    value, class); a tie group is a run of equal values in sorted order, delimited with cumulative
-    maxima and minima, so no Python loop runs per map.  Chunks of maps bound the memory.
+    On the CPU the tensors are read as zero-copy numpy arrays and each map is sorted once with
+    ``np.sort``: a float32 map of values >= 0 (min-max normalised maps are) as the 32-bit
+    keys ``2 * bits + class``, ordered by (value, class), so the sort costs no more than sorting
+    the values; the negatives below a positive are then its position minus the positives before
+    it, and a tie group shared by both classes is where a key ``2b`` is followed by ``2b + 1``.
+    Other maps (negative values, float64) sort their positive and negative pixels apart and count,
+    by binary search, the negatives below and tied with each positive.  The working memory is a
+    few copies of one map.
+
+    On other devices (CUDA), the pixels of all maps of a chunk are sorted in one torch call, as
+    integer keys ordered by (map, value, class); a tie group is a run of equal values in sorted
+    order, delimited with cumulative maxima and minima, so no Python loop runs per map.  Chunks of
+    maps bound the memory.  Both paths count in integers, so they give the same values.
 
     Examples
     --------
@@ -149,15 +197,82 @@ def roc_auc(maps: torch.Tensor, masks: torch.Tensor, *, ignore: torch.Tensor | N
         ignore = _binary_mask(ignore, "ignore", maps, "maps")
     count, pixels = maps.shape[0], maps.shape[1] * maps.shape[2]
     out = torch.empty(count, dtype=torch.float64, device=maps.device)
-    flat = maps.reshape(count, pixels)
-    positive = masks.reshape(count, pixels)
-    skip = None if ignore is None else ignore.reshape(count, pixels)
+    kernel = _auc_rows_numpy if _numpy_kernels(maps) else _auc_rows
     rows = _chunk_rows(count, pixels, maps.device)
     for start in range(0, count, rows):
         stop = min(count, start + rows)
-        _check_finite_rows(flat[start:stop], "maps", start)
-        out[start:stop] = _auc_rows(flat[start:stop], positive[start:stop], None if skip is None else skip[start:stop])
+        # Reshaped per chunk: a non-contiguous input is copied one chunk at a time, not whole.
+        chunk = maps[start:stop].reshape(-1, pixels)
+        _check_finite_rows(chunk, "maps", start)
+        skip = None if ignore is None else ignore[start:stop].reshape(-1, pixels)
+        out[start:stop] = kernel(chunk, masks[start:stop].reshape(-1, pixels), skip)
     return out
+
+
+def _auc_rows_numpy(x: torch.Tensor, positive: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+    """:func:`_auc_rows` for CPU tensors, with numpy: the same values."""
+    values = _numpy_values(x)
+    pos = _numpy_bool(positive)
+    kept = None if skip is None else ~_numpy_bool(skip)
+    key = np.empty(values.shape[1], dtype=np.uint32)
+    out = np.empty(len(values))
+    # One map at a time: np.sort of one map's 32-bit keys is what makes this fast; numpy has no
+    # segmented sort, and a (map, value, class) key would need a 64-bit sort, twice as slow.
+    for i in range(len(values)):
+        row, row_pos = values[i], pos[i]
+        if kept is not None:
+            row, row_pos = row[kept[i]], row_pos[kept[i]]
+        auc = _auc_row_packed(row, row_pos, key) if values.dtype == np.float32 else None
+        out[i] = _auc_row_search(row, row_pos) if auc is None else auc
+    return torch.from_numpy(out)
+
+
+# The class bit of a packed key is bit 0: the first byte of a uint32 on a little-endian machine.
+_LOW_BYTE = 0 if sys.byteorder == "little" else 3
+
+
+def _auc_row_packed(values: np.ndarray, positive: np.ndarray, key: np.ndarray) -> float | None:
+    """ROC-AUC of one float32 map of values >= 0 with one 32-bit sort; None for other maps.
+
+    The bits of a float32 >= 0 are ordered as its value and below 2**31, so ``2 * bits + class``
+    fits a uint32 ordered by (value, class): one np.sort of those keys, as fast as sorting the
+    values alone, gives the classes in value order with each tie group's negatives first.
+    """
+    if values.size == 0 or not values.min() >= 0:  # negative values: a wider key (the search path)
+        return None
+    key = key[: values.size]
+    np.bitwise_and(values.view(np.uint32), 0x7FFFFFFF, out=key)  # -0.0 becomes 0.0
+    key <<= 1
+    key |= positive
+    key.sort()
+    where = np.flatnonzero((key.view(np.uint8)[_LOW_BYTE::4] & 1).view(np.bool_))  # the positives, in order
+    p, n = where.size, key.size - where.size
+    if p == 0 or n == 0:
+        return math.nan
+    # Negatives at or below each positive = its position - the positives before it.
+    at_or_below = int(where.sum()) - p * (p - 1) // 2
+    # A tie group holding both classes: the one place where a negative's key 2b is followed by 2b + 1.
+    step = np.flatnonzero(np.diff(key) == 1) + 1
+    step = step[(key[step] & 1) == 1]
+    first = np.searchsorted(key, key[step] - 1, "left")  # the group's first negative
+    last = np.searchsorted(key, key[step], "right")  # one past its last positive
+    tied = int(((step - first) * (last - step)).sum())  # sum over groups of negatives x positives
+    # Twice the Mann-Whitney count: 2 x (negatives at or below) - (negatives tied), over the positives.
+    return float(2 * at_or_below - tied) / float(2 * p * n)
+
+
+def _auc_row_search(values: np.ndarray, positive: np.ndarray) -> float:
+    """ROC-AUC of any one map: its sorted positives searched among its sorted negatives."""
+    pos, neg = values[positive], values[~positive]  # copies, sorted in place
+    p, n = pos.size, neg.size
+    if p == 0 or n == 0:
+        return math.nan
+    pos.sort()
+    neg.sort()
+    below = np.searchsorted(neg, pos, "left")  # negatives strictly below each positive
+    tied = neg[np.minimum(below, n - 1)] == pos  # positives equal to some negative (-0.0 == 0.0)
+    ties = int((np.searchsorted(neg, pos[tied], "right") - below[tied]).sum())
+    return float(2 * int(below.sum()) + ties) / float(2 * p * n)
 
 
 def _auc_rows(x: torch.Tensor, positive: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
@@ -241,6 +356,12 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor, *, tolerance: int = 0
     torch.Tensor
         ``(N,)`` float: 1.0 (hit), 0.0 (miss), NaN where a mask is empty.
 
+    Notes
+    -----
+    On the CPU the arg-max and the finiteness check run on zero-copy numpy views of each chunk of
+    maps (numpy's arg-max, the first maximum too, is several times faster than torch's);
+    elsewhere in torch.  The hits are gathered from the masks in torch on both paths.
+
     Examples
     --------
     >>> maps = torch.tensor([[[0.0, 0.2, 0.9], [0.1, 0.3, 0.0]]]).repeat(2, 1, 1)
@@ -258,16 +379,13 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor, *, tolerance: int = 0
     out = torch.empty(count, dtype=dtype, device=maps.device)
     if count == 0:
         return out
-    flat = maps.reshape(count, -1)
-    positive = masks.reshape(count, -1)
     dy, dx = _disk_offsets(tolerance, maps.device) if tolerance > 1 else (None, None)
+    peaks = _first_peaks_numpy if _numpy_kernels(maps) else _first_peaks
     rows = _chunk_rows(count, height * width, maps.device)
     for start in range(0, count, rows):
         stop = min(count, start + rows)
-        chunk = flat[start:stop]
-        _check_finite_rows(chunk, "maps", start)
-        peak = chunk.argmax(dim=1, keepdim=True)  # the first maximum, row-major
-        mask = positive[start:stop]
+        peak = peaks(maps[start:stop].reshape(-1, height * width), start)
+        mask = masks[start:stop].reshape(-1, height * width)
         if dy is None:
             hit = mask.gather(1, peak).squeeze(1) != 0
         else:
@@ -276,9 +394,25 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor, *, tolerance: int = 0
             inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
             where = r.clamp(0, height - 1) * width + c.clamp(0, width - 1)
             hit = ((mask.gather(1, where) != 0) & inside).any(1)
-        empty = ~(mask != 0).any(1)
+        empty = ~(mask if mask.dtype == torch.bool else mask != 0).any(1)
         out[start:stop] = hit.to(dtype).masked_fill_(empty, math.nan)
     return out
+
+
+def _first_peaks(rows: torch.Tensor, offset: int) -> torch.Tensor:
+    """``(R, 1)`` index of each row's first maximum (row-major); raises on a non-finite row."""
+    _check_finite_rows(rows, "maps", offset)
+    return rows.argmax(dim=1, keepdim=True)
+
+
+def _first_peaks_numpy(rows: torch.Tensor, offset: int) -> torch.Tensor:
+    """:func:`_first_peaks` for CPU tensors, with numpy's arg-max (the first maximum too)."""
+    values = _numpy_values(rows)
+    peak = values.argmax(axis=1)  # a NaN is its row's arg-max: found by the check below
+    high = values[np.arange(len(values)), peak]
+    if not (np.isfinite(high).all() and np.isfinite(values.min(axis=1)).all()):
+        _check_finite_rows(rows, "maps", offset)  # raises, with the usual message
+    return torch.from_numpy(peak).unsqueeze(1)
 
 
 # --------------------------------------------------------------------------------------------
