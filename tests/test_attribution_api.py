@@ -57,6 +57,25 @@ def test_batched_equals_per_pair(tiny, method, options):
     assert int((scale > 0).sum()) > 100  # most maps are not trivially empty
 
 
+@pytest.mark.parametrize("method", ["excitation", "lrp", "rap"])
+def test_cpu_walk_in_small_groups_equals_one_walk(tiny, method, monkeypatch):
+    """The CPU's grouped backward walk (groups cut inside and between images) changes no value."""
+    from apkit.attribution import _graph
+
+    x = torch.randn(5, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    pairs = torch.cartesian_prod(torch.arange(5), torch.arange(7))
+    whole = explain(tiny, x, pairs, method=method, batch_size=35)  # one chunk
+    widest = 8 * 16 * 16  # the tiny VGG's widest per-image tensor: 8 channels at full resolution
+    monkeypatch.setattr(_graph, "_CPU_GROUP_ELEMENTS", 3 * widest)  # groups of 3 pairs: 7 = 3 + 3 + 1
+    walks = []
+    backward = _graph.Plan.backward
+    monkeypatch.setattr(_graph.Plan, "backward", lambda plan, env, local, rules: walks.append(len(local))
+                        or backward(plan, env, local, rules))
+    grouped = explain(tiny, x, pairs, method=method, batch_size=35)
+    assert walks == [3, 3, 1] * 5  # 7 pairs per image: groups cut inside each image and between images
+    torch.testing.assert_close(grouped, whole, rtol=1e-12, atol=1e-12)
+
+
 def test_one_class_per_image_and_int_targets(tiny):
     x = torch.randn(3, 3, 16, 16, dtype=torch.float64)
     per_image = explain(tiny, x, torch.tensor([4, 4, 4]), method="lrp")

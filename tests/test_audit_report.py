@@ -181,12 +181,14 @@ def test_to_csv_header_and_every_cell():
 # ------------------------------------------------------------------------------------------------ save
 
 
-def test_save_writes_the_three_files_and_nothing_else(tmp_path):
+def test_save_writes_the_four_files_and_nothing_else(tmp_path):
     report = make_report()
     out = tmp_path / "nested" / "audit"  # created on the way
     paths = report.save(out)
-    assert paths == {"markdown": out / "report.md", "csv": out / "report.csv", "json": out / "report.json"}
-    assert sorted(os.listdir(out)) == ["report.csv", "report.json", "report.md"]  # no temporary file left
+    assert paths == {"markdown": out / "report.md", "csv": out / "report.csv", "json": out / "report.json",
+                     "html": out / "report.html"}
+    # no temporary file left, and no figures folder for a report without per-pair values to draw
+    assert sorted(os.listdir(out)) == ["report.csv", "report.html", "report.json", "report.md"]
     # byte for byte the methods' output (read without newline translation: the CSV's \r\n stays)
     assert (out / "report.md").read_bytes().decode("utf-8") == report.to_markdown()
     assert (out / "report.csv").read_bytes().decode("utf-8") == report.to_csv()
@@ -206,7 +208,7 @@ def test_save_overwrites_and_keeps_other_files(tmp_path):
     report.rows[0]["auc"] = 0.5
     report.predictive["teacher"]["map"] = NAN
     report.save(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == ["notes.txt", "report.csv", "report.json", "report.md"]
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt", "report.csv", "report.html", "report.json", "report.md"]
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert (tmp_path / "report.md").read_bytes().decode("utf-8") == report.to_markdown()
     assert "| teacher | gradcam | 0.5000 |" in report.to_markdown()
@@ -221,5 +223,5 @@ def test_failed_save_leaves_no_temporary_file_and_the_previous_json(tmp_path):
     report.settings["device"] = object()  # not JSON-serialisable
     with pytest.raises((TypeError, ValueError)):
         report.save(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == ["report.csv", "report.json", "report.md"]
+    assert sorted(os.listdir(tmp_path)) == ["report.csv", "report.html", "report.json", "report.md"]
     assert (tmp_path / "report.json").read_bytes() == before

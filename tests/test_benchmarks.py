@@ -93,3 +93,29 @@ def test_bad_arguments_are_refused(runner, capsys):
             runner.main(argv)
         assert exit_info.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_the_audit_float64_recheck_excuses_rounding_but_not_a_batching_error(runner, monkeypatch):
+    """A row beyond tolerance passes only when batched and per-pair maps agree in float64."""
+    import bench_audit
+
+    from apkit import models
+    from apkit.data import SyntheticShapes
+
+    dataset = SyntheticShapes("seg", num_samples=3, image_size=64)
+    torch.manual_seed(0)
+    net = models.create("vgg_small", num_classes=dataset.num_classes).eval()
+    kept = {(0, 1): None, (1, 2): None, (2, 0): None, (2, 3): None}  # the rows' kept (image, class) pairs
+    scores = {("student", "lrp"): kept}
+    equal, note = bench_audit.float64_recheck([("student", "lrp")], {"student": net}, dataset, scores, 2)
+    assert equal and "student/lrp recomputed in float64" in note
+
+    explain = bench_audit.apkit.explain
+
+    def batched_wrongly(model, images, pairs, **options):  # a batch of two images gets a wrong map
+        maps = explain(model, images, pairs, **options)
+        return maps * 1.01 if len(images) > 1 else maps
+
+    monkeypatch.setattr(bench_audit.apkit, "explain", batched_wrongly)
+    equal, note = bench_audit.float64_recheck([("student", "lrp")], {"student": net}, dataset, scores, 2)
+    assert not equal

@@ -48,6 +48,7 @@ import abc
 import builtins
 import contextlib
 import inspect
+import math
 import operator
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -63,6 +64,13 @@ from apkit.attribution.base import Method, check_classes, check_layer_output
 from apkit.errors import ValidationError
 
 # Node kinds, by module type, function and method name.
+# On the CPU the backward walk is bound by memory traffic once one pass's pair-sized tensors outgrow
+# the caches: it walks the pairs of a chunk in groups whose widest tensor holds about this many
+# elements (2 pairs of VGG16 at 227x227, 20 of a 1/8-width student).  On 2 cores, for 17 pairs of 8
+# images through VGG16-BN, that made RAP 1.5x and LRP 1.2x faster than one walk of all 17 pairs.
+# Other devices walk every pair at once.
+_CPU_GROUP_ELEMENTS = 1 << 23
+
 _PASS_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish, nn.SiLU, nn.GELU, nn.ELU, nn.CELU, nn.SELU,
                  nn.Mish)
 _IDENTITY_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity, StochasticDepth)
@@ -278,6 +286,7 @@ class Plan:
             self.stop = calls[-1]  # a module called several times: its last call, as forward hooks see it
         self.reasons: dict[fx.Node, str] = {}  # why a node is unsupported, where its type alone does not say
         self.kind = {node: self._classify(node) for node in self.nodes}
+        self.batched = self._batched()
         self.carriers = self._gates()
         self.layers = self._linear_layers()
         self._check_supported()
@@ -418,6 +427,14 @@ class Plan:
         weight = layer.weight * scale.view(-1, *([1] * (layer.weight.dim() - 1)))
         return LinearLayer(layer.name, layer.module, weight, (bias - bn.running_mean) * scale + shift, False, False)
 
+    def _batched(self) -> set[fx.Node]:
+        """Nodes computed from the input: their values have one row per image."""
+        batched = {self.input}
+        for node in self.nodes:
+            if any(source in batched for source in node.all_input_nodes):
+                batched.add(node)
+        return batched
+
     # -- forward -------------------------------------------------------------------------------
     def _needed(self) -> set[fx.Node]:
         """Nodes whose values the backward walk reads (the others are dropped after their last use)."""
@@ -454,6 +471,11 @@ class Plan:
         if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
             raise ValidationError("the model must return logits of shape (N, num_classes)")
         return env
+
+    def images(self, env: dict[fx.Node, object], first: int, stop: int) -> dict[fx.Node, object]:
+        """``env`` of the images ``first:stop`` only: views of the values computed from the input."""
+        return {node: value[first:stop] if node in self.batched and isinstance(value, torch.Tensor) else value
+                for node, value in env.items()}
 
     def _evaluate(self, node: fx.Node, env: dict, inputs: torch.Tensor):
         if node.op == "placeholder":
@@ -614,5 +636,33 @@ class RuleMethod(Method):
             check_layer_output(self.model, self.layer, self._plan.shapes.get(self._plan.stop), inputs)
         logits = env[self._plan.output]
         check_classes(pairs, logits.shape[1])
-        relevance = self._plan.backward(env, pairs, rules)
-        return relevance, logits[pairs[:, 0], pairs[:, 1]]
+        parts = [self._plan.backward(env if first is None else self._plan.images(env, first, stop), local, rules)
+                 for first, stop, local in self._groups(pairs, inputs)]
+        return torch.cat(parts), logits[pairs[:, 0], pairs[:, 1]]
+
+    def _groups(self, pairs: torch.Tensor, inputs: torch.Tensor) -> Iterator[tuple[int | None, int, torch.Tensor]]:
+        """``(first image, stop image, pairs renumbered from first)`` of each group the walk takes at once.
+
+        One group of every pair (``first`` None: all images) except on the CPU, where groups of
+        consecutive pairs (a chunk's pairs are sorted by image) keep the widest pair-sized tensor
+        near ``_CPU_GROUP_ELEMENTS``.
+        """
+        widest = max((math.prod(shape[1:]) for shape in self._plan.shapes.values()), default=1)
+        size = max(1, _CPU_GROUP_ELEMENTS // max(widest, 1))
+        images = pairs[:, 0]
+        if inputs.device.type != "cpu" or len(pairs) <= size or bool((images[1:] < images[:-1]).any()):
+            yield None, len(inputs), pairs
+            return
+        # Cut between images where possible (an image's rule terms are computed once per group it is in).
+        cuts, filled, position = [], 0, 0
+        for count in torch.bincount(images).tolist():
+            if filled and filled + count > size:
+                cuts.append(position)
+                filled = 0
+            position, filled = position + count, filled + count
+            while filled > size:  # one image with more pairs than a group holds
+                cuts.append(position - filled + size)
+                filled -= size
+        for group in torch.tensor_split(pairs, cuts):
+            first, stop = int(group[0, 0]), int(group[-1, 0]) + 1
+            yield first, stop, torch.stack([group[:, 0] - first, group[:, 1]], 1)
