@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from apkit.bench.stages import stage_keys
 from apkit.bench.summary import cell_summaries, paired_difference, sentence, verdicts
 from apkit.metrics.statistics import student_t_quantile
 
@@ -75,3 +76,17 @@ def test_cell_summaries_average_the_seeds():
     summary = cells["kd-swa"]["metrics"]
     assert summary["map_class"]["mean"] == pytest.approx(0.6) and summary["auc"]["half_width"] == pytest.approx(0.0)
     assert summary["nonzero_params"]["mean"] == 100
+
+
+def test_a_compression_with_its_own_seeds_is_summarised_over_them():
+    settings = {**SETTINGS, "compressions": {"kd": {}, "structured": {"seeds": [0, 1, 2, 3, 4]}}}
+    assert stage_keys(settings)[-5:] == [f"structured-swa-s{s}" for s in range(5)]
+    models = {key: {"nonzero_params": 100} for key in stage_keys(settings)}
+    evaluation = {k: {"predictive": {"map_class": 0.5 + 0.1 * int(k[-1])}, "methods": {"gradcam": {"auc": 0.9}}}
+                  for k in models}
+    cells = cell_summaries(settings, models, evaluation)
+    assert cells["kd-swa"]["seeds"] == [0, 1, 2] and cells["structured-swa"]["seeds"] == [0, 1, 2, 3, 4]
+    assert cells["structured-swa"]["metrics"]["map_class"]["mean"] == pytest.approx(0.7)  # 0.5 .. 0.9
+    tables = {key: _pairs([0.8, 0.7, 0.9, 0.5], [0, 1, 1, 0], [True] * 4, [0.9] * 4) for key in models}
+    verdict = verdicts(settings, evaluation, tables.__getitem__)["structured-swa"]
+    assert verdict["seeds"] == [0, 1, 2, 3, 4] and verdict["common_pairs"] == [4] * 5

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from apkit.attribution import explain
-from apkit.bench.stages import BenchRun, model_key
+from apkit.bench.stages import BenchRun, model_key, training_seeds
 from apkit.evaluation import RoarResult, plot_roar
 from apkit.names import REGULARIZER_TITLES
 from apkit.viz import denormalize, plot_attribution_grid
@@ -36,10 +36,10 @@ def plot_map_grid(run: BenchRun, path: Path) -> Path:
     for compression in settings["compressions"]:
         teacher = settings["compressions"][compression].get("teacher", "teacher")
         columns.setdefault(teacher, teacher)
+        first_seed = training_seeds(settings, compression)[0]
         for variant in ("none", shown_variant):
             if variant in settings["regularizers"]:
-                columns[f"{compression} {REGULARIZER_TITLES[variant]}"] = model_key(compression, variant,
-                                                                                   settings["seeds"][0])
+                columns[f"{compression} {REGULARIZER_TITLES[variant]}"] = model_key(compression, variant, first_seed)
     maps = {title: explain(run.load_model(key), images, classes.to(run.device), method=method).cpu()
             for title, key in columns.items()}
     dataset = run.datasets["seg"]

@@ -14,7 +14,7 @@ from typing import Any
 from apkit._io import atomic_write_json, atomic_write_text, read_json
 from apkit.bench import paper
 from apkit.bench.figures import plot_map_grid, plot_roar_figure
-from apkit.bench.stages import BenchRun, model_key, parse_key, platform_info, stage_keys
+from apkit.bench.stages import BenchRun, model_key, parse_key, platform_info, stage_keys, training_seeds
 from apkit.bench.summary import cell_summaries, metric_label, verdicts
 from apkit.names import ATTRIBUTION_TITLES as METHOD_TITLES
 from apkit.names import COMPRESSION_TITLES
@@ -102,6 +102,22 @@ def _difference(interval: dict[str, Any], name: str) -> str:
     return shown if _missing(half) else f"{shown} ± {scale * half:.{digits}f}"
 
 
+def _seed_list(seeds: list[int]) -> str:
+    return ", ".join(map(str, seeds))
+
+
+def _seeds_text(settings: dict[str, Any]) -> str:
+    """The profile's training seeds, and those of every compression that has its own."""
+    own = [f"{COMPRESSION_TITLES.get(c, c)}: {_seed_list(training_seeds(settings, c))}"
+           for c, spec in settings["compressions"].items() if "seeds" in spec and spec["seeds"] != settings["seeds"]]
+    return _seed_list(settings["seeds"]) + (f" ({'; '.join(own)})" if own else "")
+
+
+def _first_seeds_text(settings: dict[str, Any]) -> str:
+    firsts = {training_seeds(settings, c)[0] for c in settings["compressions"]}
+    return ", ".join(map(str, sorted(firsts)))
+
+
 def _params(model: dict[str, Any]) -> str:
     nonzero = model.get("nonzero_params")
     return f"{nonzero / 1e6:.3f}M" if nonzero else "–"
@@ -116,13 +132,12 @@ def render_tables(results: dict[str, Any]) -> str:
     settings = results["settings"]
     methods = settings["evaluation"]["attribution_methods"]
     primary = settings["evaluation"]["primary"]
-    seeds = settings["seeds"]
     lines = [
         f"# apkit bench — profile `{results['profile']}`",
         "",
         f"Device {results['device']}, compute time {results['compute_seconds']:.0f} s over all stages "
         f"(this invocation: {results['wall_seconds']:.0f} s); data and teacher seed {results['seed']}, "
-        f"training seeds {', '.join(map(str, seeds))}. "
+        f"training seeds {_seeds_text(settings)}. "
         f"Attribution metrics use {METHOD_TITLES.get(primary, primary)} unless a table says otherwise; AUC, "
         "Point Acc, mAP and F1 in %. Cos and ℓ2 compare each model's maps with the teacher's on the same "
         "(image, class) pairs." + (" Published numbers in parentheses." if settings.get("paper") else ""),
@@ -141,21 +156,22 @@ def _verdict_section(results: dict[str, Any]) -> list[str]:
     verdict = results.get("verdict") or {}
     if not verdict:
         return []
-    seeds = results["settings"]["seeds"]
     first = next(iter(verdict.values()))
     names = list(first["differences"])
     lines = ["## Verdict: each regularizer against Naive", "",
              f"Paired differences (regularized minus Naive) of {METHOD_TITLES.get(first['method'], first['method'])}"
-             f" scores, seed by seed over the {len(seeds)} training seeds, each on the (image, class) pairs that "
-             "both models keep; ± is the half-width of the 95 % Student's t interval over the seeds"
-             + (" (one seed: no interval)." if len(seeds) < 2 else "."), "",
-             "| Compression | Regularizer | " + " | ".join(f"Δ {metric_label(n)}" for n in names) + " | pairs |",
-             "|---" * (3 + len(names)) + "|"]
+             " scores, seed by seed over the compression's training seeds, each on the (image, class) pairs that "
+             "both models keep; ± is the half-width of the 95 % Student's t interval over the seeds (none for "
+             "one seed).", "",
+             "| Compression | Regularizer | " + " | ".join(f"Δ {metric_label(n)}" for n in names)
+             + " | seeds | pairs |",
+             "|---" * (4 + len(names)) + "|"]
     for cell in verdict.values():
         cells = [_difference(cell["differences"][n], n) for n in names]
         lines.append(f"| {COMPRESSION_TITLES.get(cell['compression'], cell['compression'])} | "
                      f"{VARIANT_TITLES.get(cell['regularizer'], cell['regularizer'])} | " + " | ".join(cells)
-                     + f" | {min(cell['common_pairs'], default=0)}–{max(cell['common_pairs'], default=0)} |")
+                     + f" | {len(cell['seeds'])} | {min(cell['common_pairs'], default=0)}–"
+                       f"{max(cell['common_pairs'], default=0)} |")
     lines += [""] + [f"- **{COMPRESSION_TITLES.get(c['compression'], c['compression'])}:** {c['sentence']}"
                      for c in verdict.values()] + [""]
     return lines
@@ -166,14 +182,14 @@ def _main_tables(results: dict[str, Any]) -> list[str]:
     tolerances = [t for t in settings["evaluation"]["tolerances"] if t]
     predictive = ["top1"] if settings["protocol"] == "imagenet" else ["map_image", "map_class", "f1"]
     attribution = ["auc", "pointing", *[f"pointing@{t}" for t in tolerances], "cos", "l2"]
-    seeds = settings["seeds"]
-    note = (f"Mean ± half-width of the 95 % Student's t interval over training seeds {', '.join(map(str, seeds))}."
-            if len(seeds) > 1 else f"Training seed {seeds[0]}.")
-    lines = ["## Attribution preservation (main-paper layout)", "", note, ""]
+    lines = ["## Attribution preservation (main-paper layout)", ""]
     head = ["Method", "Params (non-zero)", *[metric_label(n) for n in predictive + attribution]]
     for compression in settings["compressions"]:
-        lines += [f"### {COMPRESSION_TITLES.get(compression, compression)}", "", "| " + " | ".join(head) + " |",
-                  "|---" * len(head) + "|"]
+        seeds = training_seeds(settings, compression)
+        note = (f"Mean ± half-width of the 95 % Student's t interval over training seeds {_seed_list(seeds)}."
+                if len(seeds) > 1 else f"Training seed {seeds[0]}.")
+        lines += [f"### {COMPRESSION_TITLES.get(compression, compression)}", "", note, "",
+                  "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
         teacher = settings["compressions"][compression].get("teacher", "teacher")
         lines.append(_teacher_row(results, teacher, predictive, attribution))
         for regularizer in settings["regularizers"]:
@@ -209,7 +225,7 @@ def _first_seed_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(title, model key, paper family) of the teacher and each compression's naive model (first seed)."""
     settings = results["settings"]
     rows = [("Full network", "teacher", "teacher")]
-    rows += [(COMPRESSION_TITLES.get(c, c), model_key(c, "none", settings["seeds"][0]), c)
+    rows += [(COMPRESSION_TITLES.get(c, c), model_key(c, "none", training_seeds(settings, c)[0]), c)
              for c in settings["compressions"] if "none" in settings["regularizers"]]
     return rows
 
@@ -220,7 +236,7 @@ def _supplement_tables(results: dict[str, Any], methods: list[str]) -> list[str]
     tables = (("auc", "ROC-AUC", paper.VOC_AUC), ("pointing", "Point accuracy", paper.VOC_POINTING))
     for metric, title, published in tables:
         lines += [f"## {title} of every attribution method, naive compression (supplement Tables 1–2 layout)", "",
-                  f"Training seed {settings['seeds'][0]}.", "",
+                  f"Training seed {_first_seeds_text(settings)}.", "",
                   "| Model | Params | " + " | ".join(METHOD_TITLES.get(m, m) for m in methods) + " |",
                   "|---" * (2 + len(methods)) + "|"]
         for row_title, key, family in _first_seed_rows(results):
@@ -239,12 +255,13 @@ def _supplement_tables(results: dict[str, Any], methods: list[str]) -> list[str]
 def _all_methods_table(results: dict[str, Any], methods: list[str]) -> list[str]:
     settings = results["settings"]
     lines = ["## Every model × every attribution method (AUC / Point Acc / Cos)", "",
-             f"Training seed {settings['seeds'][0]} (the other seeds are evaluated with "
+             f"Training seed {_first_seeds_text(settings)} (the other seeds are evaluated with "
              f"{METHOD_TITLES.get(settings['evaluation']['primary'])} only).", "",
              "| Model | " + " | ".join(METHOD_TITLES.get(m, m) for m in methods) + " |",
              "|---" * (1 + len(methods)) + "|"]
     for key, scores in results["evaluation"].items():
-        if key not in settings["teachers"] and parse_key(key)[2] != settings["seeds"][0]:
+        compression, _, seed = parse_key(key) if key not in settings["teachers"] else (None, None, None)
+        if compression is not None and seed != training_seeds(settings, compression)[0]:
             continue
         cells = []
         for method in methods:

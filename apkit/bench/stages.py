@@ -29,7 +29,8 @@ from apkit.distributed import barrier, is_main_process
 from apkit.evaluation.maps import MapCache
 from apkit.models import load_checkpoint
 
-__all__ = ["TEACHER", "BenchRun", "cell_keys", "model_key", "parse_key", "platform_info", "stage_keys"]
+__all__ = ["TEACHER", "BenchRun", "cell_keys", "model_key", "parse_key", "platform_info", "stage_keys",
+           "training_seeds"]
 
 TEACHER = "teacher"
 
@@ -46,10 +47,22 @@ def parse_key(key: str) -> tuple[str, str, int]:
     return compression, regularizer, int(seed[1:])
 
 
+def training_seeds(settings: dict[str, Any], compression: str) -> list[int]:
+    """The training seeds of one compression: its own ``seeds`` entry, else the profile's ``seeds``.
+
+    Examples
+    --------
+    >>> settings = {"seeds": [0, 1, 2], "compressions": {"kd": {}, "structured": {"seeds": [0, 1, 2, 3, 4]}}}
+    >>> training_seeds(settings, "kd"), training_seeds(settings, "structured")
+    ([0, 1, 2], [0, 1, 2, 3, 4])
+    """
+    return list(settings["compressions"][compression].get("seeds", settings["seeds"]))
+
+
 def stage_keys(settings: dict[str, Any]) -> list[str]:
     """Names of the compressed models of a profile: every compression x regularizer x training seed."""
     return [model_key(c, r, s) for c in settings["compressions"] for r in settings["regularizers"]
-            for s in settings["seeds"]]
+            for s in training_seeds(settings, c)]
 
 
 def cell_keys(settings: dict[str, Any]) -> list[tuple[str, str]]:
@@ -124,7 +137,7 @@ class BenchRun:
         if name in self.settings["teachers"] or re.fullmatch(r"s\d+", name.rpartition("-")[2]):
             return name
         compression, _, regularizer = name.rpartition("-")
-        return model_key(compression, regularizer, self.settings["seeds"][0])
+        return model_key(compression, regularizer, training_seeds(self.settings, compression)[0])
 
 
 def platform_info() -> dict[str, Any]:

@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from apkit.bench.stages import cell_keys, model_key
+from apkit.bench.stages import cell_keys, model_key, training_seeds
 from apkit.evaluation.comparison import common_pairs, pair_column
 from apkit.metrics.statistics import t_interval
 from apkit.names import ATTRIBUTION_TITLES, NAIVE, REGULARIZER_TITLES
@@ -45,12 +45,13 @@ def cell_summaries(settings: Mapping[str, Any], models: Mapping[str, dict], eval
     primary = settings["evaluation"]["primary"]
     summaries = {}
     for compression, regularizer in cell_keys(settings):
-        keys = [model_key(compression, regularizer, s) for s in settings["seeds"]]
+        seeds = training_seeds(settings, compression)
+        keys = [model_key(compression, regularizer, s) for s in seeds]
         rows = [{**evaluation[k]["predictive"], **evaluation[k]["methods"][primary],
                  "nonzero_params": models[k].get("nonzero_params")} for k in keys]
         names = [n for n, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
         summaries[f"{compression}-{regularizer}"] = {
-            "compression": compression, "regularizer": regularizer, "seeds": list(settings["seeds"]),
+            "compression": compression, "regularizer": regularizer, "seeds": seeds,
             "metrics": {n: _interval([_number(r.get(n)) for r in rows]) for n in names},
         }
     return summaries
@@ -97,7 +98,8 @@ def verdicts(settings: Mapping[str, Any], evaluation: Mapping[str, dict],
             continue
         per_seed: dict[str, list[float]] = {name: [] for name in [*columns, predictive]}
         common: list[int] = []
-        for seed in settings["seeds"]:
+        seeds = training_seeds(settings, compression)
+        for seed in seeds:
             key, naive = model_key(compression, regularizer, seed), model_key(compression, NAIVE, seed)
             ours, theirs = pairs_of(key)[primary], pairs_of(naive)[primary]
             for name, column in columns.items():
@@ -108,7 +110,8 @@ def verdicts(settings: Mapping[str, Any], evaluation: Mapping[str, dict],
                                         - _number(evaluation[naive]["predictive"].get(predictive)))
         differences = {name: _interval(values) for name, values in per_seed.items()}
         results[f"{compression}-{regularizer}"] = {
-            "compression": compression, "regularizer": regularizer, "method": primary, "common_pairs": common,
+            "compression": compression, "regularizer": regularizer, "method": primary, "seeds": seeds,
+            "common_pairs": common,
             "differences": differences, "sentence": sentence(regularizer, primary, differences, predictive),
         }
     return results
