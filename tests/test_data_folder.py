@@ -212,3 +212,41 @@ def test_cli_mask_with_a_class_beyond_classes_txt(root, teacher_file, tmp_path, 
     Image.fromarray(bad).save(root / "masks" / "b.png")
     code, err = _cli(_audit(teacher_file, root, tmp_path), capsys)
     _assert_data_error(code, err, "b.png' has class ids [7] beyond the 3 classes of classes.txt")
+
+
+def test_cli_folder_input_size_and_normalisation_are_options(root, teacher_file, tmp_path, capsys):
+    """--image-size / --mean / --std reach the folder dataset: the report equals apkit.audit on it."""
+    import json
+
+    import apkit
+
+    stats = ["--image-size", "32", "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25"]
+    code, err = _cli([*_audit(teacher_file, root, tmp_path), *stats, "--resamples", "50"], capsys)
+    assert code == 0, err
+    written = json.loads((tmp_path / "audit" / "report.json").read_text())
+    net = models.load_checkpoint(teacher_file)
+    seg = data.SegmentationFolder(root, image_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    report = apkit.audit(net, {"t": net}, seg, resamples=50, device="cpu", progress=False)
+    loss = written["predictive"]["teacher"]["loss"]  # a continuous function of every logit
+    assert loss == pytest.approx(report.predictive["teacher"]["loss"], rel=1e-6)
+    # another normalisation gives other inputs, so another loss: the options were used
+    other = data.SegmentationFolder(root, image_size=32)  # ImageNet's statistics
+    other_loss = apkit.audit(net, {"t": net}, other, resamples=50, device="cpu", progress=False).predictive
+    assert abs(other_loss["teacher"]["loss"] - loss) > 1e-5  # 30x the tolerance of the equality above
+    assert data.SegmentationFolder(root).image_size == 224 and tuple(seg[0][0].shape[-2:]) == (32, 32)
+
+
+@pytest.mark.parametrize("extra,fragment", [
+    (["--mean", "0.5,0.5"], "mean"),
+    (["--std", "a,b,c"], "--std must be comma-separated numbers"),
+])
+def test_cli_folder_bad_statistics(root, teacher_file, tmp_path, capsys, extra, fragment):
+    code, err = _cli([*_audit(teacher_file, root, tmp_path), *extra], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and fragment in err and "Traceback" not in err
+
+
+def test_cli_image_size_is_for_folder_data_only(teacher_file, tmp_path, capsys):
+    args = ["audit", "--teacher", teacher_file, "--student", teacher_file, "--image-size", "32",
+            "--device", "cpu", "--quiet", "--out", tmp_path / "audit"]
+    code, err = _cli(args, capsys)
+    assert code == 1 and "image_size applies only to folder:ROOT data" in err and len(err.strip().splitlines()) == 1

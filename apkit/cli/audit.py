@@ -32,6 +32,12 @@ GATE_EXIT_CODE = 3
 @click.option("--tolerance", "old_tolerance", type=int, default=None, hidden=True)
 @click.option("--samples", type=int, default=None,
               help="synthetic: number of evaluation images [500]; they are rendered at the teacher's input size.")
+@click.option("--image-size", type=int, default=None, metavar="N",
+              help="folder: side of the square input the images are resized to [224].")
+@click.option("--mean", default=None, metavar="R,G,B",
+              help="folder: the models' input normalisation mean [ImageNet's: 0.485,0.456,0.406].")
+@click.option("--std", default=None, metavar="R,G,B",
+              help="folder: the models' input normalisation std [ImageNet's: 0.229,0.224,0.225].")
 @click.option("--fail-under", "gates", multiple=True, metavar="NAME=VALUE",
               help="A release gate (repeatable), judged on the pessimistic end of the 95 % interval: cos=0.95 "
                    "(similarity at least), l2=0.3 (distance at most), auc_drop=0.01, pointing_drop=0.02, map_drop, "
@@ -46,7 +52,7 @@ GATE_EXIT_CODE = 3
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="apkit-audit", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def audit_command(teacher, students, num_classes, data_spec, split, methods, protocol, tolerances, old_tolerance,
-                  samples, gates, resamples, seed, batch_size, device, out_dir, quiet):
+                  samples, image_size, mean, std, gates, resamples, seed, batch_size, device, out_dir, quiet):
     """Audit compressed models against their original: accuracy, attribution quality against the masks
     (ROC-AUC, pointing game) and similarity to the original's maps (cosine, normalised L2), per method,
     each student's differences from the original with 95 % intervals, and release gates.
@@ -73,6 +79,7 @@ def audit_command(teacher, students, num_classes, data_spec, split, methods, pro
     report = audit_checkpoints(
         teacher, students, data=data_spec, split=split, attribution_methods=comma_list(methods, "--methods"),
         protocol=protocol, tolerances=tolerance_list, samples=samples, num_classes=num_classes,
+        image_size=image_size, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
         batch_size=batch_size, device=device, resamples=resamples, seed=seed, progress=not quiet,
     )
     failures = report.gate(gates)
@@ -84,3 +91,16 @@ def audit_command(teacher, students, num_classes, data_spec, split, methods, pro
             click.echo(f"apkit: {line}", err=True)
     if failures:
         raise SystemExit(GATE_EXIT_CODE)
+
+
+def _floats(value: str | None, option: str) -> list[float] | None:
+    """``"0.5,0.5,0.5"`` -> ``[0.5, 0.5, 0.5]`` (None stays None)."""
+    from apkit.errors import ValidationError
+
+    if value is None:
+        return None
+    try:
+        return [float(item) for item in comma_list(value, option)]
+    except ValueError:
+        raise ValidationError(f"{option} must be comma-separated numbers such as 0.5,0.5,0.5, got {value!r}") \
+            from None

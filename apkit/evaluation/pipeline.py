@@ -55,6 +55,9 @@ def audit_checkpoints(
     data: str = "synthetic",
     split: str = "seg",
     samples: int | None = None,
+    image_size: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
     protocol: str | None = None,
     num_classes: int | None = None,
     **options: Any,
@@ -76,6 +79,10 @@ def audit_checkpoints(
         Default: "imagenet" for ImageNet data, else "voc".
     samples : int, optional
         Synthetic data only: the number of evaluation images.
+    image_size, mean, std : optional
+        ``folder:`` data only: the side of the square input the images are resized to (default
+        224) and the input normalisation (default ImageNet's, see
+        :class:`~apkit.data.SegmentationFolder`).
     num_classes : int, optional
         The models' class count, needed for ``torchvision:`` and apkit names in ``ARCH=PATH``; it
         must be the data's.  Students take the data's class count when it is not given.
@@ -84,9 +91,14 @@ def audit_checkpoints(
         ``tolerances``, ``batch_size``, ``device``, ``progress``.
     """
     check_synthetic_only(data, samples=samples)
+    folder_options = {k: v for k, v in {"image_size": image_size, "mean": mean, "std": std}.items() if v is not None}
+    if folder_options and spec_name(data) != "folder":
+        verb = "apply" if len(folder_options) > 1 else "applies"
+        raise ValidationError(f"{' and '.join(folder_options)} {verb} only to folder:ROOT data, not to {data!r}; "
+                              "drop them or audit on a folder of your images")
     names = _unique_names(students)  # a bad spec fails before any model is built
     teacher_model = resolve_model(teacher, num_classes=num_classes)
-    dataset = datasets_for(teacher_model, data, {split: samples})[split]
+    dataset = datasets_for(teacher_model, data, {split: samples}, **folder_options)[split]
     if num_classes is not None and num_classes != dataset.num_classes:
         raise ValidationError(f"num_classes is {num_classes} but the data has {dataset.num_classes} classes; "
                               "use models trained on this dataset")
