@@ -32,6 +32,15 @@ def make_pairs(num_images: int, num_classes: int, generator: torch.Generator) ->
             pairs.append((image, cls))
     return torch.tensor(pairs)
 
+def make_case(model: str, size: int, images: int, classes: int, device):
+    """The attribution rows' inputs: an untrained ``model`` (seed 0), random images and their pairs, on ``device``."""
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    options = {"input_size": size} if model.startswith("vgg") else {}
+    net = models.create(model, num_classes=classes, **options).to(device).eval()
+    inputs = torch.randn(images, 3, size, size, generator=generator).to(device)
+    return net, inputs, make_pairs(images, classes, generator).to(device)
+
 
 def captum_loop(model, layer, images, pairs) -> torch.Tensor:
     """Grad-CAM the way the paper's evaluation runs it: one Captum call per (image, class)."""
@@ -67,12 +76,7 @@ def measure(*, model: str = "vgg16_bn", size: int = 227, images: int = 8, classe
     to the largest value).
     """
     device = torch.device(device)
-    torch.manual_seed(0)
-    generator = torch.Generator().manual_seed(0)
-    options = {"input_size": size} if model.startswith("vgg") else {}
-    net = models.create(model, num_classes=classes, **options).to(device).eval()
-    inputs = torch.randn(images, 3, size, size, generator=generator).to(device)
-    pairs = make_pairs(images, classes, generator).to(device)
+    net, inputs, pairs = make_case(model, size, images, classes, device)
     layer = net.attribution_layer
     operation = f"{{method}} maps of {model} at {size}x{size}, {images} images x {len(pairs)} (image, class) pairs"
     rows = []

@@ -158,9 +158,9 @@ def compare(ours: tuple[Scores, dict], reference: tuple[Scores, dict]) -> tuple[
 
 def _maps_both_ways(net, images: torch.Tensor, pairs: torch.Tensor, method: str, batch_size: int):
     """One model's maps of ``pairs`` the audit's way (batches of images) and one pair at a time."""
-    batched = torch.cat([
-        apkit.explain(net, images[start:start + batch_size], _local(pairs, start, batch_size), method=method)
-        for start in range(0, len(images), batch_size) if _local(pairs, start, batch_size).numel()])
+    batches = [(images[start:start + batch_size], _local(pairs, start, batch_size))
+               for start in range(0, len(images), batch_size)]
+    batched = torch.cat([apkit.explain(net, part, local, method=method) for part, local in batches if len(local)])
     single = torch.stack([apkit.explain(net, images[i:i + 1], torch.tensor([[0, c]], device=images.device),
                                         method=method)[0]
                           for i, c in pairs.tolist()])
@@ -181,15 +181,15 @@ def float64_recheck(rows: list[tuple[str, str]], nets: dict, dataset, scores: Sc
     1e-9 of each map's largest value; also reports how far each side's float32 maps are from float64.
     """
     notes, equal = [], True
+    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
     for model_name, method in rows:
         device = next(nets[model_name].parameters()).device
         pairs = torch.tensor(sorted(scores[(model_name, method)]), device=device)
-        images = torch.stack([dataset[i][0] for i in range(len(dataset))]).to(device)
         wide = copy.deepcopy(nets[model_name]).double()
-        batched, single = _maps_both_ways(wide, images.double(), pairs, method, batch_size)
+        batched, single = _maps_both_ways(wide, images.to(device, torch.float64), pairs, method, batch_size)
         scale = single.abs().amax((1, 2), keepdim=True).clamp(min=1e-300)
         batching = float(((batched - single).abs() / scale).max())
-        narrow_b, narrow_s = _maps_both_ways(nets[model_name], images, pairs, method, batch_size)
+        narrow_b, narrow_s = _maps_both_ways(nets[model_name], images.to(device), pairs, method, batch_size)
         rounding = max(float(((narrow_s.double() - single).abs() / scale).max()),
                        float(((narrow_b.double() - batched).abs() / scale).max()))
         equal &= batching <= 1e-9

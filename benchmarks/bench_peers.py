@@ -32,7 +32,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from _common import Measurement, print_measurements, resolve_device, timed
-from bench_attribution import make_pairs
+from bench_attribution import make_case
 
 import apkit
 from apkit import models
@@ -161,12 +161,7 @@ def measure(*, model: str = "vgg16_bn", size: int = 227, images: int = 8, classe
             ) -> list[Measurement]:
     """Each of apkit's methods against its peer on the same pairs; a missing peer's row is skipped."""
     device = torch.device(device)
-    torch.manual_seed(0)
-    generator = torch.Generator().manual_seed(0)
-    options = {"input_size": size} if model.startswith("vgg") else {}
-    net = models.create(model, num_classes=classes, **options).to(device).eval()
-    inputs = torch.randn(images, 3, size, size, generator=generator).to(device)
-    pairs = make_pairs(images, classes, generator).to(device)
+    net, inputs, pairs = make_case(model, size, images, classes, device)
     layer, hw = net.attribution_layer, (size, size)
     what = f"maps of {model} at {size}x{size}, {images} images x {len(pairs)} (image, class) pairs"
     one_call = "apkit.explain, all pairs in one call"

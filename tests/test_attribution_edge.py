@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from helpers import calibrate_batchnorm
 from torch import nn
 from torchvision.models.mobilenetv2 import InvertedResidual
 from torchvision.ops import SqueezeExcitation
@@ -27,26 +28,6 @@ STABILIZER = 1e-12  # zennit adds it to denominators; apkit divides exactly (0 w
 SIZE = 64
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def calibrate(model, size=SIZE, seed=1):
-    """Running statistics of random images and random affine parameters, so that BatchNorm is really folded
-    and the activations neither vanish nor blow up through the depth of the network."""
-    generator = torch.Generator().manual_seed(seed)
-    dtype = next(model.parameters()).dtype
-    batchnorms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    for module in batchnorms:
-        module.reset_running_stats()
-        module.momentum = None  # a cumulative average over the calibration batch
-    model.train()
-    with torch.no_grad():
-        model(torch.randn(8, 3, size, size, generator=generator, dtype=dtype))
-    for module in batchnorms:
-        n = module.num_features
-        module.weight.data.copy_(torch.rand(n, generator=generator, dtype=dtype) + 0.5)
-        module.bias.data.copy_(torch.rand(n, generator=generator, dtype=dtype) - 0.3)
-        module.momentum = 0.1
-    return model.eval()
 
 
 def bias_free(model, size=SIZE, seed=1):
@@ -174,7 +155,7 @@ def mobilenet_v2_merged():
     """Stock MobileNetV2 in float64, BatchNorm merged into the convolutions by zennit once and left as exact
     identities (eps 0), so that zennit and apkit see bit-identical activations."""
     torch.manual_seed(0)
-    model = calibrate(torchvision.models.mobilenet_v2(weights=None, num_classes=10).double())
+    model = calibrate_batchnorm(torchvision.models.mobilenet_v2(weights=None, num_classes=10).double())
     SequentialMergeBatchNorm().apply(model)  # the handles are dropped: the merge stays
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
@@ -260,7 +241,7 @@ def test_lrp_conserves_relevance_through_gates_and_activations(arch):
         for module in model.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 module.weight.abs_()
-    model = bias_free(calibrate(model))
+    model = bias_free(calibrate_batchnorm(model))
     x = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     pairs = torch.tensor([[0, 1], [0, 7], [1, 3], [1, 5]])
     logits = model(x)[pairs[:, 0], pairs[:, 1]].detach()
@@ -272,7 +253,7 @@ def test_rap_conserves_relevance_on_bias_free_mobilenet_v3_small():
     """Signed activations: RAP's shift conserves relevance at every weighted layer, so the sum at the input
     is the logit exactly when the gates, Hardswish, pooling and residual rules conserve it too."""
     torch.manual_seed(0)
-    model = bias_free(calibrate(torchvision.models.mobilenet_v3_small(weights=None, num_classes=10).double()))
+    model = bias_free(calibrate_batchnorm(torchvision.models.mobilenet_v3_small(weights=None, num_classes=10).double()))
     x = images(dtype=torch.float64)
     pairs = torch.tensor([[0, 1], [0, 7], [1, 3], [1, 5]])
     logits = model(x)[pairs[:, 0], pairs[:, 1]].detach()

@@ -5,6 +5,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import calibrate_batchnorm
 from torch import nn
 from torch.nn.utils import prune
 from zennit.attribution import Gradient
@@ -28,39 +29,16 @@ STABILIZER = 1e-12  # zennit adds it to denominators; apkit divides exactly (0 w
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def randomize_batchnorm(model, input_size=64):
-    """Non-trivial BatchNorm statistics and affine parameters, so that folding BatchNorm is really exercised.
-
-    The running statistics are those of random inputs (so the activations neither vanish nor blow up
-    through a deep network, which would make every image's logits equal); the affine parameters are
-    random.
-    """
-    generator = torch.Generator().manual_seed(1)
-    batchnorms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    for module in batchnorms:
-        module.reset_running_stats()
-        module.momentum = None  # a cumulative average over the calibration batch
-    model.train()
-    with torch.no_grad():
-        model(torch.randn(8, 3, input_size, input_size, generator=generator))
-    for module in batchnorms:
-        n = module.num_features
-        module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
-        module.bias.data.copy_(torch.rand(n, generator=generator) - 0.3)
-        module.momentum = 0.1
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def vgg16():
     torch.manual_seed(0)
-    return randomize_batchnorm(models.create("vgg16_bn", num_classes=10, input_size=64))
+    return calibrate_batchnorm(models.create("vgg16_bn", num_classes=10, input_size=64))
 
 
 @pytest.fixture(scope="module")
 def resnet18():
     torch.manual_seed(0)
-    return randomize_batchnorm(models.create("resnet18", num_classes=10))
+    return calibrate_batchnorm(models.create("resnet18", num_classes=10))
 
 
 @pytest.fixture(scope="module")
@@ -279,7 +257,7 @@ def test_rap_conserves_and_separates_positive_and_negative_relevance(arch, reque
 
 def test_rules_use_the_effective_weight_of_pruned_layers():
     torch.manual_seed(8)
-    model = randomize_batchnorm(models.create("vgg_small", num_classes=6, input_size=32), 32)
+    model = calibrate_batchnorm(models.create("vgg_small", num_classes=6, input_size=32), 32)
     baked = copy.deepcopy(model)
     for module, twin in zip(model.modules(), baked.modules()):
         if isinstance(module, nn.Conv2d):
@@ -296,7 +274,7 @@ def test_rules_use_the_effective_weight_of_pruned_layers():
 
 
 def test_narrow_vgg_by_layer_name():
-    model = randomize_batchnorm(models.create("vgg16_bn", num_classes=4, width_divisor=8, input_size=64))
+    model = calibrate_batchnorm(models.create("vgg16_bn", num_classes=4, width_divisor=8, input_size=64))
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(9))
     relevance = LRP(model).attribute(x, torch.tensor([3]))
     torch.testing.assert_close(relevance.sum(), model(x)[0, 3].detach(), rtol=1e-3, atol=1e-5)

@@ -3,20 +3,9 @@
 import json
 
 import torch
+from helpers import run_cli
 
-from apkit.cli import main
 from apkit.models import load_checkpoint
-
-
-def run(args, capsys):
-    """Run ``apkit ARGS`` in this process; return (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def assert_one_line_error(code, err, *fragments, layout=False):
@@ -38,7 +27,7 @@ SMALL = ["--train-samples", 64, "--val-samples", 32, "--image-size", 32, "--devi
 
 def test_train_writes_model_and_metrics(tmp_path, capsys):
     out = tmp_path / "run"
-    code, stdout, err = run(["train", "--out", out, "--epochs", 2, "--batch-size", 16, *SMALL], capsys)
+    code, stdout, err = run_cli(["train", "--out", out, "--epochs", 2, "--batch-size", 16, *SMALL], capsys)
     assert code == 0, err
     metrics = json.loads((out / "metrics.json").read_text())
     model = load_checkpoint(out / "model.pt", expect_arch="vgg_small", expect_num_classes=8)
@@ -49,32 +38,32 @@ def test_train_writes_model_and_metrics(tmp_path, capsys):
     assert metrics["best_epoch"] == 1 + max(range(2), key=lambda i: metrics["history"][i]["val_map_class"])
     assert f"map_class {metrics['val']['map_class']:.4f}" in stdout and "wrote" in stdout
     # Resuming a finished run trains nothing and reports the same result.
-    code, again, _ = run(["train", "--out", out, "--epochs", 2, "--batch-size", 16, "--resume", *SMALL], capsys)
+    code, again, _ = run_cli(["train", "--out", out, "--epochs", 2, "--batch-size", 16, "--resume", *SMALL], capsys)
     assert code == 0 and json.loads((out / "metrics.json").read_text())["val"] == metrics["val"]
     assert again.splitlines()[0].split("(")[0] == stdout.splitlines()[0].split("(")[0]
 
 
 def test_help_lists_the_recipes(capsys):
-    code, stdout, _ = run(["train", "--help"], capsys)
+    code, stdout, _ = run_cli(["train", "--help"], capsys)
     assert code == 0 and "teacher-supp" in stdout and "--resume" in stdout
 
 
 def test_unknown_model(tmp_path, capsys):
-    code, _, err = run(["train", "--model", "vgg17", "--out", tmp_path], capsys)
+    code, _, err = run_cli(["train", "--model", "vgg17", "--out", tmp_path], capsys)
     assert_one_line_error(code, err, "unknown model 'vgg17'", "vgg_small")
 
 
 def test_unknown_recipe_and_bad_values(tmp_path, capsys):
-    code, _, err = run(["train", "--recipe", "fast", "--out", tmp_path, *SMALL], capsys)
+    code, _, err = run_cli(["train", "--recipe", "fast", "--out", tmp_path, *SMALL], capsys)
     assert_one_line_error(code, err, "unknown training recipe 'fast'", "teacher")
-    code, _, err = run(["train", "--epochs", 0, "--out", tmp_path, *SMALL], capsys)
+    code, _, err = run_cli(["train", "--epochs", 0, "--out", tmp_path, *SMALL], capsys)
     assert_one_line_error(code, err, "epochs must be >= 1")
-    code, _, err = run(["train", "--milestones", "ten", "--out", tmp_path, *SMALL], capsys)
+    code, _, err = run_cli(["train", "--milestones", "ten", "--out", tmp_path, *SMALL], capsys)
     assert_one_line_error(code, err, "--milestones")
 
 
 def test_missing_data_root(tmp_path, capsys):
-    code, _, err = run(["train", "--data", f"voc:{tmp_path / 'absent'}", "--out", tmp_path / "o"], capsys)
+    code, _, err = run_cli(["train", "--data", f"voc:{tmp_path / 'absent'}", "--out", tmp_path / "o"], capsys)
     assert_one_line_error(code, err, "absent", layout=True)
     assert "ImageSets/Main/train.txt" in err  # the layout says what to put there
     assert not (tmp_path / "o").exists()  # nothing written
@@ -83,7 +72,7 @@ def test_missing_data_root(tmp_path, capsys):
 def test_incomplete_data_root(tmp_path, capsys):
     root = tmp_path / "VOCdevkit" / "VOC2012"
     (root / "JPEGImages").mkdir(parents=True)  # no annotations, no image lists
-    code, _, err = run(["train", "--data", f"voc:{tmp_path}", "--out", tmp_path / "o"], capsys)
+    code, _, err = run_cli(["train", "--data", f"voc:{tmp_path}", "--out", tmp_path / "o"], capsys)
     assert_one_line_error(code, err, "missing", layout=True)
 
 
@@ -95,9 +84,9 @@ def _training_checkpoint(out):
 
 def test_corrupt_checkpoint(tmp_path, capsys):
     _training_checkpoint(tmp_path).write_bytes(b"\x00 this is not a checkpoint")
-    code, _, err = run(["train", "--out", tmp_path, "--resume", *SMALL], capsys)
+    code, _, err = run_cli(["train", "--out", tmp_path, "--resume", *SMALL], capsys)
     assert_one_line_error(code, err, "corrupt")
-    code, _, err = run(["audit", "--teacher", tmp_path / "training" / "checkpoint.pt", "--student",
+    code, _, err = run_cli(["audit", "--teacher", tmp_path / "training" / "checkpoint.pt", "--student",
                         tmp_path / "training" / "checkpoint.pt", "--out", tmp_path / "audit"], capsys)
     assert_one_line_error(code, err, "corrupt")
 
@@ -113,9 +102,9 @@ class _RunsCode:
 def test_code_running_pickle_is_refused(tmp_path, capsys):
     marker = tmp_path / "created-by-unpickling"
     torch.save({"format": "apkit-training-state", "payload": _RunsCode(marker)}, _training_checkpoint(tmp_path))
-    code, _, err = run(["train", "--out", tmp_path, "--resume", *SMALL], capsys)
+    code, _, err = run_cli(["train", "--out", tmp_path, "--resume", *SMALL], capsys)
     assert_one_line_error(code, err, "could run code")
-    code, _, err = run(["audit", "--teacher", tmp_path / "training" / "checkpoint.pt", "--student",
+    code, _, err = run_cli(["audit", "--teacher", tmp_path / "training" / "checkpoint.pt", "--student",
                         tmp_path / "training" / "checkpoint.pt", "--out", tmp_path / "audit"], capsys)
     assert_one_line_error(code, err, "could run code")
     assert not marker.exists()

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli
 from PIL import Image
 
 from apkit import data, models
@@ -169,13 +170,6 @@ def test_apkit_list_states_the_layout_and_defaults(capsys):
 
 
 # ------------------------------------------------------------------------------------------------- CLI
-def _cli(args, capsys):
-    code = 0
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
 
 
 def _assert_data_error(code, err, *fragments):
@@ -200,7 +194,7 @@ def _audit(teacher_file, root, tmp_path):
 
 def test_cli_folder_without_masks(root, teacher_file, tmp_path, capsys):
     shutil.rmtree(root / "masks")
-    code, err = _cli(_audit(teacher_file, root, tmp_path), capsys)
+    code, _, err = run_cli(_audit(teacher_file, root, tmp_path), capsys)
     _assert_data_error(code, err, "no masks/ folder", str(root))
     assert not (tmp_path / "audit").exists()
 
@@ -210,7 +204,7 @@ def test_cli_mask_with_a_class_beyond_classes_txt(root, teacher_file, tmp_path, 
     bad = np.zeros((20, 30), dtype=np.uint8)
     bad[5, 5] = 7
     Image.fromarray(bad).save(root / "masks" / "b.png")
-    code, err = _cli(_audit(teacher_file, root, tmp_path), capsys)
+    code, _, err = run_cli(_audit(teacher_file, root, tmp_path), capsys)
     _assert_data_error(code, err, "b.png' has class ids [7] beyond the 3 classes of classes.txt")
 
 
@@ -221,7 +215,7 @@ def test_cli_folder_input_size_and_normalisation_are_options(root, teacher_file,
     import apkit
 
     stats = ["--image-size", "32", "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25"]
-    code, err = _cli([*_audit(teacher_file, root, tmp_path), *stats, "--resamples", "50"], capsys)
+    code, _, err = run_cli([*_audit(teacher_file, root, tmp_path), *stats, "--resamples", "50"], capsys)
     assert code == 0, err
     written = json.loads((tmp_path / "audit" / "report.json").read_text())
     net = models.load_checkpoint(teacher_file)
@@ -241,12 +235,12 @@ def test_cli_folder_input_size_and_normalisation_are_options(root, teacher_file,
     (["--std", "a,b,c"], "--std must be comma-separated numbers"),
 ])
 def test_cli_folder_bad_statistics(root, teacher_file, tmp_path, capsys, extra, fragment):
-    code, err = _cli([*_audit(teacher_file, root, tmp_path), *extra], capsys)
+    code, _, err = run_cli([*_audit(teacher_file, root, tmp_path), *extra], capsys)
     assert code == 1 and len(err.strip().splitlines()) == 1 and fragment in err and "Traceback" not in err
 
 
 def test_cli_image_size_is_for_folder_data_only(teacher_file, tmp_path, capsys):
     args = ["audit", "--teacher", teacher_file, "--student", teacher_file, "--image-size", "32",
             "--device", "cpu", "--quiet", "--out", tmp_path / "audit"]
-    code, err = _cli(args, capsys)
+    code, _, err = run_cli(args, capsys)
     assert code == 1 and "image_size applies only to folder:ROOT data" in err and len(err.strip().splitlines()) == 1

@@ -13,13 +13,13 @@ import pytest
 import torch
 import torch_pruning as tp
 import torchvision
+from helpers import run_cli
 from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
 
 import apkit
 from apkit import data, models
-from apkit.cli import main
 from apkit.errors import CheckpointError, UnknownNameError, ValidationError
 from apkit.models import parse_model_spec, read_weights, resolve_model
 from apkit.models.checkpoint import conform_to_state_dict
@@ -330,14 +330,6 @@ def test_files_that_are_not_weights(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------- CLI
-def _cli(args, capsys):
-    code = 0
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _assert_one_line_error(code, err, *fragments):
@@ -361,28 +353,28 @@ def audit_args(tmp_path):
 
 
 def test_cli_unknown_torchvision_name(audit_args, tmp_path, capsys):
-    code, _, err = _cli(audit_args("torchvision:resnet81=w.pt", "--num-classes", 8), capsys)
+    code, _, err = run_cli(audit_args("torchvision:resnet81=w.pt", "--num-classes", 8), capsys)
     _assert_one_line_error(code, err, "unknown torchvision model 'resnet81'; did you mean resnet18", "alexnet")
     assert not (tmp_path / "audit").exists()
 
 
 def test_cli_weights_of_another_architecture(audit_args, tmp_path, capsys):
     path = _save(torchvision.models.mobilenet_v2(num_classes=8).state_dict(), tmp_path / "mnet.pt")
-    code, _, err = _cli(audit_args(f"torchvision:resnet18={path}"), capsys)  # students take the data's 8 classes
+    code, _, err = run_cli(audit_args(f"torchvision:resnet18={path}"), capsys)  # students take the data's 8 classes
     _assert_one_line_error(code, err, "does not fit torchvision:resnet18", "conv1.weight (64, 3, 7, 7)",
                            "features.0.0.weight (32, 3, 3, 3)")
 
 
 def test_cli_factory_that_raises(audit_args, factory_folder, capsys):
     path = _save({"w": torch.ones(1)}, factory_folder / "w.pt")
-    code, _, err = _cli(audit_args(f"usernets:broken={path}"), capsys)
+    code, _, err = run_cli(audit_args(f"usernets:broken={path}"), capsys)
     _assert_one_line_error(code, err, "model factory 'usernets:broken' raised RuntimeError: no GPU here")
 
 
 def test_cli_pickle_that_would_run_code(audit_args, tmp_path, capsys):
     marker = tmp_path / "created-by-unpickling"
     evil = _save({"fc.weight": _RunsCode(marker)}, tmp_path / "evil.pt")
-    code, _, err = _cli(audit_args(f"torchvision:resnet18={evil}"), capsys)
+    code, _, err = run_cli(audit_args(f"torchvision:resnet18={evil}"), capsys)
     _assert_one_line_error(code, err, "evil.pt' was refused", "could run code")
     assert not marker.exists()
 
@@ -399,11 +391,11 @@ def test_cli_compress_a_torchvision_teacher(tmp_path, monkeypatch, capsys):
     args = ["compress", "--teacher", f"torchvision:resnet18={path}", "--method", "structured",
             "--out", tmp_path / "run", "--epochs", 1, "--batch-size", 8, "--pruning-ratio", 0.3, "--device", "cpu",
             "--quiet"]
-    code, _, err = _cli(args, capsys)
+    code, _, err = run_cli(args, capsys)
     _assert_one_line_error(code, err, "torchvision:resnet18 needs the number of classes", "--num-classes N")
-    code, _, err = _cli(args + ["--num-classes", 5], capsys)
+    code, _, err = run_cli(args + ["--num-classes", 5], capsys)
     _assert_one_line_error(code, err, "has 3 classes (fc.weight is (3, 512))", "pass num_classes=3")
-    code, out, err = _cli(args + ["--num-classes", 3], capsys)
+    code, out, err = run_cli(args + ["--num-classes", 3], capsys)
     assert code == 0, err
     assert "wrote" in out and "model_state.pt" in out  # a torchvision student is saved as a plain state_dict
     student = resolve_model(f"torchvision:resnet18={tmp_path / 'run' / 'model_state.pt'}", num_classes=3)
@@ -485,7 +477,7 @@ def run_audit(case, capsys, *extra, out="audit", expect=0):
             "--student", f"torchvision:mobilenet_v2={files['student']}", "--data", f"folder:{case['root']}",
             "--num-classes", len(FOLDER_CLASSES), "--methods", "gradcam", "--tolerances", "0,3",
             "--device", "cpu", "--quiet", "--out", out_dir, *extra]
-    code, stdout, err = _cli(args, capsys)
+    code, stdout, err = run_cli(args, capsys)
     assert code == expect, err
     case["stderr"] = err
     return code, stdout, out_dir
@@ -530,7 +522,7 @@ def test_audit_gates_exit_with_status_3(pruned_mobilenet, capsys):
                                            ("cos=high", "needs a number")])
 def test_malformed_gates_are_refused_before_any_work(pruned_mobilenet, capsys, gate, fragment, tmp_path):
     files = pruned_mobilenet["files"]
-    code, _, err = _cli(["audit", "--teacher", f"torchvision:mobilenet_v2={files['teacher']}", "--student", "x.pt",
+    code, _, err = run_cli(["audit", "--teacher", f"torchvision:mobilenet_v2={files['teacher']}", "--student", "x.pt",
                          "--fail-under", gate, "--out", tmp_path / "never"], capsys)
     assert code == 1 and len(err.strip().splitlines()) == 1 and fragment in err and "Traceback" not in err
     assert not (tmp_path / "never").exists()
