@@ -14,7 +14,15 @@ from typing import Any
 from apkit._io import atomic_write_json, atomic_write_text, read_json
 from apkit.bench import paper
 from apkit.bench.figures import plot_map_grid, plot_roar_figure
-from apkit.bench.stages import BenchRun, model_key, parse_key, platform_info, stage_keys, training_seeds
+from apkit.bench.stages import (
+    BenchRun,
+    first_seed_or_teacher,
+    model_key,
+    parse_key,
+    platform_info,
+    stage_keys,
+    training_seeds,
+)
 from apkit.bench.summary import cell_summaries, metric_label, verdicts
 from apkit.names import ATTRIBUTION_TITLES as METHOD_TITLES
 from apkit.names import COMPRESSION_TITLES
@@ -114,8 +122,7 @@ def _seeds_text(settings: dict[str, Any]) -> str:
 
 
 def _first_seeds_text(settings: dict[str, Any]) -> str:
-    firsts = {training_seeds(settings, c)[0] for c in settings["compressions"]}
-    return ", ".join(map(str, sorted(firsts)))
+    return _seed_list(sorted({training_seeds(settings, c)[0] for c in settings["compressions"]}))
 
 
 def _params(model: dict[str, Any]) -> str:
@@ -260,8 +267,7 @@ def _all_methods_table(results: dict[str, Any], methods: list[str]) -> list[str]
              "| Model | " + " | ".join(METHOD_TITLES.get(m, m) for m in methods) + " |",
              "|---" * (1 + len(methods)) + "|"]
     for key, scores in results["evaluation"].items():
-        compression, _, seed = parse_key(key) if key not in settings["teachers"] else (None, None, None)
-        if compression is not None and seed != training_seeds(settings, compression)[0]:
+        if not first_seed_or_teacher(settings, key):
             continue
         cells = []
         for method in methods:

@@ -21,7 +21,7 @@ from apkit._io import atomic_write_json, check_writable, read_json
 from apkit._validation import resolve_device
 from apkit.bench import report
 from apkit.bench.profiles import resolve_profile, validate_profile
-from apkit.bench.stages import BenchRun, parse_key, stage_keys, training_seeds
+from apkit.bench.stages import BenchRun, first_seed_or_teacher, parse_key, stage_keys
 from apkit.compression import compress
 from apkit.data import from_spec
 from apkit.distributed import barrier, is_main_process
@@ -203,10 +203,7 @@ def evaluated_methods(settings: dict[str, Any], key: str) -> list[str]:
     """The attribution methods a model is evaluated with: all of them for the teachers and the first
     training seed, the primary method (the main tables') for the other seeds."""
     evaluation = settings["evaluation"]
-    if key in settings["teachers"]:
-        return list(evaluation["attribution_methods"])
-    compression, _, seed = parse_key(key)
-    if seed == training_seeds(settings, compression)[0]:
+    if first_seed_or_teacher(settings, key):
         return list(evaluation["attribution_methods"])
     return [evaluation["primary"]]
 

@@ -30,7 +30,7 @@ from apkit.evaluation.maps import MapCache
 from apkit.models import load_checkpoint
 
 __all__ = ["TEACHER", "BenchRun", "cell_keys", "model_key", "parse_key", "platform_info", "stage_keys",
-           "training_seeds"]
+           "first_seed_or_teacher", "training_seeds"]
 
 TEACHER = "teacher"
 
@@ -57,6 +57,14 @@ def training_seeds(settings: dict[str, Any], compression: str) -> list[int]:
     ([0, 1, 2], [0, 1, 2, 3, 4])
     """
     return list(settings["compressions"][compression].get("seeds", settings["seeds"]))
+
+
+def first_seed_or_teacher(settings: dict[str, Any], key: str) -> bool:
+    """Whether ``key`` is a teacher or a compressed model of its compression's first training seed."""
+    if key in settings["teachers"]:
+        return True
+    compression, _, seed = parse_key(key)
+    return seed == training_seeds(settings, compression)[0]
 
 
 def stage_keys(settings: dict[str, Any]) -> list[str]:
