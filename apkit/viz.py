@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from apkit._io import atomic_write
-from apkit._validation import check_tensor
-from apkit.errors import ValidationError
+from apkit.core.errors import ValidationError
+from apkit.core.io import atomic_write
+from apkit.core.validation import check_tensor
 
 
 def _pyplot():

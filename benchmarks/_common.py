@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from apkit.errors import ValidationError  # noqa: E402
+from apkit.core.errors import ValidationError  # noqa: E402
 
 __all__ = ["Measurement", "PeakMemory", "describe_machine", "format_bytes", "machine_info", "print_measurements",
            "resolve_device", "synchronize", "timed"]

@@ -44,8 +44,8 @@ import bench_synthetic
 import torch
 from _common import Measurement, describe_machine, format_bytes, machine_info, resolve_device
 
-from apkit._io import atomic_write_json, atomic_write_text
-from apkit.errors import ApkitError
+from apkit.core.errors import ApkitError
+from apkit.core.io import atomic_write_json, atomic_write_text
 
 SUITES: dict[str, Callable[..., list[Measurement]]] = {
     "synthetic": bench_synthetic.measure,

@@ -5,7 +5,7 @@ Three sections, one parametrised test each:
 * **CLI**: ``apkit ...`` exits with 1 and one ``apkit: error: ...`` line on stderr that names the
   problem (2 and one click ``Error:`` line for a click usage error), no traceback; a refused
   command leaves no output folder behind.
-* **API**: the same checks reached from Python raise the named :class:`~apkit.errors.ApkitError`
+* **API**: the same checks reached from Python raise the named :class:`~apkit.core.errors.ApkitError`
   subclass, with a message that names the problem and the fix.
 * **No overwrite**: a refused run leaves the files of the previous run as they were.
 
@@ -27,14 +27,14 @@ import torch
 
 import apkit
 from apkit import models
-from apkit._io import atomic_write, atomic_write_json
 from apkit.bench import resolve_profile
 from apkit.bench.profiles import validate_profile
 from apkit.bench.runner import run_bench
 from apkit.cli import main
 from apkit.compression import compress, compress_checkpoint, default_settings
+from apkit.core.errors import ApkitError, CheckpointError, DataError, UnknownNameError, ValidationError
+from apkit.core.io import atomic_write, atomic_write_json
 from apkit.data import from_spec
-from apkit.errors import ApkitError, CheckpointError, DataError, UnknownNameError, ValidationError
 from apkit.metrics import pointing_game, roc_auc
 from apkit.training import fit, train_model
 
@@ -125,8 +125,7 @@ def _run_cli(argv, capsys):
 
 # Each case: (id, argv with {name} for a path of `files` and {out} for a fresh folder, fragments the error
 # line must hold, kind).  kind: "error" (exit 1, one line), "layout" (exit 1, one error line followed by the
-# expected folder layout), "usage" (a click usage error: exit 2, one "Error:" line), "notice:N" (exit 1, one
-# error line after N deprecation notices of old option spellings).
+# expected folder layout), "usage" (a click usage error: exit 2, one "Error:" line).
 CLI_CASES = [
     # 1. bench --set values are checked, every compression's included, before anything runs or is written.
     ("bench-pruning-ratio", ["bench", "--profile", "smoke", "--out", "{out}", "--quiet", "--device", "cpu",
@@ -182,9 +181,8 @@ CLI_CASES = [
     ("compress-naive-weight", ["compress", "--teacher", "{teacher}", "--out", "{out}", "--regularizer", "none",
                                "--weight", "50", *TRAIN],
      ["regularizer 'none'", "weight=50.0", "choose a regularizer"], "error"),
-    ("compress-naive-weight-old-spelling", ["compress", "--teacher", "{teacher}", "--out", "{out}", "--reg", "none",
-                                            "--reg-weight", "50", *TRAIN],
-     ["regularizer 'none'", "weight=50.0"], "notice:2"),
+    ("compress-old-option-spelling", ["compress", "--teacher", "{teacher}", "--out", "{out}", "--reg", "none", *TRAIN],
+     ["No such option", "--reg"], "usage"),
     ("compress-naive-drop", ["compress", "--teacher", "{teacher}", "--out", "{out}", "--drop", "0.3", *TRAIN],
      ["regularizer 'none'", "drop=0.3"], "error"),
     ("audit-format-99", ["audit", "--teacher", "{v99}", "--student", "{teacher}", "--out", "{out}", *AUDIT],
@@ -259,9 +257,6 @@ def _check_stderr(code, err, fragments, kind):
         line = errors[0]
     else:
         assert code == 1, err
-        notices = int(kind.partition(":")[2] or 0) if kind.startswith("notice") else 0
-        assert all("is deprecated" in line for line in lines[:notices]), err
-        lines = lines[notices:]
         assert lines and lines[0].startswith("apkit: error: ") and err.count("apkit: error:") == 1, err
         assert len(lines) == 1 or kind == "layout", err
         line = lines[0]
@@ -348,9 +343,8 @@ def _fit_resume_changed(f):
         device="cpu", progress=False)
 
 
-def _naive_reg_weight(f):
-    with pytest.deprecated_call(match="reg_weight"):  # the old spelling, refused with "none" all the same
-        _compress(settings={"profile": "quick", "reg_weight": 50})(f)
+def _old_setting_name(f):
+    _compress(settings={"profile": "quick", "reg_weight": 50})(f)
 
 
 def _disk_full(handle):
@@ -392,7 +386,7 @@ API_CASES = [
      ValidationError, ["'tolerance' is not a setting", "known: tolerances,"]),
     # 4. What was silently accepted.
     ("compress-naive-weight", _compress(weight=50), ValidationError, ["regularizer 'none'", "weight=50", "drop them"]),
-    ("compress-naive-reg-weight", _naive_reg_weight, ValidationError, ["regularizer 'none'", "weight=50"]),
+    ("compress-old-setting-name", _old_setting_name, ValidationError, ["reg_weight", "weight"]),
     ("compress-naive-settings-object", _compress(settings=default_settings("kd", teacher_layer="features.1")),
      ValidationError, ["regularizer 'none'", "teacher_layer='features.1'"]),
     ("compress-checkpoint-naive-weight",

@@ -60,8 +60,6 @@ def test_cli_reference_documents_every_command_and_option():
     for name, command in cli.commands.items():
         assert f"## apkit {name}\n" in page
         for param in command.params:
-            if getattr(param, "hidden", False):  # deprecated spellings, kept for one release
-                continue
             for flag in param.opts:
                 assert flag in page, f"apkit {name} {flag} is missing from docs/cli.md"
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from apkit._compat import deprecated_attributes
 from apkit.attribution.base import Method
 from apkit.attribution.captum_methods import SHORT_NAMES, CaptumMethod, captum_method, captum_names
 from apkit.attribution.excitation import ExcitationBackprop
@@ -30,7 +29,7 @@ from apkit.attribution.gradcam import GradCAM, channel_weights, class_activation
 from apkit.attribution.lrp import LRP
 from apkit.attribution.rap import RAP
 from apkit.attribution.targets import as_pairs, target_pairs
-from apkit.registry import Registry
+from apkit.core.registry import Registry
 
 ATTRIBUTION_METHODS: Registry = Registry("attribution method")
 ATTRIBUTION_METHODS.register("gradcam", GradCAM,
@@ -95,7 +94,3 @@ __all__ = [
     "captum_method", "captum_names", "channel_weights", "class_activation_map", "explain", "grad_cam",
     "grad_cam_from", "target_pairs",
 ]
-
-# Kept for one release: the registry's old name.
-__getattr__ = deprecated_attributes(__name__, {"METHODS": ("apkit.attribution.ATTRIBUTION_METHODS",
-                                                           lambda: ATTRIBUTION_METHODS)})

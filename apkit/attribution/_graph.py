@@ -59,9 +59,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import StochasticDepth, stochastic_depth
 
-from apkit._modules import evaluating
 from apkit.attribution.base import Method, check_classes, check_layer_output
-from apkit.errors import ValidationError
+from apkit.core.errors import ValidationError
+from apkit.core.modules import evaluating
 
 # Node kinds, by module type, function and method name.
 # On the CPU the backward walk is bound by memory traffic once one pass's pair-sized tensors outgrow
@@ -255,7 +255,7 @@ def _function_kind(node: fx.Node) -> str:
 class Plan:
     """The traced graph of ``model`` with every node classified, ready for forward/backward passes.
 
-    Raises :class:`~apkit.errors.ValidationError` listing every node that relevance would have to
+    Raises :class:`~apkit.core.errors.ValidationError` listing every node that relevance would have to
     cross and no rule supports.
 
     Parameters

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from apkit._modules import evaluating, get_layer
-from apkit._validation import check_int, check_module, check_tensor
 from apkit.attribution import postprocess
 from apkit.attribution.targets import as_pairs
-from apkit.errors import ValidationError
+from apkit.core.errors import ValidationError
+from apkit.core.modules import evaluating, get_layer
+from apkit.core.validation import check_int, check_module, check_tensor
 from apkit.models import default_layer
 
 

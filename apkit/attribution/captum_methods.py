@@ -22,7 +22,7 @@ from captum.attr._utils.attribution import (
 
 from apkit.attribution import postprocess
 from apkit.attribution.base import Method, check_classes
-from apkit.errors import ValidationError
+from apkit.core.errors import ValidationError
 from apkit.models import get_layer
 
 # Short names for the Captum methods used most with image classifiers.

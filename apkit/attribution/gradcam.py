@@ -24,8 +24,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from apkit._modules import called_output, capture_outputs, feature_map, get_layer
-from apkit._validation import check_choice, check_module, check_tensor
 from apkit.attribution.base import (
     Method,
     check_batch_size,
@@ -37,7 +35,9 @@ from apkit.attribution.base import (
     gather_chunks,
 )
 from apkit.attribution.targets import as_pairs
-from apkit.errors import ValidationError
+from apkit.core.errors import ValidationError
+from apkit.core.modules import called_output, capture_outputs, feature_map, get_layer
+from apkit.core.validation import check_choice, check_module, check_tensor
 from apkit.models import default_layer
 
 REDUCTIONS = ("mean", "sum")

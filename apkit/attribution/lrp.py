@@ -36,10 +36,10 @@ from __future__ import annotations
 
 import torch
 
-from apkit._validation import check_choice
 from apkit.attribution import postprocess
 from apkit.attribution._graph import LinearLayer, RuleMethod, Rules, safe_inverse
-from apkit.errors import ValidationError
+from apkit.core.errors import ValidationError
+from apkit.core.validation import check_choice
 
 FIRST_LAYER_RULES = ("zbox", "same")
 

@@ -3,16 +3,16 @@
 Every method works on a LongTensor of pairs ``(M, 2)`` = (image_index, class_index).
 :func:`as_pairs` turns the accepted target forms (a ``target``: an int, one class per image, or
 pairs) into pairs; :func:`target_pairs` turns a ``target_policy`` ("label", "own", "teacher",
-"top_label"; see :data:`apkit.names.TARGET_POLICY_NAMES`) into pairs.
+"top_label"; see :data:`apkit.core.names.TARGET_POLICY_NAMES`) into pairs.
 """
 
 from __future__ import annotations
 
 import torch
 
-from apkit._validation import check_choice, check_tensor
-from apkit.errors import ValidationError
-from apkit.names import TARGET_POLICY_NAMES
+from apkit.core.errors import ValidationError
+from apkit.core.names import TARGET_POLICY_NAMES
+from apkit.core.validation import check_choice, check_tensor
 
 
 def as_pairs(target: object, num_images: int, *, device: torch.device | str | None = None) -> torch.Tensor:

@@ -9,8 +9,8 @@ import torch
 
 from apkit.attribution import explain
 from apkit.bench.stages import BenchRun, model_key, training_seeds
+from apkit.core.names import REGULARIZER_TITLES
 from apkit.evaluation import RoarResult, plot_roar
-from apkit.names import REGULARIZER_TITLES
 from apkit.viz import denormalize, plot_attribution_grid
 
 __all__ = ["plot_map_grid", "plot_roar_figure"]

@@ -27,15 +27,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from apkit._validation import check_fraction, check_int, parse_overrides
 from apkit.attribution import ATTRIBUTION_METHODS
 from apkit.bench.stages import TEACHER, cell_keys, stage_keys
 from apkit.compression.settings import REGULARIZER_SETTINGS, check_regularizer_settings, resolve_settings
-from apkit.data import DATASETS
-from apkit.errors import ApkitError, CheckpointError, UnknownNameError, ValidationError
-from apkit.evaluation.roar import DEFAULT_TRAIN_SETTINGS, RANDOM
-from apkit.models import MODELS
-from apkit.names import (
+from apkit.core.errors import ApkitError, CheckpointError, UnknownNameError, ValidationError
+from apkit.core.names import (
     BENCH_PROFILE_NAMES,
     COMPRESSION_METHOD_NAMES,
     NAIVE,
@@ -45,7 +41,11 @@ from apkit.names import (
     PROTOCOL_NAMES,
     REGULARIZER_CHOICES,
 )
-from apkit.registry import Registry
+from apkit.core.registry import Registry
+from apkit.core.validation import check_fraction, check_int, parse_overrides
+from apkit.data import DATASETS
+from apkit.evaluation.roar import DEFAULT_TRAIN_SETTINGS, RANDOM
+from apkit.models import MODELS
 from apkit.training import METRIC_NAMES, RECIPES
 from apkit.training.loop import check_train_settings
 
@@ -462,7 +462,7 @@ def validate_profile(settings: Mapping[str, Any]) -> None:
 
     Raises
     ------
-    apkit.errors.ApkitError
+    apkit.core.errors.ApkitError
         The first bad setting, named by its path in the profile (``compressions.structured``).
 
     Examples
@@ -471,7 +471,7 @@ def validate_profile(settings: Mapping[str, Any]) -> None:
     >>> validate_profile(resolve_profile("smoke", ["compressions.structured.pruning_ratio=1.5"]))
     Traceback (most recent call last):
     ...
-    apkit.errors.ValidationError: bench setting compressions.structured: pruning_ratio must be < 1.0, got 1.5
+    apkit.core.errors.ValidationError: bench setting compressions.structured: pruning_ratio must be < 1.0, got 1.5
     """
     missing = [name for name in _SECTIONS if name not in settings]
     if missing:

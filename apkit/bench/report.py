@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from apkit._io import atomic_write_json, atomic_write_text, read_json
 from apkit.bench import paper
 from apkit.bench.figures import plot_map_grid, plot_roar_figure
 from apkit.bench.stages import (
@@ -24,9 +23,10 @@ from apkit.bench.stages import (
     training_seeds,
 )
 from apkit.bench.summary import cell_summaries, metric_label, verdicts
-from apkit.names import ATTRIBUTION_TITLES as METHOD_TITLES
-from apkit.names import COMPRESSION_TITLES
-from apkit.names import REGULARIZER_TITLES as VARIANT_TITLES
+from apkit.core.io import atomic_write_json, atomic_write_text, read_json
+from apkit.core.names import ATTRIBUTION_TITLES as METHOD_TITLES
+from apkit.core.names import COMPRESSION_TITLES
+from apkit.core.names import REGULARIZER_TITLES as VARIANT_TITLES
 
 __all__ = ["collect_results", "render_tables", "write_outputs"]
 

@@ -17,15 +17,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from apkit._io import atomic_write_json, check_writable, read_json
-from apkit._validation import resolve_device
 from apkit.bench import report
 from apkit.bench.profiles import resolve_profile, validate_profile
 from apkit.bench.stages import BenchRun, first_seed_or_teacher, parse_key, stage_keys
 from apkit.compression import compress
+from apkit.core.distributed import barrier, is_main_process
+from apkit.core.errors import DataError, ValidationError
+from apkit.core.io import atomic_write_json, check_writable, read_json
+from apkit.core.validation import resolve_device
 from apkit.data import from_spec
-from apkit.distributed import barrier, is_main_process
-from apkit.errors import DataError, ValidationError
 from apkit.evaluation import audit_model, roar
 from apkit.models import count_parameters, create, load_checkpoint, save_checkpoint
 from apkit.training import evaluate, fit, seed_everything

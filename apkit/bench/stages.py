@@ -23,9 +23,9 @@ import torch_pruning
 import torchvision
 from tqdm.auto import tqdm
 
-from apkit._io import atomic_write_json, read_json
-from apkit._version import __version__
-from apkit.distributed import barrier, is_main_process
+from apkit.core.distributed import barrier, is_main_process
+from apkit.core.io import atomic_write_json, read_json
+from apkit.core.version import __version__
 from apkit.evaluation.maps import MapCache
 from apkit.models import load_checkpoint
 

@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from apkit.bench.stages import cell_keys, model_key, training_seeds
+from apkit.core.names import ATTRIBUTION_TITLES, NAIVE, REGULARIZER_TITLES
 from apkit.evaluation.comparison import common_pairs, pair_column
 from apkit.metrics.statistics import t_interval
-from apkit.names import ATTRIBUTION_TITLES, NAIVE, REGULARIZER_TITLES
 
 __all__ = ["cell_summaries", "metric_label", "paired_difference", "sentence", "verdicts"]
 

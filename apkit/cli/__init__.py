@@ -1,8 +1,8 @@
 """The ``apkit`` command line: a thin click layer over the API.
 
 Each command lives in its own module; it parses its options, calls one API function, and prints
-or writes the result.  An :class:`apkit.errors.ApkitError` becomes a one-line message and exit
-code 1.  At import time the commands read only the torch-free :mod:`apkit.names` (their choices
+or writes the result.  An :class:`apkit.core.errors.ApkitError` becomes a one-line message and exit
+code 1.  At import time the commands read only the torch-free :mod:`apkit.core.names` (their choices
 and defaults); each imports the API when it runs, so that ``apkit --help`` answers at once.
 """
 

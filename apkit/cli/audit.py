@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from apkit.cli.group import DEVICE_HELP, SPEC_HELP, cli, comma_list, renamed_option
-from apkit.names import GATE_NAMES, PROTOCOL_NAMES
+from apkit.cli.group import DEVICE_HELP, SPEC_HELP, cli, comma_list
+from apkit.core.names import GATE_NAMES, PROTOCOL_NAMES
 
 GATE_EXIT_CODE = 3
 
@@ -29,7 +29,6 @@ GATE_EXIT_CODE = 3
                    "[default: imagenet for imagenet-seg data, else voc]")
 @click.option("--tolerances", default="0", show_default=True, metavar="T1,T2,...",
               help="Pointing-game tolerances in pixels, scored on the same maps; the first is 'Point Acc'.")
-@click.option("--tolerance", "old_tolerance", type=int, default=None, hidden=True)
 @click.option("--samples", type=int, default=None,
               help="synthetic: number of evaluation images [500]; they are rendered at the teacher's input size.")
 @click.option("--image-size", type=int, default=None, metavar="N",
@@ -51,7 +50,7 @@ GATE_EXIT_CODE = 3
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="apkit-audit", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def audit_command(teacher, students, num_classes, data_spec, split, methods, protocol, tolerances, old_tolerance,
+def audit_command(teacher, students, num_classes, data_spec, split, methods, protocol, tolerances,
                   samples, image_size, mean, std, gates, resamples, seed, batch_size, device, out_dir, quiet):
     """Audit compressed models against their original: accuracy, attribution quality against the masks
     (ROC-AUC, pointing game) and similarity to the original's maps (cosine, normalised L2), per method,
@@ -61,9 +60,9 @@ def audit_command(teacher, students, num_classes, data_spec, split, methods, pro
     report.csv and report.json (with every per-pair value) to --out.  Exit status: 0, 1 for bad
     input, 3 when a --fail-under gate fails.
     """
-    from apkit._io import check_writable
-    from apkit.distributed import init_from_environment, is_main_process
-    from apkit.errors import ValidationError
+    from apkit.core.distributed import init_from_environment, is_main_process
+    from apkit.core.errors import ValidationError
+    from apkit.core.io import check_writable
     from apkit.evaluation import audit_checkpoints, parse_gates
 
     init_from_environment(device)  # under torchrun: join the process group
@@ -74,8 +73,6 @@ def audit_command(teacher, students, num_classes, data_spec, split, methods, pro
     except ValueError:
         raise ValidationError(f"--tolerances must be comma-separated integers such as 0,3, got {tolerances!r}") \
             from None
-    tolerance_list = renamed_option(tolerance_list, None if old_tolerance is None else [old_tolerance],
-                                    "--tolerance", "--tolerances")
     report = audit_checkpoints(
         teacher, students, data=data_spec, split=split, attribution_methods=comma_list(methods, "--methods"),
         protocol=protocol, tolerances=tolerance_list, samples=samples, num_classes=num_classes,
@@ -95,7 +92,7 @@ def audit_command(teacher, students, num_classes, data_spec, split, methods, pro
 
 def _floats(value: str | None, option: str) -> list[float] | None:
     """``"0.5,0.5,0.5"`` -> ``[0.5, 0.5, 0.5]`` (None stays None)."""
-    from apkit.errors import ValidationError
+    from apkit.core.errors import ValidationError
 
     if value is None:
         return None

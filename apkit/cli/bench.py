@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from apkit.cli.group import DEVICE_HELP, cli
-from apkit.names import BENCH_PROFILE_NAMES
+from apkit.core.names import BENCH_PROFILE_NAMES
 
 
 @cli.command("bench")
@@ -29,7 +29,7 @@ def bench_command(profile, data_root, device, out_dir, overrides, quiet):
     Every finished stage is kept: if the run is interrupted, the same command continues it.
     """
     from apkit.bench import run_bench
-    from apkit.distributed import init_from_environment, is_main_process
+    from apkit.core.distributed import init_from_environment, is_main_process
 
     init_from_environment(device)  # under torchrun: join the process group
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from apkit.cli.group import DEVICE_HELP, SPEC_HELP, cli, renamed_option
-from apkit.names import (
+from apkit.cli.group import DEVICE_HELP, SPEC_HELP, cli
+from apkit.core.names import (
     COMPRESSION_METHOD_NAMES,
     NAIVE,
     PAPER_DROP,
@@ -43,7 +43,6 @@ _WEIGHTS = ", ".join(f"{weight:g} {name.upper()}" for name, weight in PAPER_WEIG
               help="Knowledge distillation, L1 filter (structured) or global magnitude (unstructured) pruning.")
 @click.option("--regularizer", type=click.Choice(REGULARIZER_CHOICES), default=NAIVE, show_default=True,
               help="Attribution-matching regularizer (none = the naive baseline).")
-@click.option("--reg", "old_regularizer", type=click.Choice(REGULARIZER_CHOICES), default=None, hidden=True)
 @click.option("--data", "data_spec", default="synthetic", show_default=True,
               help="synthetic | voc:ROOT | imagenet-seg:ROOT")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
@@ -58,7 +57,6 @@ _WEIGHTS = ", ".join(f"{weight:g} {name.upper()}" for name, weight in PAPER_WEIG
 @click.option("--amount", type=float, default=None, help="unstructured: fraction of remaining weights per step.")
 @click.option("--steps", type=int, default=None, help="unstructured: pruning steps (1 = one-shot).")
 @click.option("--weight", type=float, default=None, help=f"Regularizer strength [default: {_WEIGHTS}].")
-@click.option("--reg-weight", "old_weight", type=float, default=None, hidden=True)
 @click.option("--drop", type=float, default=None,
               help=f"sswa: fraction of teacher channels left out [{PAPER_DROP:g}].")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -70,8 +68,8 @@ _WEIGHTS = ", ".join(f"{weight:g} {name.upper()}" for name, weight in PAPER_WEIG
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (a finished one is loaded).")
 @click.option("--overwrite", is_flag=True, help="Compress afresh over a finished run in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def compress_command(teacher, num_classes, method, regularizer, old_regularizer, data_spec, out_dir, profile, epochs,
-                     lr, batch_size, width_divisor, pruning_ratio, amount, steps, weight, old_weight, drop, sets,
+def compress_command(teacher, num_classes, method, regularizer, data_spec, out_dir, profile, epochs,
+                     lr, batch_size, width_divisor, pruning_ratio, amount, steps, weight, drop, sets,
                      train_samples, val_samples, device, seed, resume, overwrite, quiet):
     """Compress a teacher model with KD, structured or unstructured pruning, naively or with
     the EWA / SWA / SSWA attribution-matching regularizer.
@@ -82,13 +80,11 @@ def compress_command(teacher, num_classes, method, regularizer, old_regularizer,
     validation metrics).  Rerun with --resume to continue an interrupted run; a finished --out is
     kept unless --overwrite is given.
     """
-    from apkit._validation import parse_overrides
     from apkit.compression import compress_checkpoint
-    from apkit.distributed import init_from_environment
+    from apkit.core.distributed import init_from_environment
+    from apkit.core.validation import parse_overrides
 
     init_from_environment(device)  # under torchrun: join the process group
-    regularizer = renamed_option(regularizer, old_regularizer, "--reg", "--regularizer")
-    weight = renamed_option(weight, old_weight, "--reg-weight", "--weight")
     given = dict(epochs=epochs, lr=lr, batch_size=batch_size, width_divisor=width_divisor,
                  pruning_ratio=pruning_ratio, amount=amount, steps=steps, weight=weight, drop=drop)
     options = {k: v for k, v in given.items() if v is not None}  # unset options keep the profile's value

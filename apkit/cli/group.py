@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from apkit._version import __version__
-from apkit.errors import ApkitError, ValidationError
-from apkit.names import MODEL_SPEC_HELP
+from apkit.core.errors import ApkitError, ValidationError
+from apkit.core.names import MODEL_SPEC_HELP
+from apkit.core.version import __version__
 
 DEVICE_HELP = "cpu, cuda, cuda:N or auto."
 SPEC_HELP = MODEL_SPEC_HELP + "."
@@ -30,14 +30,6 @@ def comma_list(value: str, option: str) -> list[str]:
     if not items:
         raise ValidationError(f"{option} must name at least one item, comma-separated, got {value!r}")
     return items
-
-
-def renamed_option(value, old_value, old: str, new: str):
-    """The value of a renamed option: ``new`` if given, else the deprecated ``old`` (with a notice)."""
-    if old_value is None:
-        return value
-    click.echo(f"apkit: {old} is deprecated and will be removed in the next release; use {new}", err=True)
-    return old_value
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from apkit.cli.group import DEVICE_HELP, cli
-from apkit.errors import ValidationError
-from apkit.names import SCHEDULE_NAMES
+from apkit.core.errors import ValidationError
+from apkit.core.names import SCHEDULE_NAMES
 
 
 def _milestones(value: str | None) -> tuple[int, ...] | None:
@@ -77,7 +77,7 @@ def train_command(model, data_spec, out_dir, recipe, epochs, batch_size, lr, mom
     metrics and settings) and --out/metrics.json, and prints the validation metrics.  A finished
     --out is kept unless --resume (reuse or extend it) or --overwrite is given.
     """
-    from apkit.distributed import init_from_environment
+    from apkit.core.distributed import init_from_environment
     from apkit.training import train_model
 
     init_from_environment(device)  # under torchrun: join the process group

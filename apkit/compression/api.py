@@ -23,10 +23,6 @@ import torch_pruning as tp
 from torch import nn
 from tqdm.auto import tqdm
 
-from apkit._compat import ItemAccess, renamed_keywords
-from apkit._io import atomic_write_json, check_writable, read_json
-from apkit._validation import check_choice, check_dataset, check_int, check_module, resolve_device
-from apkit._version import __version__
 from apkit.compression.distill import DistillationLoss
 from apkit.compression.objective import CompressionObjective
 from apkit.compression.settings import Settings, check_regularizer_settings, resolve_settings
@@ -41,11 +37,14 @@ from apkit.compression.unstructured import (
     magnitude_prune,
     sparsity_report,
 )
-from apkit.distributed import is_main_process
-from apkit.errors import CheckpointError, ValidationError
+from apkit.core.distributed import is_main_process
+from apkit.core.errors import CheckpointError, ValidationError
+from apkit.core.io import atomic_write_json, check_writable, read_json
+from apkit.core.names import COMPRESSION_METHOD_NAMES, NAIVE, REGULARIZER_CHOICES
+from apkit.core.registry import Registry
+from apkit.core.validation import check_choice, check_dataset, check_int, check_module, resolve_device
+from apkit.core.version import __version__
 from apkit.models import atomic_save, count_parameters, load_checkpoint, safe_load, save_checkpoint
-from apkit.names import COMPRESSION_METHOD_NAMES, NAIVE, REGULARIZER_CHOICES
-from apkit.registry import Registry
 from apkit.regularizers import AttributionMatchingLoss
 from apkit.training import CHECKPOINT_NAME, evaluate, fit, seed_everything
 from apkit.training.state import AFRESH
@@ -61,7 +60,7 @@ COMPRESSION_METHODS: Registry = Registry("compression method")
 
 
 @dataclass
-class CompressionRecord(ItemAccess):
+class CompressionRecord:
     """What one compression run cost and what its model scores (the content of ``record.json``).
 
     Attributes
@@ -376,7 +375,6 @@ def _save(out: Path, model: nn.Module, record: CompressionRecord) -> None:
     atomic_write_json(out / RECORD_FILE, record.to_dict())
 
 
-@renamed_keywords(reg="regularizer")
 def compress(
     teacher: nn.Module,
     method: str = "kd",

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from apkit._validation import check_choice, check_float, check_fraction, check_same_shape, check_tensor
-from apkit.names import TASK_NAMES
+from apkit.core.names import TASK_NAMES
+from apkit.core.validation import check_choice, check_float, check_fraction, check_same_shape, check_tensor
 from apkit.training import task_loss
 
 #: The paper's distillation temperature and KD weight.

@@ -13,12 +13,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from apkit._modules import evaluating
-from apkit._validation import check_choice
 from apkit.compression.distill import DistillationLoss
 from apkit.compression.teacher_cache import TeacherCache
-from apkit.errors import ValidationError
-from apkit.names import TASK_NAMES
+from apkit.core.errors import ValidationError
+from apkit.core.modules import evaluating
+from apkit.core.names import TASK_NAMES
+from apkit.core.validation import check_choice
 from apkit.regularizers import AttributionMatchingLoss
 from apkit.training import task_loss
 

@@ -9,12 +9,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from apkit._validation import check_choice
 from apkit.compression.api import CompressionRecord, check_out_dir, compress
 from apkit.compression.settings import check_regularizer_settings, resolve_settings
-from apkit.errors import ValidationError
+from apkit.core.errors import ValidationError
+from apkit.core.names import COMPRESSION_METHOD_NAMES, NAIVE, REGULARIZER_CHOICES
+from apkit.core.validation import check_choice
 from apkit.models import resolve_model
-from apkit.names import COMPRESSION_METHOD_NAMES, NAIVE, REGULARIZER_CHOICES
 from apkit.training import datasets_for
 
 __all__ = ["compress_checkpoint"]

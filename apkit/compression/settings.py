@@ -21,13 +21,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from apkit._compat import warn_deprecated
-from apkit._validation import check_choice, check_float, check_fraction, check_int
 from apkit.compression.structured import IMPORTANCES, SCHEMES
 from apkit.compression.unstructured import iterative_sparsity
-from apkit.errors import ValidationError
+from apkit.core.errors import ValidationError
+from apkit.core.names import COMPRESSION_METHOD_NAMES, NAIVE, REGULARIZER_NAMES, SETTINGS_PROFILE_NAMES
+from apkit.core.validation import check_choice, check_float, check_fraction, check_int
 from apkit.models import MODELS
-from apkit.names import COMPRESSION_METHOD_NAMES, NAIVE, REGULARIZER_NAMES, SETTINGS_PROFILE_NAMES
 from apkit.training import RECIPES
 from apkit.training.loop import check_train_settings
 
@@ -169,9 +168,6 @@ def default_settings(method: str, profile: str = "quick", **options) -> Settings
 
 def _build(method: str, values: Mapping[str, Any]) -> Settings:
     values = dict(values)
-    if "reg_weight" in values:  # kept for one release
-        warn_deprecated("the setting reg_weight", "weight")
-        values.setdefault("weight", values.pop("reg_weight"))
     allowed = set(Settings(method=method, epochs=1, lr=0.1).fields_for()) - {"method"}
     unknown = sorted(set(values) - allowed)
     if unknown:
@@ -278,7 +274,7 @@ def check_regularizer_settings(regularizer: str, settings: str | Settings | Mapp
     >>> check_regularizer_settings("none", "quick", weight=10)
     Traceback (most recent call last):
     ...
-    apkit.errors.ValidationError: with regularizer 'none' (the naive baseline) the regularizer settings must be \
+    apkit.core.errors.ValidationError: with regularizer 'none' (the naive baseline) the regularizer settings must be \
 unset, got weight=10; drop them or choose a regularizer: ewa, swa or sswa
     """
     if regularizer != NAIVE:

@@ -28,9 +28,9 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from apkit._validation import check_choice, check_fraction, check_int, check_module, check_tensor
 from apkit.compression.unstructured import clone_model
-from apkit.errors import ValidationError
+from apkit.core.errors import ValidationError
+from apkit.core.validation import check_choice, check_fraction, check_int, check_module, check_tensor
 from apkit.models import get_layer
 
 IMPORTANCES = ("l1", "group_l1")

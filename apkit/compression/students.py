@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from apkit._validation import check_int
-from apkit.errors import ValidationError
+from apkit.core.errors import ValidationError
+from apkit.core.validation import check_int
 from apkit.models import MODELS, create
 
 

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from apkit._modules import evaluating
+from apkit.core.modules import evaluating
 from apkit.regularizers import AttributionMatchingLoss, TeacherEvidence
 
 __all__ = ["TeacherCache", "can_cache"]

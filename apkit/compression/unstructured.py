@@ -34,8 +34,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from apkit._validation import check_fraction, check_int, check_module
-from apkit.errors import ValidationError
+from apkit.core.errors import ValidationError
+from apkit.core.validation import check_fraction, check_int, check_module
 
 #: Layer types whose weights are pruned by default: every convolution (the paper's choice).
 DEFAULT_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d,)

@@ -27,7 +27,9 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from apkit._validation import check_choice
+from apkit.core.errors import DataError, ValidationError
+from apkit.core.registry import Registry
+from apkit.core.validation import check_choice
 from apkit.data.folder import SegmentationFolder
 from apkit.data.imagenet_seg import ImageNetSeg
 from apkit.data.synthetic import CLASSES as SHAPE_CLASSES
@@ -42,8 +44,6 @@ from apkit.data.transforms import (
     voc_transform,
 )
 from apkit.data.voc import VOC2012, VOC_CLASSES
-from apkit.errors import DataError, ValidationError
-from apkit.registry import Registry
 
 DATASETS: Registry = Registry("dataset")
 DATASETS.register("synthetic", SyntheticShapes,

@@ -29,9 +29,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from apkit._validation import check_choice, check_float, check_int
+from apkit.core.errors import DataError, ValidationError
+from apkit.core.validation import check_choice, check_float, check_int
 from apkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, PairTransform
-from apkit.errors import DataError, ValidationError
 
 SPLITS = ("seg",)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")

@@ -24,9 +24,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from apkit._validation import check_choice, check_int
+from apkit.core.errors import DataError
+from apkit.core.validation import check_choice, check_int
 from apkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, PairTransform, imagenet_transform
-from apkit.errors import DataError
 
 SPLITS = ("train", "val", "seg")
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")

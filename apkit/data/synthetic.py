@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from apkit._validation import check_choice, check_int
-from apkit.errors import ValidationError
+from apkit.core.errors import ValidationError
+from apkit.core.validation import check_choice, check_int
 
 CLASSES = ("circle", "square", "triangle", "star", "ring", "cross", "crescent", "heart")
 

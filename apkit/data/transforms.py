@@ -15,7 +15,7 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from apkit._validation import check_int
+from apkit.core.validation import check_int
 
 #: The paper's PASCAL VOC normalisation (METHOD 1.2).
 VOC_MEAN = (0.4589, 0.4355, 0.4032)

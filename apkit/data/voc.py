@@ -21,9 +21,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from apkit._validation import check_choice, check_int
+from apkit.core.errors import DataError
+from apkit.core.validation import check_choice, check_int
 from apkit.data.transforms import VOC_MEAN, VOC_STD, PairTransform, voc_transform
-from apkit.errors import DataError
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

@@ -22,15 +22,14 @@ import torch
 from torch import nn
 
 from apkit import attribution
-from apkit._compat import ItemAccess, renamed_keywords
-from apkit._validation import check_choice, check_int, check_module, resolve_device
-from apkit.distributed import all_gather_rows
-from apkit.errors import ValidationError
+from apkit.core.distributed import all_gather_rows
+from apkit.core.errors import ValidationError
+from apkit.core.names import PROTOCOL_NAMES
+from apkit.core.validation import check_choice, check_int, check_module, resolve_device
 from apkit.evaluation.comparison import compare_attribution, compare_predictions, most_changed, per_class
 from apkit.evaluation.localization import localization_scores
 from apkit.evaluation.maps import MapCache
 from apkit.evaluation.report import AuditReport
-from apkit.names import PROTOCOL_NAMES
 from apkit.training import classification_metrics, predict, resolve_task
 
 __all__ = ["AuditReport", "ModelAudit", "audit", "audit_model"]
@@ -55,7 +54,7 @@ def _named_students(students: nn.Module | Sequence[nn.Module] | Mapping[str, nn.
 
 
 @dataclass
-class ModelAudit(ItemAccess):
+class ModelAudit:
     """What :func:`audit_model` measures of one model.
 
     Attributes
@@ -89,7 +88,6 @@ def _check_tolerances(tolerances) -> tuple[int, ...]:
     return tuple(check_int(t, "tolerances", minimum=0) for t in tolerances)
 
 
-@renamed_keywords(methods="attribution_methods")
 def audit_model(
     model: nn.Module,
     dataset,
@@ -168,7 +166,6 @@ def _examples(teacher, named, dataset, pairs, method, count, device) -> dict[str
     return {"images": shown, "masks": objects, "maps": maps, "titles": titles, "pairs": chosen}
 
 
-@renamed_keywords(methods="attribution_methods", tolerance=("tolerances", lambda t: (t,)))
 def audit(
     teacher: nn.Module,
     students: nn.Module | Sequence[nn.Module] | Mapping[str, nn.Module],

@@ -41,14 +41,14 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from apkit import attribution
-from apkit._modules import evaluating
-from apkit._validation import check_choice, check_dataset, check_int, check_module, resolve_device
-from apkit.distributed import all_gather_rows, all_reduce_sum, local_device, world_info
-from apkit.errors import DataError, ValidationError
+from apkit.core.distributed import all_gather_rows, all_reduce_sum, local_device, world_info
+from apkit.core.errors import DataError, ValidationError
+from apkit.core.modules import evaluating
+from apkit.core.names import PROTOCOL_NAMES, SIMILARITY_PAIR_NAMES
+from apkit.core.validation import check_choice, check_dataset, check_int, check_module, resolve_device
 from apkit.evaluation.maps import MapCache
 from apkit.metrics.localization import normalize_maps, pointing_game, roc_auc
 from apkit.metrics.similarity import cosine_similarity, normalized_l2
-from apkit.names import PROTOCOL_NAMES, SIMILARITY_PAIR_NAMES
 
 __all__ = ["LocalizationResult", "LocalizationTotals", "PairSelection", "localization_scores", "score_maps",
            "select_pairs"]

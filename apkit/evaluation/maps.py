@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from apkit import attribution
-from apkit._validation import check_module
+from apkit.core.validation import check_module
 
 __all__ = ["MapCache"]
 

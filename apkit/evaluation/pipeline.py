@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from apkit.core.errors import ValidationError
 from apkit.data import check_synthetic_only, spec_name
-from apkit.errors import ValidationError
 from apkit.evaluation.audit import TEACHER, AuditReport, audit
 from apkit.models import parse_model_spec, resolve_model
 from apkit.training import datasets_for

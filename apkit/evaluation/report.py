@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 
-from apkit._io import atomic_write, atomic_write_json, atomic_write_text
-from apkit._validation import parse_overrides
-from apkit.errors import ValidationError
+from apkit.core.errors import ValidationError
+from apkit.core.io import atomic_write, atomic_write_json, atomic_write_text
+from apkit.core.names import ATTRIBUTION_TITLES, GATE_NAMES
+from apkit.core.validation import parse_overrides
 from apkit.evaluation.html import render_html
-from apkit.names import ATTRIBUTION_TITLES, GATE_NAMES
 from apkit.viz import plot_attribution_grid, plot_histograms
 
 __all__ = ["ATTRIBUTION_COLUMNS", "AuditReport", "Gate", "parse_gates"]
@@ -37,7 +37,7 @@ _PREDICTIVE_GATES = ("map_drop", "map_class_drop", "f1_drop", "top1_drop")
 
 @dataclass(frozen=True)
 class Gate:
-    """One release gate: ``name`` (see :data:`apkit.names.GATE_NAMES`) and its threshold ``value``."""
+    """One release gate: ``name`` (see :data:`apkit.core.names.GATE_NAMES`) and its threshold ``value``."""
 
     name: str
     value: float

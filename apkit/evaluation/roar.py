@@ -36,13 +36,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from apkit import attribution, models
-from apkit._compat import renamed_keywords
-from apkit._io import atomic_write_json
-from apkit._modules import evaluating
-from apkit._validation import check_choice, check_dataset, check_fraction, check_int, check_module, resolve_device
 from apkit.attribution.targets import target_pairs
-from apkit.distributed import is_main_process
-from apkit.errors import DataError, ValidationError
+from apkit.core.distributed import is_main_process
+from apkit.core.errors import DataError, ValidationError
+from apkit.core.io import atomic_write_json
+from apkit.core.modules import evaluating
+from apkit.core.validation import check_choice, check_dataset, check_fraction, check_int, check_module, resolve_device
 from apkit.training import METRIC_NAMES, evaluate, fit, seed_everything
 from apkit.viz import plot_roar_curves
 
@@ -162,7 +161,6 @@ def _compute_maps(model: nn.Module, dataset, *, method: str, layer: str | None, 
     return torch.nan_to_num(maps, nan=-math.inf).clamp_(min=torch.finfo(torch.float32).min)
 
 
-@renamed_keywords(target=("target_policy", lambda policy: "top_label" if policy == "label" else policy))
 def roar_maps(model: nn.Module, dataset, *, method: str = "gradcam", layer: str | None = None,
               target_policy: str = "own", cache_dir: str | os.PathLike | None = None, batch_size: int = 64,
               device: str | torch.device | None = None, progress: bool = True,
@@ -420,7 +418,6 @@ def _check_training(train_settings) -> dict[str, Any]:
     return training
 
 
-@renamed_keywords(target=("target_policy", lambda policy: "top_label" if policy == "label" else policy))
 def roar(
     sources: Mapping[str, nn.Module | str | None],
     train_set,

@@ -21,6 +21,7 @@ tensor([0.7500], dtype=torch.float64)
 
 from __future__ import annotations
 
+from apkit.core.registry import Registry
 from apkit.metrics.classification import (
     f1_samples,
     per_class_average_precision,
@@ -36,7 +37,6 @@ from apkit.metrics.localization import (
     roc_auc,
 )
 from apkit.metrics.similarity import cosine_similarity, normalized_l2
-from apkit.registry import Registry
 
 METRICS: Registry = Registry("metric")
 METRICS.register("roc_auc", roc_auc,

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from apkit._validation import check_float, check_same_device, check_tensor
-from apkit.errors import ValidationError
+from apkit.core.errors import ValidationError
+from apkit.core.validation import check_float, check_same_device, check_tensor
 
 __all__ = [
     "average_precision_rows",

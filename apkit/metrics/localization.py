@@ -22,8 +22,8 @@ import sys
 import numpy as np
 import torch
 
-from apkit._validation import check_int, check_same_shape, check_tensor
-from apkit.errors import ValidationError
+from apkit.core.errors import ValidationError
+from apkit.core.validation import check_int, check_same_shape, check_tensor
 
 __all__ = [
     "class_averaged",

@@ -17,8 +17,8 @@ import math
 
 import torch
 
-from apkit._validation import check_same_shape, check_tensor
-from apkit.errors import ValidationError
+from apkit.core.errors import ValidationError
+from apkit.core.validation import check_same_shape, check_tensor
 
 __all__ = ["cosine_similarity", "normalized_l2"]
 

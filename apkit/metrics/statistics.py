@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from apkit._validation import check_float, check_int
-from apkit.errors import ValidationError
+from apkit.core.errors import ValidationError
+from apkit.core.validation import check_float, check_int
 
 __all__ = ["BootstrapInterval", "bootstrap_counts", "paired_bootstrap", "percentile_interval", "student_t_quantile",
            "t_interval", "weighted_average_precision"]

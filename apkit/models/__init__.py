@@ -16,7 +16,7 @@ Examples
 
 from __future__ import annotations
 
-from apkit._modules import capture_outputs, get_layer
+from apkit.core.modules import capture_outputs, get_layer
 from apkit.models.checkpoint import (
     atomic_save,
     load_checkpoint,

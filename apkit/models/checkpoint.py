@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from apkit._io import atomic_write
-from apkit.errors import CheckpointError
+from apkit.core.errors import CheckpointError
+from apkit.core.io import atomic_write
 from apkit.models.zoo import create
 
 FORMAT = "apkit-checkpoint"

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from apkit._modules import evaluating, unwrap
-from apkit._validation import check_choice, check_tensor
-from apkit.errors import ValidationError
-from apkit.names import LAYER_KIND_NAMES
+from apkit.core.errors import ValidationError
+from apkit.core.modules import evaluating, unwrap
+from apkit.core.names import LAYER_KIND_NAMES
+from apkit.core.validation import check_choice, check_tensor
 
 #: Side of the zero image the probe uses when no example inputs are given (ImageNet's 224).
 PROBE_SIZE = 224

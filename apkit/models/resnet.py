@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 from torchvision import models as tv_models
 
-from apkit._validation import check_int
+from apkit.core.validation import check_int
 
 
 def resnet(depth: int, num_classes: int) -> nn.Module:

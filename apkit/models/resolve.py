@@ -42,12 +42,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from apkit._validation import check_int
-from apkit.errors import CheckpointError, UnknownNameError, ValidationError
+from apkit.core.errors import CheckpointError, UnknownNameError, ValidationError
+from apkit.core.names import MODEL_SPEC_HELP
+from apkit.core.validation import check_int
 from apkit.models import checkpoint
 from apkit.models.checkpoint import FORMAT, conform_to_state_dict, load_checkpoint, mismatched_tensors, safe_load
 from apkit.models.zoo import MODELS, create
-from apkit.names import MODEL_SPEC_HELP
 
 __all__ = ["ModelSpec", "build_architecture", "load_weights", "parse_model_spec", "read_weights", "resolve_model"]
 

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from apkit._validation import check_int
-from apkit.errors import ValidationError
+from apkit.core.errors import ValidationError
+from apkit.core.validation import check_int
 
 # "M" is a 2x2 max-pool; a number is Conv3x3(pad 1) -> BatchNorm -> ReLU with that many channels.
 CONFIGS: dict[str, tuple] = {

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from apkit._validation import check_int
-from apkit.errors import ValidationError
+from apkit.core.errors import ValidationError
+from apkit.core.registry import Registry
+from apkit.core.validation import check_int
 from apkit.models.resnet import resnet
 from apkit.models.vgg import CONFIGS, VGG, scale_config
-from apkit.registry import Registry
 
 MODELS: Registry = Registry("model")
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import functools
 
-from apkit.names import PAPER_DROP, PAPER_WEIGHTS, REGULARIZER_NAMES
-from apkit.registry import Registry
+from apkit.core.names import PAPER_DROP, PAPER_WEIGHTS, REGULARIZER_NAMES
+from apkit.core.registry import Registry
 from apkit.regularizers.matching import (
     AttributionMatchingLoss,
     TeacherEvidence,

@@ -15,7 +15,7 @@ Three maps, all built from the feature map ``A`` (``B x K x h x w``) at a *match
 The loss is the mean over batch and positions of the squared difference of the L2-normalised,
 flattened maps, times the weight: ``weight * (2 - 2 cos) / (h w)``.  ``weight`` is on the paper's
 scale (lambda: 100 for EWA, 50 for SWA and SSWA, calibrated on VGG16's 7x7 pool5 map) and is
-multiplied by ``h w / 49`` for a map of another size (:func:`apkit.names.scaled_weight`), so that it
+multiplied by ``h w / 49`` for a map of another size (:func:`apkit.core.names.scaled_weight`), so that it
 pulls on the cosine as hard as the paper's did: unscaled, 50 on a 3x3 map pulls about 5x harder and
 wrecks distillation (docs/reproduction.md has the ablation).  ``scale_weight=False`` uses the
 weight as it is.  Teacher and student may differ in width or architecture; their
@@ -39,13 +39,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from apkit._compat import renamed_keywords, warn_deprecated
-from apkit._modules import called_output, capture_outputs, evaluating, feature_map, overwritten_in_place, unwrap
-from apkit._validation import check_choice, check_float, check_fraction, check_int, check_same_shape, check_tensor
 from apkit.attribution import channel_weights, class_activation_map
-from apkit.errors import ValidationError
+from apkit.core.errors import ValidationError
+from apkit.core.modules import called_output, capture_outputs, evaluating, feature_map, overwritten_in_place, unwrap
+from apkit.core.names import PAPER_DROP, PAPER_WEIGHTS, REGULARIZER_NAMES, scaled_weight
+from apkit.core.validation import check_choice, check_float, check_fraction, check_int, check_same_shape, check_tensor
 from apkit.models import default_layer
-from apkit.names import PAPER_DROP, PAPER_WEIGHTS, REGULARIZER_NAMES, scaled_weight
 
 __all__ = ["AttributionMatchingLoss", "TeacherEvidence", "TeacherPass", "ewa_map", "matching_distance", "swa_map"]
 
@@ -274,7 +273,6 @@ class AttributionMatchingLoss(nn.Module):
     (True, True)
     """
 
-    @renamed_keywords(kind="regularizer")
     def __init__(
         self,
         regularizer: str = "swa",
@@ -387,12 +385,6 @@ class AttributionMatchingLoss(nn.Module):
             alpha, _ = channel_weights(activations, logits, target, create_graph=train_graph, reduce="sum")
             student_map = class_activation_map(alpha, activations)
         return logits, student_map
-
-    @property
-    def kind(self) -> str:
-        """The old name of :attr:`regularizer`, kept for one release."""
-        warn_deprecated("AttributionMatchingLoss.kind", "AttributionMatchingLoss.regularizer")
-        return self.regularizer
 
     def forward(self, student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
         """``effective_weight * matching_distance(student_map, teacher_map)`` (resizing first if allowed)."""

@@ -10,17 +10,17 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from apkit._modules import evaluating, unwrap
-from apkit._validation import check_choice, check_dataset, check_float, check_int, check_module, resolve_device
-from apkit.distributed import all_gather_rows, all_reduce_sum, local_device, world_info
-from apkit.errors import ValidationError
+from apkit.core.distributed import all_gather_rows, all_reduce_sum, local_device, world_info
+from apkit.core.errors import ValidationError
+from apkit.core.modules import evaluating, unwrap
+from apkit.core.names import TASK_NAMES
+from apkit.core.validation import check_choice, check_dataset, check_float, check_int, check_module, resolve_device
 from apkit.metrics.classification import (
     f1_samples,
     per_class_average_precision,
     per_image_average_precision,
     top1_accuracy,
 )
-from apkit.names import TASK_NAMES
 from apkit.training.objectives import task_loss
 
 __all__ = ["DEFAULT_SELECT", "METRIC_NAMES", "classification_metrics", "evaluate", "predict", "resolve_task",

@@ -26,10 +26,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from apkit._validation import check_choice, check_dataset, check_float, check_int, check_module, resolve_device
-from apkit.distributed import all_reduce_sum, broadcast_buffers, is_distributed, local_device, world_info
-from apkit.errors import ApkitError, ValidationError
-from apkit.names import SCHEDULE_NAMES
+from apkit.core.distributed import all_reduce_sum, broadcast_buffers, is_distributed, local_device, world_info
+from apkit.core.errors import ApkitError, ValidationError
+from apkit.core.names import SCHEDULE_NAMES
+from apkit.core.validation import check_choice, check_dataset, check_float, check_int, check_module, resolve_device
 from apkit.training.evaluate import DEFAULT_SELECT, METRIC_NAMES, evaluate, resolve_task, split_batch
 from apkit.training.objectives import TaskObjective
 from apkit.training.state import CHECKPOINT_NAME, TrainingState

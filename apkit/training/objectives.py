@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from apkit._validation import check_choice
-from apkit.errors import ValidationError
-from apkit.names import TASK_NAMES
+from apkit.core.errors import ValidationError
+from apkit.core.names import TASK_NAMES
+from apkit.core.validation import check_choice
 
 __all__ = ["TaskObjective", "class_targets", "task_loss"]
 

@@ -19,12 +19,12 @@ from typing import Any
 from torch import nn
 from torch.utils.data import Dataset
 
-from apkit._io import atomic_write_json, check_writable
-from apkit._validation import resolve_device
-from apkit._version import __version__
+from apkit.core.distributed import is_main_process
+from apkit.core.errors import ValidationError
+from apkit.core.io import atomic_write_json, check_writable
+from apkit.core.validation import resolve_device
+from apkit.core.version import __version__
 from apkit.data import DATASETS, check_synthetic_only, from_spec, spec_name
-from apkit.distributed import is_main_process
-from apkit.errors import ValidationError
 from apkit.models import MODELS, create, save_checkpoint
 from apkit.training.loop import check_train_settings, fit, seed_everything
 from apkit.training.recipes import RECIPES

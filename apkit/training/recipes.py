@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from apkit.registry import Registry
+from apkit.core.registry import Registry
 
 __all__ = ["RECIPES", "Recipe"]
 

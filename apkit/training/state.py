@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from apkit.distributed import all_gather_objects, world_info
-from apkit.errors import CheckpointError
+from apkit.core.distributed import all_gather_objects, world_info
+from apkit.core.errors import CheckpointError
 from apkit.models.checkpoint import atomic_save, safe_load
 
 __all__ = ["CHECKPOINT_NAME", "TrainingState", "cpu_state_dict"]

@@ -1,0 +1,336 @@
+"""Stock torchvision CNNs: default layers by the probe, and the rules of the edge architectures (ReLU6,
+Hardswish, SiLU, squeeze-and-excitation gates, stochastic depth) against zennit and conservation."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from helpers import calibrate_batchnorm
+from torch import nn
+from torchvision.models.mobilenetv2 import InvertedResidual
+from torchvision.ops import SqueezeExcitation
+from zennit.attribution import Gradient
+from zennit.canonizers import AttributeCanonizer, SequentialMergeBatchNorm
+from zennit.composites import ExcitationBackprop as ZennitExcitationBackprop
+from zennit.composites import SpecialFirstLayerMapComposite
+from zennit.layer import Sum
+from zennit.rules import Norm, Pass, ZBox, ZPlus
+from zennit.types import Activation, AvgPool, BatchNorm, Convolution, Linear
+
+from apkit.attribution import ATTRIBUTION_METHODS, LRP, RAP, ExcitationBackprop, explain
+from apkit.attribution._graph import Plan
+from apkit.core.errors import ValidationError
+from apkit.models import default_layer, get_layer, spatial_layers
+
+STABILIZER = 1e-12  # zennit adds it to denominators; apkit divides exactly (0 where 0)
+SIZE = 64
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def bias_free(model, size=SIZE, seed=1):
+    """Zero every bias and every BatchNorm shift; each BatchNorm then scales by the root mean square of its
+    input on random images (one at a time, in order), which keeps the activations of order one."""
+    generator = torch.Generator().manual_seed(seed)
+    dtype = next(model.parameters()).dtype
+    with torch.no_grad():
+        for module in model.modules():
+            if getattr(module, "bias", None) is not None:
+                module.bias.zero_()
+    model.eval()
+    seen = {}
+
+    def keep_input(_module, inputs):
+        seen["x"] = inputs[0]
+
+    for module in [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]:
+        handle = module.register_forward_pre_hook(keep_input)
+        try:
+            with torch.no_grad():
+                model(torch.randn(4, 3, size, size, generator=generator, dtype=dtype))
+        finally:
+            handle.remove()
+        module.running_mean.zero_()
+        module.running_var.copy_(seen["x"].pow(2).mean((0, 2, 3)))
+    return model
+
+
+def relative_error(ours, reference):
+    """Largest difference per map, relative to that map's largest value."""
+    dims = tuple(range(1, reference.dim()))
+    return float(((ours - reference).abs().amax(dims) / reference.abs().amax(dims)).max())
+
+
+def images(n=2, seed=2, dtype=torch.float32):
+    return torch.randn(n, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+# -- default layers by the probe, all four methods on stock torchvision models ------------------------------
+
+STOCK = {  # architecture -> the layer the probe must choose
+    "vgg11_bn": "features.27",  # the last ReLU: pool5 and the adaptive average pool only resample it
+    "resnet18": "layer4",
+    "mobilenet_v2": "features.18",  # the last block, not the whole backbone "features"
+    "mobilenet_v3_small": "features.12",
+}
+
+
+@pytest.fixture(scope="module")
+def stock():
+    torch.manual_seed(0)
+    return {name: getattr(torchvision.models, name)(weights=None, num_classes=4).eval() for name in STOCK}
+
+
+@pytest.mark.parametrize("arch", list(STOCK))
+def test_default_layers_and_all_four_methods_on_stock_models(stock, arch):
+    model, expected = stock[arch], STOCK[arch]
+    x = images()
+    pairs = torch.tensor([[0, 1], [0, 3], [1, 0], [1, 2]])  # 2 images x 2 classes
+    assert default_layer(model, "attribution", x) == expected
+    assert default_layer(model) == expected  # the zero 224x224 image agrees
+    assert expected in spatial_layers(model, x)
+    for name in ["gradcam", "excitation", "lrp", "rap"]:
+        method = ATTRIBUTION_METHODS.get(name)(model)
+        maps = method.heatmap(x, pairs)
+        assert maps.shape == (4, SIZE, SIZE) and bool(torch.isfinite(maps).all()), name
+        assert method.layer == (expected if name in ("gradcam", "excitation") else None), name
+    assert not any(m._forward_hooks for m in model.modules())  # the probe's hooks are gone
+
+
+def test_probe_on_vgg11_bn_and_excitation_at_its_default(stock):
+    vgg = stock["vgg11_bn"]
+    x = images()
+    layers = spatial_layers(vgg, x)
+    assert list(layers)[:3] == ["features.0", "features.1", "features.2"]  # in call order
+    assert layers["features.27"] == (2, 512, 4, 4) and layers["avgpool"] == (2, 512, 7, 7)
+    assert not any(name.startswith("classifier") for name in layers)  # (N, 4096) is no map
+    before = [m.training for m in vgg.train().modules()]
+    method = ExcitationBackprop(vgg)
+    maps = method.heatmap(x, torch.tensor([1, 2]))
+    assert method.layer.startswith("features.") and method.layer == "features.27"
+    assert maps.shape == (2, SIZE, SIZE) and float(maps.amax()) > 0
+    assert [m.training for m in vgg.modules()] == before  # the probe restored the modes
+    vgg.eval()
+    torch.testing.assert_close(maps, explain(vgg, x, torch.tensor([1, 2]), method="excitation"))
+
+
+@pytest.mark.parametrize("method", ["gradcam", "excitation"])
+def test_a_non_spatial_layer_is_refused_with_a_clear_error(stock, method):
+    with pytest.raises(ValidationError, match=r"layer 'classifier.1' outputs \(N, 4096\), not a \(N, K, h, w\) "
+                                              r"map; pass a convolutional layer such as 'features.27'"):
+        explain(stock["vgg11_bn"], images(1), 0, method=method, layer="classifier.1")
+
+
+def test_probe_needs_a_spatial_map():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
+    with pytest.raises(ValidationError, match="no layer outputs a spatial map"):
+        default_layer(net, example_inputs=torch.zeros(1, 3, 4, 4))
+    with pytest.raises(ValidationError, match="zero image of shape \\(1, 3, 224, 224\\) failed"):
+        default_layer(net)  # the probe's 224x224 zero image does not fit this model
+
+
+# -- LRP and Excitation Backprop against zennit ----------------------------------------------------------
+
+class InvertedResidualCanonizer(AttributeCanonizer):
+    """The residual sum of torchvision's InvertedResidual as a zennit Sum module (the Norm rule, as apkit)."""
+
+    def __init__(self):
+        super().__init__(self._attribute_map)
+
+    @classmethod
+    def _attribute_map(cls, name, module):
+        if isinstance(module, InvertedResidual) and module.use_res_connect:
+            return {"forward": cls.forward.__get__(module), "canonizer_sum": Sum()}
+        return None
+
+    @staticmethod
+    def forward(self, x):
+        return self.canonizer_sum(torch.stack([x, self.conv(x)], dim=-1))
+
+
+@pytest.fixture(scope="module")
+def mobilenet_v2_merged():
+    """Stock MobileNetV2 in float64, BatchNorm merged into the convolutions by zennit once and left as exact
+    identities (eps 0), so that zennit and apkit see bit-identical activations."""
+    torch.manual_seed(0)
+    model = calibrate_batchnorm(torchvision.models.mobilenet_v2(weights=None, num_classes=10).double())
+    SequentialMergeBatchNorm().apply(model)  # the handles are dropped: the merge stays
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.eps = 0.0
+    return model
+
+
+def test_lrp_equals_zennit_on_stock_mobilenet_v2(mobilenet_v2_merged):
+    model = mobilenet_v2_merged
+    x = images(dtype=torch.float64)
+    classes = torch.tensor([1, 7])
+    ours = LRP(model).attribute(x, classes)
+    # zennit hooks modules only: its copy pools with a module (Norm rule) where the stock forward calls
+    # F.adaptive_avg_pool2d, and runs its activations out of place.
+    twin = copy.deepcopy(model)
+    for module in twin.modules():
+        if hasattr(module, "inplace"):
+            module.inplace = False
+    hooked = nn.Sequential(twin.features, nn.AdaptiveAvgPool2d(1), nn.Flatten(1), twin.classifier)
+    low, high = x.amin((1, 2, 3), keepdim=True), x.amax((1, 2, 3), keepdim=True)
+    composite = SpecialFirstLayerMapComposite(
+        layer_map=[
+            (Activation, Pass()), (Sum, Norm(stabilizer=STABILIZER)), (AvgPool, Norm(stabilizer=STABILIZER)),
+            (BatchNorm, Pass()), (Linear, ZPlus(stabilizer=STABILIZER, zero_params="bias")),
+        ],
+        first_map=[(Convolution, ZBox(low, high, stabilizer=STABILIZER, zero_params="bias"))],
+        canonizers=[InvertedResidualCanonizer()],
+    )
+    with Gradient(hooked, composite) as attributor:
+        logits, reference = attributor(x.clone(), lambda out: out * F.one_hot(classes, out.shape[1]))
+    torch.testing.assert_close(logits, model(x), rtol=0, atol=0)  # the same network, bit for bit
+    error = relative_error(ours, reference)
+    assert error < 1e-6, error
+
+
+def test_excitation_backprop_with_relu6_equals_zennit():
+    """Where the rules coincide: non-negative inputs, no biases in the rules, ReLU6 by the Pass rule (zennit's
+    rule for activations), max-pooling by the gradient, average pooling by Norm."""
+    torch.manual_seed(4)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU6(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU6(), nn.Conv2d(16, 16, 3, groups=4), nn.ReLU6(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5),
+    ).double().eval()
+    with torch.no_grad():
+        model[0].weight.mul_(6.0)  # ReLU6 saturates: its gradient rule would differ from Pass
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    assert bool((model[:1](x) > 6).any())
+    classes = torch.tensor([0, 3])
+    assert default_layer(model, example_inputs=x) == "6"
+    store = {}
+
+    def keep_gradient(_module, _inputs, output):
+        output.register_hook(lambda grad: store.__setitem__("p", grad))
+
+    twin = copy.deepcopy(model)
+    twin[1].inplace = False
+    for layer in ["6", "4", "1"]:
+        ours = ExcitationBackprop(model, layer).attribute(x, classes)
+        handle = get_layer(twin, layer).register_forward_hook(keep_gradient)
+        try:
+            composite = ZennitExcitationBackprop(stabilizer=STABILIZER, zero_params="bias")
+            with Gradient(twin, composite) as attributor:
+                attributor(x.clone().requires_grad_(), F.one_hot(classes, 5).double())
+        finally:
+            handle.remove()
+        reference = store["p"].sum(1, keepdim=True)
+        assert relative_error(ours, reference) < 1e-9, layer
+        torch.testing.assert_close(ours.sum((1, 2, 3)), torch.ones(2, dtype=torch.float64))
+
+
+# -- conservation: the gate and pass-through rules ---------------------------------------------------------
+
+@pytest.mark.parametrize("arch", ["mobilenet_v3_small", "efficientnet_b0"])
+def test_lrp_conserves_relevance_through_gates_and_activations(arch):
+    """A bias-free copy with non-negative weights and images: every activation is then non-negative, the
+    z+ rule is the exact z-rule, and the sum of the input relevance is the logit, unless the gate branch
+    took relevance (the gate rule) or an activation scaled it (Hardswish, SiLU, Hardsigmoid: the
+    pass-through rule)."""
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, arch)(weights=None, num_classes=10).double()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                module.weight.abs_()
+    model = bias_free(calibrate_batchnorm(model))
+    x = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    pairs = torch.tensor([[0, 1], [0, 7], [1, 3], [1, 5]])
+    logits = model(x)[pairs[:, 0], pairs[:, 1]].detach()
+    relevance = LRP(model).attribute(x, pairs).sum((1, 2, 3))
+    torch.testing.assert_close(relevance, logits, rtol=1e-6, atol=0)
+
+
+def test_rap_conserves_relevance_on_bias_free_mobilenet_v3_small():
+    """Signed activations: RAP's shift conserves relevance at every weighted layer, so the sum at the input
+    is the logit exactly when the gates, Hardswish, pooling and residual rules conserve it too."""
+    torch.manual_seed(0)
+    model = bias_free(calibrate_batchnorm(torchvision.models.mobilenet_v3_small(weights=None, num_classes=10).double()))
+    x = images(dtype=torch.float64)
+    pairs = torch.tensor([[0, 1], [0, 7], [1, 3], [1, 5]])
+    logits = model(x)[pairs[:, 0], pairs[:, 1]].detach()
+    relevance = RAP(model).attribute(x, pairs).sum((1, 2, 3))
+    torch.testing.assert_close(relevance, logits, rtol=1e-6, atol=1e-9)
+
+
+class Gated(nn.Module):
+    """conv -> activation -> two gates (torchvision's SqueezeExcitation: gate first; a hand-written one:
+    gate second, reshaped and expanded) -> conv -> pool -> linear, bias-free."""
+
+    def __init__(self, activation):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.act = activation
+        self.se = SqueezeExcitation(8, 4, scale_activation=nn.Hardsigmoid)
+        self.fc = nn.Linear(8, 8, bias=False)
+        self.conv2 = nn.Conv2d(8, 8, 3, bias=False)
+        self.head = nn.Linear(8, 3, bias=False)
+
+    def forward(self, x):
+        x = self.se(self.act(self.conv1(x)))
+        gate = torch.sigmoid(self.fc(x.mean((2, 3)))).view(x.shape[0], -1, 1, 1)
+        x = x * gate.expand_as(x)
+        x = F.relu(self.conv2(x)) * 2.0
+        return self.head(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU6(), nn.LeakyReLU(0.1), nn.Hardswish(), nn.SiLU(), nn.GELU()])
+def test_gate_rule_names_the_gate_and_conserves(activation):
+    model = Gated(activation).double().eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                module.weight.abs_()
+        model.se.fc1.bias.zero_()
+        model.se.fc2.bias.zero_()
+    plan = Plan(model)
+    gated = {node.name: carrier.name for node, carrier in plan.carriers.items()}
+    # torchvision's SE (scale * input): relevance to the activation; the hand-written gate (x * gate expanded):
+    # to x, the SE's output; the product with a positive number: to the tensor.
+    assert gated == {"mul": "act", "mul_1": "mul", "mul_2": "relu"}
+    x = torch.rand(3, 3, 12, 12, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    logits = model(x).detach()
+    relevance = LRP(model).attribute(x, torch.tensor([0, 1, 2]))
+    torch.testing.assert_close(relevance.sum((1, 2, 3)), logits[[0, 1, 2], [0, 1, 2]], rtol=1e-9, atol=0)
+
+
+# -- unsupported nodes: one error lists them all, at plan time --------------------------------------------
+
+class Unsupported(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.act = nn.Tanh()
+        self.soft = nn.Softplus()
+        self.side = nn.Conv2d(4, 4, 1)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.soft(self.act(self.conv(x)))
+        h = h * self.side(h)  # a product of two tensors, neither a sigmoid gate
+        return self.head(torch.sigmoid(h).mean((2, 3)))
+
+
+def test_one_error_lists_every_unsupported_node():
+    with pytest.raises(ValidationError) as info:
+        Plan(Unsupported())  # no input yet: refused before anything is computed
+    message = str(info.value)
+    assert "4 node(s) of Unsupported" in message
+    for expected in ["act (Tanh)", "soft (Softplus)", "mul (mul: a product of two tensors, neither",
+                     "sigmoid (sigmoid: a sigmoid is supported only as the gate"]:
+        assert expected in message, expected
+    assert "supported: Conv2d" in message
+    with pytest.raises(ValidationError, match="act \\(Tanh\\); soft \\(Softplus\\)"):
+        explain(Unsupported(), torch.randn(1, 3, 8, 8), 0, method="rap")
+    # Relevance stopping at a layer never crosses the nodes below it: Tanh is not listed.
+    with pytest.raises(ValidationError, match="2 node\\(s\\) of Unsupported: mul .*; sigmoid ") as info:
+        LRP(Unsupported(), layer="soft").attribute(torch.randn(1, 3, 8, 8), 0)
+    assert "Tanh" not in str(info.value)
