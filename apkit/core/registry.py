@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
-from apkit.core.errors import UnknownNameError, ValidationError
+from apkit.core.errors import ValidationError, unknown_name
 
 T = TypeVar("T")
 
@@ -51,9 +51,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         """Return the object registered as ``name``; unknown names list the known ones."""
         if not isinstance(name, str) or name not in self._entries:
-            raise UnknownNameError(
-                f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}"
-            )
+            raise unknown_name(name, self.kind, self.names())
         return self._entries[name]
 
     def help(self, name: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from apkit.core.errors import UnknownNameError, ValidationError
+from apkit.core.errors import ValidationError, unknown_name
 
 
 def _fail(name: str, requirement: str, got: object) -> ValidationError:
@@ -100,11 +100,11 @@ def parse_overrides(items: Iterable[str]) -> list[tuple[list[str], Any]]:
 
 
 def check_choice(value: object, name: str, choices: Iterable[str]) -> str:
-    """Check ``value`` is one of ``choices``; unknown values list the valid ones."""
+    """Check ``value`` is one of ``choices``; an unknown value gets :func:`unknown_name`'s error."""
     options = list(choices)
-    if value not in options:
-        raise UnknownNameError(f"unknown {name} {value!r}; choose one of: {', '.join(map(str, options))}")
-    return value  # type: ignore[return-value]
+    if not isinstance(value, str) or value not in options:
+        raise unknown_name(value, name, options)
+    return value
 
 
 def check_int(value: object, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
