@@ -34,6 +34,7 @@ def _results(out: Path) -> dict:
     return json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
 
 
+@pytest.mark.slow
 def test_the_runner_works_from_a_fresh_copy(tmp_path):
     # Only the source folders, without caches, run from another folder: what a fresh clone has.  The
     # runner imports every benchmark script at start, so one cheap benchmark shows that all of them load.
@@ -53,6 +54,7 @@ def test_the_runner_works_from_a_fresh_copy(tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["table.json", "table.md"]  # no temporary file left
 
 
+@pytest.mark.slow
 def test_every_measurement_runs_and_agrees_with_its_baseline(runner, tmp_path):
     out = tmp_path / "table.md"
     threads = torch.get_num_threads()

@@ -73,12 +73,14 @@ def test_example_is_a_short_gallery_script(name):
 
 
 @pytest.mark.parametrize("name", sorted(FIGURES))
+@pytest.mark.slow
 def test_example_runs_in_fast_mode(name, out_dir):
     proc = run_example(name, out_dir)
     check_figure(out_dir / FIGURES[name])
     assert str(out_dir / FIGURES[name]) in proc.stdout  # the example tells where to look
 
 
+@pytest.mark.slow
 def test_metrics_example_prints_reference_values(out_dir):
     """The hand-made maps have known scores, and apkit's AUC equals scikit-learn's."""
     proc = _RUNS.get("plot_metrics_own_maps.py") or run_example("plot_metrics_own_maps.py", out_dir)
