@@ -11,7 +11,7 @@ KD and task terms as they are (it only adds its own).
 A second comparison leaves the teacher out (its logits and map computed once beforehand): the
 student's own step with and without the SWA term, i.e. the cost of the second-order pass alone.
 
-Run:  python benchmarks/bench_regularizer_step.py [--batch-size 16] [--repeats 5] [--reg swa] [--device cpu]
+Run:  python benchmarks/bench_regularizer_step.py [--batch-size 16] [--repeats 5] [--regularizer swa] [--device cpu]
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--size", type=int, default=227)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--reg", default="swa", choices=["ewa", "swa", "sswa"])
+    parser.add_argument("--regularizer", dest="reg", default="swa", choices=["ewa", "swa", "sswa"])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
