@@ -22,7 +22,8 @@ from zennit.types import Activation, AvgPool, BatchNorm, Convolution, Linear
 from apkit.attribution import ATTRIBUTION_METHODS, LRP, RAP, ExcitationBackprop, explain
 from apkit.attribution._graph import Plan
 from apkit.core.errors import ValidationError
-from apkit.models import default_layer, get_layer, spatial_layers
+from apkit.core.modules import get_layer
+from apkit.models import default_layer, spatial_layers
 
 STABILIZER = 1e-12  # zennit adds it to denominators; apkit divides exactly (0 where 0)
 SIZE = 64

@@ -21,7 +21,7 @@ from apkit import models
 from apkit.attribution import LRP, RAP, ExcitationBackprop
 from apkit.attribution._graph import LinearLayer
 from apkit.attribution.rap import RAPRules
-from apkit.models import get_layer
+from apkit.core.modules import get_layer
 
 STABILIZER = 1e-12  # zennit adds it to denominators; apkit divides exactly (0 where 0)
 

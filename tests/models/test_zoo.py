@@ -10,14 +10,8 @@ from torch.nn.utils import prune
 
 from apkit import models
 from apkit.core.errors import CheckpointError, UnknownNameError, ValidationError
-from apkit.models import (
-    capture_outputs,
-    count_parameters,
-    default_layer,
-    get_layer,
-    load_checkpoint,
-    save_checkpoint,
-)
+from apkit.core.modules import capture_outputs, get_layer
+from apkit.models import count_parameters, default_layer, load_checkpoint, save_checkpoint
 
 
 @pytest.mark.parametrize(
