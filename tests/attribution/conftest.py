@@ -1,4 +1,4 @@
-"""Fixtures of the rule methods' tests: VGG16-BN and ResNet-18 with calibrated BatchNorms."""
+"""Models shared by the attribution tests: a tiny float64 VGG, VGG16-BN and ResNet-18 with calibrated BatchNorms."""
 
 import copy
 
@@ -9,6 +9,7 @@ from torch import nn
 from zennit.canonizers import SequentialMergeBatchNorm
 
 from apkit import models
+from apkit.models import VGG
 
 
 @pytest.fixture(scope="module")
@@ -37,3 +38,16 @@ def vgg16_merged(vgg16):
         if isinstance(module, nn.BatchNorm2d):
             module.eps = 0.0
     return merged
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A small VGG (conv, BatchNorm, ReLU, max-pool, dropout, linear), in float64 so that batched and
+    per-pair results are compared for the algorithm, not for float32 rounding."""
+    torch.manual_seed(0)
+    model = VGG((8, "M", 16, "M"), num_classes=20, input_size=16).double().eval()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.3, 0.3)
+            module.running_var.uniform_(0.5, 1.5)
+    return model
