@@ -21,6 +21,7 @@ from captum.attr import LayerAttribution, LayerGradCam
 
 import apkit
 from apkit import models
+from apkit.core.modules import get_layer
 
 
 def make_pairs(num_images: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
@@ -44,7 +45,7 @@ def make_case(model: str, size: int, images: int, classes: int, device):
 
 def captum_loop(model, layer, images, pairs) -> torch.Tensor:
     """Grad-CAM the way the paper's evaluation runs it: one Captum call per (image, class)."""
-    gradcam = LayerGradCam(model, models.get_layer(model, layer))
+    gradcam = LayerGradCam(model, get_layer(model, layer))
     maps = []
     for image, cls in pairs.tolist():
         attribution = gradcam.attribute(images[image:image + 1], target=cls, relu_attributions=True)

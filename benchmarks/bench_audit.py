@@ -34,6 +34,7 @@ from sklearn.metrics import auc, average_precision_score, roc_curve
 
 import apkit
 from apkit import models
+from apkit.core.modules import get_layer
 from apkit.data import SyntheticShapes
 
 VOID = 255
@@ -69,7 +70,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def _paper_model(model, dataset, device, teacher_maps: dict | None) -> tuple[dict, float, dict]:
     """One model's part of the per-image protocol: ``({method: {pair: (auc, hit, cos)}}, mAP, maps)``."""
-    gradcam = LayerGradCam(model, models.get_layer(model, model.attribution_layer))
+    gradcam = LayerGradCam(model, get_layer(model, model.attribution_layer))
     scores = {method: {} for method in METHODS}
     maps, precisions = {}, []
     for index in range(len(dataset)):

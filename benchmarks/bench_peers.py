@@ -35,8 +35,8 @@ from _common import Measurement, print_measurements, resolve_device, timed
 from bench_attribution import make_case
 
 import apkit
-from apkit import models
 from apkit.attribution import GradCAM
+from apkit.core.modules import get_layer
 
 TOLERANCE = 1e-4
 
@@ -75,7 +75,7 @@ def captum_gradcam(net, layer: str, inputs, pairs) -> torch.Tensor:
     """Captum's LayerGradCam on the images repeated once per pair: one forward and backward pass."""
     from captum.attr import LayerAttribution, LayerGradCam
 
-    gradcam = LayerGradCam(net, models.get_layer(net, layer))
+    gradcam = LayerGradCam(net, get_layer(net, layer))
     attribution = gradcam.attribute(inputs[pairs[:, 0]], target=pairs[:, 1], relu_attributions=True)
     return LayerAttribution.interpolate(attribution, tuple(inputs.shape[-2:]), "bilinear")[:, 0].detach()
 
@@ -86,7 +86,7 @@ def pgc_gradcam(net, layer: str, inputs, pairs) -> torch.Tensor:
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     targets = [ClassifierOutputTarget(int(c)) for c in pairs[:, 1].tolist()]
-    with PgcGradCAM(model=net, target_layers=[models.get_layer(net, layer)]) as cam:
+    with PgcGradCAM(model=net, target_layers=[get_layer(net, layer)]) as cam:
         return torch.from_numpy(cam(input_tensor=inputs[pairs[:, 0]], targets=targets))
 
 

@@ -51,9 +51,9 @@ def explain(
     model: nn.Module,
     inputs: torch.Tensor,
     target,
+    *,
     method: str = "gradcam",
     layer: str | None = None,
-    *,
     batch_size: int | None = None,
     **options,
 ) -> torch.Tensor:

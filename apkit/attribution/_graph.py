@@ -521,12 +521,12 @@ class Plan:
             r = relevance.pop(node)
             if node is target:
                 return r
-            for source, r_in in self._propagate(node, env, images, r, rules):
+            for source, r_in in self._propagate(node, env, images, r, rules=rules):
                 relevance[source] = relevance[source] + r_in if source in relevance else r_in
         shape = tuple(self.shapes[target][1:])
         return torch.zeros(len(pairs), *shape, dtype=env[self.output].dtype, device=env[self.output].device)
 
-    def _propagate(self, node: fx.Node, env: dict, images: torch.Tensor, r: torch.Tensor, rules: Rules):
+    def _propagate(self, node: fx.Node, env: dict, images: torch.Tensor, r: torch.Tensor, *, rules: Rules):
         kind = self.kind[node]
         first = node.args[0] if node.args else None
         if kind == "identity":
@@ -541,7 +541,7 @@ class Plan:
         if kind in ("gradient", "norm"):
             return self._through_pool(node, env, images, r)
         if kind == "add":
-            return self._through_add(node, env, images, r, rules)
+            return self._through_add(node, env, images, r, rules=rules)
         if kind == "cat":
             return self._through_cat(node, r)
         # Not reached: the plan refused every node of another kind on the way (_check_supported).
@@ -569,7 +569,7 @@ class Plan:
             (grad,) = torch.autograd.grad(y, x, cotangent)
         return [(first, grad if gradient else x.detach() * grad)]
 
-    def _through_add(self, node: fx.Node, env: dict, images: torch.Tensor, r: torch.Tensor, rules: Rules):
+    def _through_add(self, node: fx.Node, env: dict, images: torch.Tensor, r: torch.Tensor, *, rules: Rules):
         terms = [a for a in node.args if isinstance(a, fx.Node) and isinstance(env[a], torch.Tensor)]
         shapes_differ = any(self.shapes[a] != self.shapes[node] for a in terms)
         if len(terms) != len(node.args) or node.kwargs or shapes_differ:

@@ -12,7 +12,7 @@ import inspect
 
 import captum.attr
 import torch
-from captum.attr._utils.attribution import (
+from captum.attr import (
     Attribution,
     GradientAttribution,
     LayerAttribution,
@@ -22,8 +22,8 @@ from captum.attr._utils.attribution import (
 
 from apkit.attribution import postprocess
 from apkit.attribution.base import Method, check_classes
-from apkit.core.errors import ValidationError
-from apkit.models import get_layer
+from apkit.core.errors import ValidationError, unknown_name
+from apkit.core.modules import get_layer
 
 # Short names for the Captum methods used most with image classifiers.
 SHORT_NAMES = {
@@ -78,7 +78,7 @@ def captum_method(name: str) -> type[CaptumMethod]:
     """
     cls = getattr(captum.attr, name, None) if name in captum_names() else None
     if cls is None:
-        raise ValidationError(f"unknown Captum method {name!r}; choose one of: {', '.join(captum_names())}")
+        raise unknown_name(name, "Captum method", captum_names())
     takes_layer = "layer" in inspect.signature(cls.__init__).parameters
     doc = (cls.__doc__ or "").strip().splitlines()
     return type(

@@ -42,13 +42,14 @@ class ExcitationRules(Rules):
 
     def linear(self, layer, x, images, relevance):
         shape = (len(images), *x.shape[1:])
-        out = self._excite(layer, x, images, relevance, layer.weight.clamp(min=0), shape)
+        out = self._excite(layer, x, images, relevance, positive_weight=layer.weight.clamp(min=0), shape=shape)
         if self.contrastive and layer.top:
-            out = out - self._excite(layer, x, images, relevance, (-layer.weight).clamp(min=0), shape)
+            out = out - self._excite(layer, x, images, relevance,
+                                     positive_weight=(-layer.weight).clamp(min=0), shape=shape)
         return out
 
     @staticmethod
-    def _excite(layer, x, images, relevance, positive_weight, shape):
+    def _excite(layer, x, images, relevance, *, positive_weight, shape):
         z = layer.forward(x, positive_weight).clamp(min=0)  # units that are not excited pass nothing
         return x[images] * layer.transpose(relevance * safe_inverse(z)[images], positive_weight, shape)
 

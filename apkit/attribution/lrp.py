@@ -61,7 +61,7 @@ def _bounds(bounds, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return low.expand_as(x), high.expand_as(x)
 
 
-def zbox(layer: LinearLayer, x: torch.Tensor, images: torch.Tensor, relevance: torch.Tensor,
+def zbox(layer: LinearLayer, x: torch.Tensor, images: torch.Tensor, relevance: torch.Tensor, *,
          bounds=None) -> torch.Tensor:
     """The z^B rule for the layer reading the image (shared by LRP and RAP)."""
     low, high = _bounds(bounds, x)
@@ -88,7 +88,7 @@ class LRPRules(Rules):
 
     def linear(self, layer, x, images, relevance):
         if layer.first and self.first_layer == "zbox":
-            return zbox(layer, x, images, relevance, self.bounds)
+            return zbox(layer, x, images, relevance, bounds=self.bounds)
         w = layer.weight
         wp, wn = w.clamp(min=0), w.clamp(max=0)
         xp = x.clamp(min=0)

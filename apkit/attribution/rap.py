@@ -73,7 +73,7 @@ class RAPRules(Rules):
         if layer.top:
             return self._top(layer, x, images, relevance)
         if layer.first:
-            return zbox(layer, x, images, relevance, self.bounds)
+            return zbox(layer, x, images, relevance, bounds=self.bounds)
         contributions = self._branch(layer, x.clamp(min=0), images, relevance)
         if bool((x < 0).any()):
             contributions = contributions + self._branch(layer, -x.clamp(max=0), images, relevance)

@@ -38,6 +38,17 @@ def as_pairs(target: object, num_images: int, *, device: torch.device | str | No
     >>> as_pairs(5, 2).tolist()
     [[0, 5], [1, 5]]
     """
+    target = _class_indices(target, num_images).to(device=device, dtype=torch.long)
+    if target.dim() == 0:
+        target = target.expand(num_images)
+    if target.dim() == 1:
+        target = _one_class_per_image(target, num_images)
+    _check_pairs(target, num_images)
+    return target
+
+
+def _class_indices(target: object, num_images: int) -> torch.Tensor:
+    """``target`` as an integer tensor of rank 0, 1 or 2 (an int becomes one class per image)."""
     if isinstance(target, bool) or target is None:
         raise ValidationError(f"target must be an int, a LongTensor (N,) or (M, 2) pairs, got {target!r}")
     if isinstance(target, int):
@@ -50,26 +61,30 @@ def as_pairs(target: object, num_images: int, *, device: torch.device | str | No
     target = check_tensor(target, "target", ndim=(0, 1, 2))
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise ValidationError(f"target must hold integer class indices, got dtype {target.dtype}")
-    target = target.to(device=device, dtype=torch.long)
-    if target.dim() == 0:
-        target = target.expand(num_images)
-    if target.dim() == 1:
-        if len(target) != num_images:
-            raise ValidationError(
-                f"target of shape ({len(target)},) must give one class per image ({num_images} images); "
-                "for several classes per image pass (image_index, class_index) pairs of shape (M, 2)"
-            )
-        target = torch.stack([torch.arange(num_images, device=target.device), target], 1)
-    if target.shape[1] != 2:
-        raise ValidationError(f"target pairs must have shape (M, 2), got {tuple(target.shape)}")
-    if target.numel() and (int(target[:, 0].min()) < 0 or int(target[:, 0].max()) >= num_images):
-        raise ValidationError(
-            f"target image indices must be in 0..{num_images - 1}, got {int(target[:, 0].min())}.."
-            f"{int(target[:, 0].max())}"
-        )
-    if target.numel() and int(target[:, 1].min()) < 0:
-        raise ValidationError(f"target class indices must be >= 0, got {int(target[:, 1].min())}")
     return target
+
+
+def _one_class_per_image(classes: torch.Tensor, num_images: int) -> torch.Tensor:
+    """Pairs ``(i, classes[i])`` from one class index per image."""
+    if len(classes) != num_images:
+        raise ValidationError(
+            f"target of shape ({len(classes)},) must give one class per image ({num_images} images); "
+            "for several classes per image pass (image_index, class_index) pairs of shape (M, 2)"
+        )
+    return torch.stack([torch.arange(num_images, device=classes.device), classes], 1)
+
+
+def _check_pairs(pairs: torch.Tensor, num_images: int) -> None:
+    """Refuse pairs that are not ``(M, 2)`` or index an image or class that cannot exist."""
+    if pairs.shape[1] != 2:
+        raise ValidationError(f"target pairs must have shape (M, 2), got {tuple(pairs.shape)}")
+    if not pairs.numel():
+        return
+    first, last = int(pairs[:, 0].min()), int(pairs[:, 0].max())
+    if first < 0 or last >= num_images:
+        raise ValidationError(f"target image indices must be in 0..{num_images - 1}, got {first}..{last}")
+    if int(pairs[:, 1].min()) < 0:
+        raise ValidationError(f"target class indices must be >= 0, got {int(pairs[:, 1].min())}")
 
 
 def target_pairs(

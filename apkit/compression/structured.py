@@ -30,8 +30,8 @@ from torch import nn
 
 from apkit.compression.unstructured import clone_model
 from apkit.core.errors import ValidationError
+from apkit.core.modules import get_layer
 from apkit.core.validation import check_choice, check_fraction, check_int, check_module, check_tensor
-from apkit.models import get_layer
 
 IMPORTANCES = ("l1", "group_l1")
 SCHEMES = ("uniform", "paper-vgg16")

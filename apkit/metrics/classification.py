@@ -23,6 +23,7 @@ __all__ = [
     "f1_samples",
     "per_class_average_precision",
     "per_image_average_precision",
+    "tie_group_ends",
     "top1_accuracy",
 ]
 
@@ -89,19 +90,43 @@ def _average_precision_rows(scores: torch.Tensor, labels: torch.Tensor) -> torch
     ranks = torch.arange(1, k + 1, device=scores.device, dtype=dtype)
     precision = true_positives / ranks
 
-    # Each entry takes the precision at the last position of its tie group: positions where the
-    # next score differs (or the row ends) close a group; a reversed running minimum of those
-    # positions gives every entry the end of its group.
-    closes = torch.ones_like(sorted_scores, dtype=torch.bool)
-    closes[:, :-1] = sorted_scores[:, :-1] != sorted_scores[:, 1:]
-    position = torch.arange(k, device=scores.device).expand(rows, k)
-    group_end = torch.where(closes, position, torch.full_like(position, k))
-    group_end = torch.flip(torch.cummin(torch.flip(group_end, [1]), dim=1).values, [1])
-    group_precision = torch.gather(precision, 1, group_end)
+    # Each entry takes the precision at the last position of its tie group.
+    group_precision = torch.gather(precision, 1, tie_group_ends(sorted_scores))
 
     num_positive = true_positives[:, -1]
     ap = (group_precision * positive).sum(dim=1) / num_positive
     return torch.where(num_positive > 0, ap, torch.full_like(ap, float("nan")))
+
+
+def tie_group_ends(sorted_scores: torch.Tensor) -> torch.Tensor:
+    """For scores sorted along their last dimension, the position of the last entry of each entry's tie group.
+
+    Tied scores form one threshold of a ranking metric: every entry of a group of equal scores
+    takes the value at the end of its group.  Positions where the next score differs (or the row
+    ends) close a group; a reversed running minimum of those positions gives every entry the end
+    of its group.
+
+    Parameters
+    ----------
+    sorted_scores : torch.Tensor
+        ``(..., K)`` scores, sorted (descending) along the last dimension.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(..., K)`` int64 positions in ``0..K-1``.
+
+    Examples
+    --------
+    >>> tie_group_ends(torch.tensor([0.9, 0.5, 0.5, 0.5, 0.1]))
+    tensor([0, 3, 3, 3, 4])
+    """
+    k = sorted_scores.shape[-1]
+    closes = torch.ones_like(sorted_scores, dtype=torch.bool)
+    closes[..., :-1] = sorted_scores[..., :-1] != sorted_scores[..., 1:]
+    position = torch.arange(k, device=sorted_scores.device).expand(sorted_scores.shape)
+    group_end = torch.where(closes, position, torch.full_like(position, k))
+    return torch.flip(torch.cummin(torch.flip(group_end, [-1]), dim=-1).values, [-1])
 
 
 def per_image_average_precision(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ import torch
 
 from apkit.core.errors import ValidationError
 from apkit.core.validation import check_float, check_int
+from apkit.metrics.classification import tie_group_ends
 
 __all__ = ["BootstrapInterval", "bootstrap_counts", "paired_bootstrap", "percentile_interval", "student_t_quantile",
            "t_interval", "weighted_average_precision"]
@@ -235,10 +236,7 @@ def weighted_average_precision(scores: torch.Tensor, labels: torch.Tensor, weigh
     order = torch.argsort(scores.double(), descending=True, stable=True)
     s, y = scores.double()[order], labels.double()[order]
     w = weights.double()[:, order]
-    last = torch.ones_like(s, dtype=torch.bool)  # the end of each group of tied scores
-    last[:-1] = s[1:] != s[:-1]
-    ends = torch.flip(torch.cummin(torch.flip(torch.where(last, torch.arange(len(s), device=s.device),
-                                                          len(s)), [0]), 0).values, [0])
+    ends = tie_group_ends(s)  # tied scores are one threshold
     true_positive, seen = torch.cumsum(w * y, 1), torch.cumsum(w, 1)
     precision = true_positive[:, ends] / seen[:, ends]
     positive = (w * y).sum(1)

@@ -1,4 +1,4 @@
-"""Model zoo: one registry of architectures, checkpoints, any model from files, and layers by name.
+"""Model zoo: one registry of architectures, checkpoints, any model from files, and default layers.
 
 :func:`resolve_model` turns a model spec (``PATH`` of an apkit checkpoint, or ``ARCH=PATH`` with
 ``ARCH`` ``torchvision:NAME``, ``package.module:factory`` or an apkit name) into a model; every
@@ -16,7 +16,6 @@ Examples
 
 from __future__ import annotations
 
-from apkit.core.modules import capture_outputs, get_layer
 from apkit.models.checkpoint import (
     atomic_save,
     load_checkpoint,
@@ -31,7 +30,7 @@ from apkit.models.vgg import VGG
 from apkit.models.zoo import MODELS, count_parameters, create
 
 __all__ = [
-    "MODELS", "VGG", "ModelSpec", "atomic_save", "build_architecture", "capture_outputs", "count_parameters",
-    "create", "default_layer", "get_layer", "load_checkpoint", "parse_model_spec", "read_checkpoint",
+    "MODELS", "VGG", "ModelSpec", "atomic_save", "build_architecture", "count_parameters",
+    "create", "default_layer", "load_checkpoint", "parse_model_spec", "read_checkpoint",
     "read_weights", "resnet", "resolve_model", "safe_load", "save_checkpoint", "spatial_layers",
 ]

@@ -225,19 +225,24 @@ def conform_to_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> N
         own = {key: tensor for key, tensor in [*module.named_parameters(recurse=False),
                                                *module.named_buffers(recurse=False)] if tensor is not None}
         saved = {key: tuple(state[prefix + key].shape) for key in own if prefix + key in state}
-        if all(tuple(own[key].shape) == shape for key, shape in saved.items()):
-            continue
-        resize = next((fn for types, fn in _RESIZERS if isinstance(module, types)), None)
-        if resize is not None:
-            resize(module, saved, name)
-        elif type(module).__module__.startswith("torch.nn"):
-            key, shape = next((k, v) for k, v in saved.items() if tuple(own[k].shape) != v)
-            raise CheckpointError(f"cannot resize layer {name!r} ({type(module).__name__}): its {key} is "
-                                  f"{tuple(own[key].shape)} but the weights hold {shape}; apkit resizes convolutions, "
-                                  "norms and Linear layers only")
-        else:
-            for key, shape in saved.items():
-                _set_tensor(module, key, shape)
+        if any(tuple(own[key].shape) != shape for key, shape in saved.items()):
+            _conform_module(module, name, own=own, saved=saved)
+
+
+def _conform_module(module: nn.Module, name: str, *, own: dict[str, torch.Tensor],
+                    saved: dict[str, tuple[int, ...]]) -> None:
+    """Resize one module whose own tensors (``own``) differ from the ``saved`` shapes."""
+    resize = next((fn for types, fn in _RESIZERS if isinstance(module, types)), None)
+    if resize is not None:
+        resize(module, saved, name)
+    elif type(module).__module__.startswith("torch.nn"):
+        key, shape = next((k, v) for k, v in saved.items() if tuple(own[k].shape) != v)
+        raise CheckpointError(f"cannot resize layer {name!r} ({type(module).__name__}): its {key} is "
+                              f"{tuple(own[key].shape)} but the weights hold {shape}; apkit resizes convolutions, "
+                              "norms and Linear layers only")
+    else:
+        for key, shape in saved.items():
+            _set_tensor(module, key, shape)
 
 
 def _set_tensor(module: nn.Module, key: str, shape: tuple[int, ...]) -> None:

@@ -1,6 +1,6 @@
 """Default layers per architecture: where attribution maps are taken and where attribution is matched.
 
-Layers are addressed by dotted name (:func:`apkit.models.get_layer`), so one setting serves a
+Layers are addressed by dotted name (:func:`apkit.core.modules.get_layer`), so one setting serves a
 teacher and its pruned or narrower student.
 
 Models built by :func:`apkit.models.create` name their layers (``attribution_layer``,
@@ -94,7 +94,7 @@ def spatial_layers(model: nn.Module, example_inputs: torch.Tensor) -> dict[str, 
     dict
         ``{dotted name: output shape}`` in the order the calls finish (a block after the layers
         inside it).  A module called several times is listed at its last call, with that call's
-        output, as :func:`apkit.models.capture_outputs` records it.
+        output, as :func:`apkit.core.modules.capture_outputs` records it.
 
     Examples
     --------

@@ -29,7 +29,6 @@ resizing the layers to the saved shapes (:func:`apkit.models.checkpoint.conform_
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import os
@@ -42,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from apkit.core.errors import CheckpointError, UnknownNameError, ValidationError
+from apkit.core.errors import CheckpointError, UnknownNameError, ValidationError, unknown_name
 from apkit.core.names import MODEL_SPEC_HELP
 from apkit.core.validation import check_int
 from apkit.models import checkpoint
@@ -129,10 +128,7 @@ def _torchvision(name: str, num_classes: int | None) -> nn.Module:
 
     known = torchvision.models.list_models(module=torchvision.models)  # classification models only
     if name not in known:
-        close = difflib.get_close_matches(name, known, n=4, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise UnknownNameError(f"unknown torchvision model {name!r}; {hint}torchvision's classification models are: "
-                               f"{', '.join(known)}")
+        raise unknown_name(name, "torchvision model", known, choose="torchvision's classification models are")
     classes = _needs_classes(TORCHVISION + name, num_classes)
     try:
         return torchvision.models.get_model(name, weights=None, num_classes=classes)
@@ -205,10 +201,8 @@ def build_architecture(arch: str, *, num_classes: int | None = None) -> nn.Modul
     if ":" in arch:
         return _factory(arch, num_classes)
     if arch not in MODELS:
-        close = difflib.get_close_matches(arch, MODELS.names(), n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise UnknownNameError(f"unknown model {arch!r}; {hint}ARCH is torchvision:NAME, package.module:factory "
-                               f"or one of: {', '.join(MODELS.names())}")
+        raise unknown_name(arch, "model", MODELS.names(),
+                           choose="ARCH is torchvision:NAME, package.module:factory or one of")
     return create(arch, num_classes=_needs_classes(arch, num_classes))
 
 
@@ -233,14 +227,19 @@ def _read_safetensors(path: Path, map_location: str | torch.device) -> dict[str,
                               "re-create it") from exc
 
 
-def _state_dict_of(payload: Any, path: Path) -> dict[str, torch.Tensor]:
+def _unwrapped(payload: Any) -> Any:
+    """The state dict inside an apkit checkpoint or a training script's ``{"state_dict": ...}`` file."""
     if isinstance(payload, Mapping) and payload.get("format") == FORMAT:
-        payload = payload.get("state_dict")
-    elif isinstance(payload, Mapping):
+        return payload.get("state_dict")
+    if isinstance(payload, Mapping):
         for key in ("state_dict", "model"):  # training scripts often save {"epoch": ..., "state_dict": ...}
             if isinstance(payload.get(key), Mapping):
-                payload = payload[key]
-                break
+                return payload[key]
+    return payload
+
+
+def _state_dict_of(payload: Any, path: Path) -> dict[str, torch.Tensor]:
+    payload = _unwrapped(payload)
     if not isinstance(payload, Mapping) or not payload:
         raise CheckpointError(f"{str(path)!r} holds no state_dict (found a {type(payload).__name__}); "
                               "save model.state_dict() with torch.save or safetensors")
@@ -273,7 +272,7 @@ def read_weights(path: str | os.PathLike, map_location: str | torch.device = "cp
     return _state_dict_of(payload, path)
 
 
-def _check_classes(model: nn.Module, state: Mapping[str, torch.Tensor], label: str, path: str,
+def _check_classes(model: nn.Module, state: Mapping[str, torch.Tensor], *, label: str, path: str,
                    num_classes: int | None) -> None:
     """Refuse weights whose classifier (the last weight matrix) has another number of outputs."""
     if num_classes is None:
@@ -290,7 +289,7 @@ def _check_classes(model: nn.Module, state: Mapping[str, torch.Tensor], label: s
                               f"(--num-classes {saved.shape[0]})")
 
 
-def _check_fits(model: nn.Module, state: Mapping[str, torch.Tensor], label: str, path: str) -> None:
+def _check_fits(model: nn.Module, state: Mapping[str, torch.Tensor], *, label: str, path: str) -> None:
     """Refuse weights of another architecture, naming the first mismatched tensors of each kind."""
     ours, theirs = mismatched_tensors(model, dict(state), label)
     if ours or theirs:
@@ -327,8 +326,8 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], *, label: 
     >>> load_weights(wide, narrow.state_dict(), num_classes=2)[0]
     Conv2d(3, 5, kernel_size=(3, 3), stride=(1, 1))
     """
-    _check_classes(model, state, label, path, num_classes)
-    _check_fits(model, state, label, path)
+    _check_classes(model, state, label=label, path=path, num_classes=num_classes)
+    _check_fits(model, state, label=label, path=path)
     conform_to_state_dict(model, dict(state))
     try:
         model.load_state_dict(state)

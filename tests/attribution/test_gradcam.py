@@ -8,7 +8,7 @@ from torch import nn
 import apkit
 from apkit import models
 from apkit.attribution import GradCAM, grad_cam, grad_cam_from
-from apkit.models import capture_outputs, get_layer
+from apkit.core.modules import capture_outputs, get_layer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,5 +1,6 @@
-"""Stock torchvision CNNs: default layers by the probe, and the rules of the edge architectures (ReLU6,
-Hardswish, SiLU, squeeze-and-excitation gates, stochastic depth) against zennit and conservation."""
+"""The traced graph of the rule methods: default layers by the probe on stock torchvision CNNs, the rules of
+the edge architectures (ReLU6, Hardswish, SiLU, squeeze-and-excitation gates, stochastic depth) against zennit
+and conservation, the effective weight of pruned layers, and layers of narrow models by name."""
 
 import copy
 
@@ -7,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from helpers import calibrate_batchnorm
+from helpers import calibrate_batchnorm, relative_error
 from torch import nn
+from torch.nn.utils import prune
 from torchvision.models.mobilenetv2 import InvertedResidual
 from torchvision.ops import SqueezeExcitation
 from zennit.attribution import Gradient
@@ -19,10 +21,12 @@ from zennit.layer import Sum
 from zennit.rules import Norm, Pass, ZBox, ZPlus
 from zennit.types import Activation, AvgPool, BatchNorm, Convolution, Linear
 
+from apkit import models
 from apkit.attribution import ATTRIBUTION_METHODS, LRP, RAP, ExcitationBackprop, explain
 from apkit.attribution._graph import Plan
 from apkit.core.errors import ValidationError
-from apkit.models import default_layer, get_layer, spatial_layers
+from apkit.core.modules import get_layer
+from apkit.models import default_layer, spatial_layers
 
 STABILIZER = 1e-12  # zennit adds it to denominators; apkit divides exactly (0 where 0)
 SIZE = 64
@@ -55,12 +59,6 @@ def bias_free(model, size=SIZE, seed=1):
         module.running_mean.zero_()
         module.running_var.copy_(seen["x"].pow(2).mean((0, 2, 3)))
     return model
-
-
-def relative_error(ours, reference):
-    """Largest difference per map, relative to that map's largest value."""
-    dims = tuple(range(1, reference.dim()))
-    return float(((ours - reference).abs().amax(dims) / reference.abs().amax(dims)).max())
 
 
 def images(n=2, seed=2, dtype=torch.float32):
@@ -334,3 +332,33 @@ def test_one_error_lists_every_unsupported_node():
     with pytest.raises(ValidationError, match="2 node\\(s\\) of Unsupported: mul .*; sigmoid ") as info:
         LRP(Unsupported(), layer="soft").attribute(torch.randn(1, 3, 8, 8), 0)
     assert "Tanh" not in str(info.value)
+
+
+# -- pruned and narrow models --------------------------------------------------------------------------
+
+def test_rules_use_the_effective_weight_of_pruned_layers():
+    torch.manual_seed(8)
+    model = calibrate_batchnorm(models.create("vgg_small", num_classes=6, input_size=32), 32)
+    baked = copy.deepcopy(model)
+    for module, twin in zip(model.modules(), baked.modules()):
+        if isinstance(module, nn.Conv2d):
+            prune.l1_unstructured(module, "weight", amount=0.6)
+            twin.weight.data = module.weight_orig.detach() * module.weight_mask
+    x = torch.randn(2, 3, 32, 32)
+    pairs = torch.tensor([[0, 1], [1, 5]])
+    for method in (LRP, RAP, ExcitationBackprop):
+        torch.testing.assert_close(method(model).attribute(x, pairs), method(baked).attribute(x, pairs))
+    # Zeroing the mask of a whole filter changes the maps: the mask is really used.
+    conv = model.features[0]
+    conv.weight_mask[0] = 0
+    assert not torch.allclose(LRP(model).attribute(x, pairs), LRP(baked).attribute(x, pairs))
+
+
+def test_narrow_vgg_by_layer_name():
+    model = calibrate_batchnorm(models.create("vgg16_bn", num_classes=4, width_divisor=8, input_size=64))
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(9))
+    relevance = LRP(model).attribute(x, torch.tensor([3]))
+    torch.testing.assert_close(relevance.sum(), model(x)[0, 3].detach(), rtol=1e-3, atol=1e-5)
+    probability = ExcitationBackprop(model, "features.42").attribute(x, torch.tensor([3]))
+    assert probability.shape == (1, 1, 4, 4)
+    torch.testing.assert_close(probability.sum(), torch.tensor(1.0), rtol=1e-4, atol=1e-4)

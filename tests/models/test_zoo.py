@@ -1,74 +1,12 @@
-"""Model zoo: the paper's parameter counts, layers by name, checkpoints and every way a checkpoint can be bad."""
-
-import os
-import pickle
+"""The model registry: create, its refusals, and count_parameters."""
 
 import pytest
 import torch
 from torch import nn
-from torch.nn.utils import prune
 
 from apkit import models
-from apkit.core.errors import CheckpointError, UnknownNameError, ValidationError
-from apkit.models import (
-    capture_outputs,
-    count_parameters,
-    default_layer,
-    get_layer,
-    load_checkpoint,
-    save_checkpoint,
-)
-
-
-@pytest.mark.parametrize(
-    "width_divisor, expected", [(1, 15_224_916), (2, 3_935_284), (4, 1_048_356), (8, 294_364)]
-)
-def test_vgg16_bn_parameter_counts_match_the_paper(width_divisor, expected):
-    model = models.create("vgg16_bn", num_classes=20, width_divisor=width_divisor)
-    assert count_parameters(model) == expected
-
-
-def test_vgg16_layers_and_shapes():
-    model = models.create("vgg16_bn", num_classes=20, width_divisor=8).eval()
-    assert isinstance(get_layer(model, "features.42"), nn.ReLU)
-    assert isinstance(get_layer(model, "features.43"), nn.MaxPool2d)
-    assert default_layer(model) == "features.42" and default_layer(model, "matching") == "features.43"
-    with capture_outputs(model, ["features.42", "features.43"]) as acts:
-        logits = model(torch.zeros(1, 3, 227, 227))
-    # 227 -> 113 -> 56 -> 28 -> 14 at conv5_3, 7 after pool5; VGG16/8 has 64 channels there.
-    assert acts["features.42"].shape == (1, 64, 14, 14) and acts["features.43"].shape == (1, 64, 7, 7)
-    assert logits.shape == (1, 20)
-    assert not model.features[42]._forward_hooks  # hooks removed
-
-
-def test_vgg_small_layers():
-    model = models.create("vgg_small", num_classes=8)
-    assert (model.attribution_layer, model.matching_layer) == ("features.20", "features.21")
-    with capture_outputs(model, [model.attribution_layer, model.matching_layer]) as acts:
-        model.eval()(torch.zeros(2, 3, 64, 64))
-    assert acts["features.20"].shape[-2:] == (8, 8) and acts["features.21"].shape[-2:] == (4, 4)
-
-
-def test_unknown_layer_lists_the_names():
-    model = models.create("vgg_small", num_classes=8)
-    with pytest.raises(UnknownNameError) as info:
-        get_layer(model, "features.99")
-    message = str(info.value)
-    assert "unknown layer 'features.99'" in message and "features.20" in message and "classifier.1" in message
-    with pytest.raises(ValidationError):
-        get_layer(model, 42)
-    with pytest.raises(UnknownNameError):
-        with capture_outputs(model, ["features.0", "nope"]):
-            pass
-    assert not get_layer(model, "features.0")._forward_hooks  # the first hook was removed again
-
-
-def test_capture_removes_hooks_when_the_block_raises():
-    model = models.create("vgg_small", num_classes=8)
-    with pytest.raises(RuntimeError):
-        with capture_outputs(model, ["features.20"]):
-            raise RuntimeError("boom")
-    assert not get_layer(model, "features.20")._forward_hooks
+from apkit.core.errors import UnknownNameError, ValidationError
+from apkit.models import count_parameters
 
 
 def test_unknown_model_and_bad_options():
@@ -80,164 +18,16 @@ def test_unknown_model_and_bad_options():
         models.create("vgg_small", num_classes=0)
 
 
-# ----------------------------------------------------------------------------------------- checkpoints
+def test_create_records_its_recipe_and_counts_parameters():
+    model = models.create("vgg_small", num_classes=8, width_divisor=2)
+    assert model.apkit_config == {"name": "vgg_small", "num_classes": 8, "options": {"width_divisor": 2}}
+    assert models.MODELS.names() == ["vgg16_bn", "vgg11_bn", "vgg_small", "resnet18", "resnet34", "resnet50"]
+    with pytest.raises(ValidationError, match="does not accept options"):
+        models.create("vgg_small", num_classes=8, colour=True)
 
 
-def _outputs(model, size=64):
-    torch.manual_seed(0)
+def test_count_parameters_all_and_nonzero():
+    net = nn.Linear(3, 2)  # 6 weights + 2 biases
     with torch.no_grad():
-        return model.eval()(torch.randn(2, 3, size, size))
-
-
-def _trained_like(model):
-    # Non-default BatchNorm statistics and weights, so a round trip that loses anything shows.
-    torch.manual_seed(1)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            module.num_batches_tracked.fill_(7)
-    return model
-
-
-def test_checkpoint_round_trip(tmp_path):
-    model = _trained_like(models.create("vgg_small", num_classes=8, width_divisor=2))
-    path = save_checkpoint(model, tmp_path / "m.pt", meta={"dataset": "synthetic", "metrics": {"map": 0.9}})
-    loaded = load_checkpoint(path, expect_arch="vgg_small", expect_num_classes=8)
-    assert loaded.apkit_config == model.apkit_config and loaded.apkit_meta["metrics"] == {"map": 0.9}
-    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
-    assert torch.equal(_outputs(model), _outputs(loaded)) and not loaded.training
-    assert loaded.attribution_layer == "features.20"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]  # no temporary file left
-
-
-def test_resnet_checkpoint_round_trip(tmp_path):
-    model = models.create("resnet18", num_classes=5)
-    loaded = load_checkpoint(save_checkpoint(model, tmp_path / "r.pt"))
-    assert torch.equal(_outputs(model, 32), _outputs(loaded, 32))
-
-
-def _narrow(model):
-    """Keep half of the channels of the last two conv blocks (as structured pruning does)."""
-    f = model.features
-    keep_a = torch.arange(0, f[15].out_channels, 2)
-    keep_b = torch.arange(0, f[18].out_channels, 2)
-
-    def conv(old, rows, cols):
-        new = nn.Conv2d(len(cols), len(rows), 3, padding=1)
-        new.weight.data = old.weight.data[rows][:, cols].clone()
-        new.bias.data = old.bias.data[rows].clone()
-        return new
-
-    def bn(old, rows):
-        new = nn.BatchNorm2d(len(rows))
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            getattr(new, name).data = getattr(old, name).data[rows].clone()
-        return new
-
-    all_in = torch.arange(f[15].in_channels)
-    f[15], f[16] = conv(f[15], keep_a, all_in), bn(f[16], keep_a)
-    f[18], f[19] = conv(f[18], keep_b, keep_a), bn(f[19], keep_b)
-    # Linear columns follow the channel-major flattening: channel c owns columns c*16 ... c*16+15.
-    columns = (keep_b[:, None] * 16 + torch.arange(16)).reshape(-1)
-    old = model.classifier[1]
-    linear = nn.Linear(len(columns), old.out_features)
-    linear.weight.data, linear.bias.data = old.weight.data[:, columns].clone(), old.bias.data.clone()
-    model.classifier[1] = linear
-    return model
-
-
-def test_narrowed_model_is_rebuilt_by_load_checkpoint(tmp_path):
-    model = _narrow(_trained_like(models.create("vgg_small", num_classes=8)))
-    assert model.features[18].out_channels == 64 and model.classifier[1].in_features == 64 * 16
-    loaded = load_checkpoint(save_checkpoint(model, tmp_path / "narrow.pt"))
-    assert loaded.features[18].weight.shape == (64, 64, 3, 3) and loaded.features[19].num_features == 64
-    assert count_parameters(loaded) == count_parameters(model)
-    assert torch.equal(_outputs(model), _outputs(loaded))
-
-
-def test_save_refuses_masks_and_foreign_models(tmp_path):
-    model = models.create("vgg_small", num_classes=8)
-    prune.l1_unstructured(model.features[0], "weight", amount=0.5)
-    with pytest.raises(CheckpointError, match="masks"):
-        save_checkpoint(model, tmp_path / "masked.pt")
-    with pytest.raises(CheckpointError, match="apkit.models.create"):
-        save_checkpoint(nn.Linear(2, 2), tmp_path / "foreign.pt")
-    assert not list(tmp_path.iterdir())
-
-
-class _RunsCode:
-    """Unpickling this object would call ``open(path, "w")``: it creates a file."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
-@pytest.fixture
-def good_checkpoint(tmp_path):
-    return save_checkpoint(models.create("vgg_small", num_classes=8), tmp_path / "good.pt")
-
-
-def test_missing_file(tmp_path):
-    with pytest.raises(CheckpointError, match="does not exist"):
-        load_checkpoint(tmp_path / "absent.pt")
-
-
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
-def test_corrupt_file(good_checkpoint, damage):
-    data = good_checkpoint.read_bytes()
-    good_checkpoint.write_bytes({"garbage": b"this is not a checkpoint", "truncated": data[: len(data) // 2],
-                                 "empty": b""}[damage])
-    with pytest.raises(CheckpointError, match="corrupt"):
-        load_checkpoint(good_checkpoint)
-
-
-def test_non_apkit_file(tmp_path):
-    torch.save({"weight": torch.ones(3)}, tmp_path / "plain.pt")
-    with pytest.raises(CheckpointError, match="not an apkit checkpoint"):
-        load_checkpoint(tmp_path / "plain.pt")
-
-
-def test_other_architecture_and_class_count(good_checkpoint):
-    with pytest.raises(CheckpointError, match="'vgg_small' model, not 'vgg16_bn'"):
-        load_checkpoint(good_checkpoint, expect_arch="vgg16_bn")
-    with pytest.raises(CheckpointError, match="8 classes but the data has 20"):
-        load_checkpoint(good_checkpoint, expect_num_classes=20)
-
-
-def test_state_that_does_not_fit_its_architecture(tmp_path):
-    model = models.create("vgg_small", num_classes=8)
-    payload = torch.load(save_checkpoint(model, tmp_path / "m.pt"), weights_only=True)
-    del payload["state_dict"]["classifier.1.bias"]
-    torch.save(payload, tmp_path / "m.pt")
-    with pytest.raises(CheckpointError, match="does not fit"):
-        load_checkpoint(tmp_path / "m.pt")
-
-
-@pytest.mark.parametrize("writer", ["torch.save", "pickle"])
-def test_code_running_pickle_is_refused_and_never_runs(tmp_path, writer):
-    marker = tmp_path / "created-by-unpickling"
-    payload = {"format": "apkit-checkpoint", "config": _RunsCode(marker)}
-    path = tmp_path / "evil.pt"
-    if writer == "torch.save":
-        torch.save(payload, path)
-    else:
-        with open(path, "wb") as handle:
-            pickle.dump(payload, handle)
-    # The payload works: a plain unpickle would have created the file.
-    with open(path, "rb") as handle:
-        assert handle.read(1) in (b"P", pickle.PROTO)
-    with pytest.raises(CheckpointError, match="could run code"):
-        load_checkpoint(path)
-    assert not marker.exists()
-
-
-def test_the_code_running_payload_is_real(tmp_path):
-    # Shows what the refusal prevents: unpickling the object really runs its code.
-    marker = tmp_path / "created"
-    pickle.loads(pickle.dumps(_RunsCode(marker))).close()
-    assert marker.exists()
-    os.remove(marker)
+        net.weight[0] = 0.0
+    assert count_parameters(net) == 8 and count_parameters(net, nonzero=True) == 5
