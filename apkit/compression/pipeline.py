@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -19,7 +20,7 @@ from apkit.training import datasets_for
 __all__ = ["compress_checkpoint"]
 
 # The options of a compression run compress_checkpoint passes on (out_dir is its own parameter).
-_RUN_KEYS = ("device", "seed", "resume", "overwrite", "progress")
+_RUN_KEYS = tuple(f.name for f in dataclasses.fields(RunOptions) if f.name != "out_dir")
 
 
 def compress_checkpoint(

@@ -12,6 +12,20 @@ from apkit.evaluation.roar import DEFAULT_RECIPE, RoarSettings
 from apkit.training import RECIPES, Recipe
 
 
+def test_profiles_are_registered_and_overridable():
+    assert PROFILES.names() == ["smoke", "default", "voc", "imagenet"]
+    settings = resolve_profile("voc", ["compressions.kd.epochs=2", "evaluation.attribution_methods=[\"lrp\"]"])
+    assert settings["compressions"]["kd"]["epochs"] == 2
+    assert settings["evaluation"]["attribution_methods"] == ["lrp"]
+    assert resolve_profile("voc")["compressions"]["structured"]["epochs"] == 60  # supplement C.2
+    with pytest.raises(ValidationError, match="unknown setting 'epoch'"):
+        resolve_profile("smoke", ["teachers.teacher.train.epoch=3"])
+    with pytest.raises(ValidationError, match="a.b=value"):
+        resolve_profile("smoke", ["epochs"])
+    with pytest.raises(UnknownNameError, match="smoke"):
+        resolve_profile("nope")
+
+
 def test_every_profile_validates_and_builds_its_objects():
     for name in PROFILES.names():
         settings = resolve_profile(name)
