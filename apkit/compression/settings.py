@@ -243,8 +243,8 @@ class Settings:
 
         return cls(method=method, train=Recipe(**pick(Recipe.field_names())),
                    matching=MatchingSettings(**pick(REGULARIZER_SETTINGS)),
-                   cache_teacher=values.get("cache_teacher", True),
-                   method_settings=METHOD_SETTINGS[method](**pick(_names(METHOD_SETTINGS[method]))))
+                   method_settings=METHOD_SETTINGS[method](**pick(_names(METHOD_SETTINGS[method]))),
+                   **pick(("cache_teacher",)))
 
     def values(self) -> dict[str, Any]:
         """Every setting by its flat name (without ``method``), as :meth:`from_values` takes them."""
