@@ -31,9 +31,9 @@ DEVICE = "cpu"  # every example runs on a laptop CPU; "cuda" works too
 IMAGE_SIZE = 32 if FAST else 64
 SIZES = {"train": 2000, "val": 300, "seg": 60} if FAST else {"train": 4000, "val": 500, "seg": 500}
 # The "synthetic" recipe of `apkit train`: SGD with a cosine schedule, about 3 minutes on 2 CPU cores at 64x64.
-TEACHER_TRAINING = RECIPES.get("synthetic").kwargs()
+TEACHER_TRAINING = RECIPES.get("synthetic")
 if FAST:
-    TEACHER_TRAINING["epochs"] = min(TEACHER_TRAINING["epochs"], 8)
+    TEACHER_TRAINING = TEACHER_TRAINING.replace(epochs=min(TEACHER_TRAINING.epochs, 8))
 
 
 def dataset(split: str, num_samples: int | None = None) -> SyntheticShapes:
@@ -53,10 +53,10 @@ def teacher() -> torch.nn.Module:
     if path.is_file():
         return models.load_checkpoint(path).eval()
     print(f"Training the teacher ({SIZES['train']} images of {IMAGE_SIZE}x{IMAGE_SIZE}, "
-          f"{TEACHER_TRAINING['epochs']} epochs); it is cached in {path}")
+          f"{TEACHER_TRAINING.epochs} epochs); it is cached in {path}")
     torch.manual_seed(0)  # the initial weights
     net = models.create("vgg_small", num_classes=8, input_size=IMAGE_SIZE)
-    result = fit(net, dataset("train"), val_set=dataset("val"), **TEACHER_TRAINING, device=DEVICE, seed=0,
+    result = fit(net, dataset("train"), TEACHER_TRAINING, val_set=dataset("val"), device=DEVICE, seed=0,
                  channels_last=DEVICE == "cpu", progress=False)  # channels-last: faster CPU convolutions
     print(f"Teacher: per-image mAP {result.best_metrics['map_image']:.3f} on {SIZES['val']} validation images")
     models.save_checkpoint(net, path, meta={"val": result.best_metrics})

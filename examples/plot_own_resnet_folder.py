@@ -25,7 +25,7 @@ from torchvision.transforms.functional import normalize, pil_to_tensor, to_tenso
 import apkit
 from apkit.data import SyntheticShapes
 from apkit.evaluation import localization_scores
-from apkit.training import fit
+from apkit.training import Recipe, fit
 from apkit.viz import denormalize, plot_attribution_grid
 
 
@@ -66,8 +66,8 @@ with tempfile.TemporaryDirectory() as tmp:
     train, val, seg = (FolderWithMasks(write_folder(Path(tmp) / k, k, n)) for k, n in sizes.items())
     torch.manual_seed(0)
     model = resnet18(num_classes=8)  # or your own, with model.load_state_dict(...)
-    result = fit(model, train, val_set=val, epochs=3 if FAST else 8, batch_size=32, lr=0.05, schedule="cosine",
-                 device=DEVICE, progress=False)
+    result = fit(model, train, Recipe(epochs=3 if FAST else 8, batch_size=32, lr=0.05, schedule="cosine"),
+                 val_set=val, device=DEVICE, progress=False)
     print(f"ResNet-18: per-image mAP {result.best_metrics['map_image']:.3f} on {len(val)} validation images")
     for layer in ("layer4", "layer3"):
         scores = localization_scores(model, seg, layer=layer, device=DEVICE, progress=False).summary()

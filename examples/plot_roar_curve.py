@@ -16,16 +16,17 @@ the teacher's Grad-CAM curve lies below the random one: the lower, the more info
 from _common import DEVICE, FAST, IMAGE_SIZE, dataset, output, teacher
 
 from apkit.evaluation import plot_roar, roar
+from apkit.training import Recipe
 
 model = teacher()
 result = roar(
     {"teacher Grad-CAM": model, "random": "random"},
     dataset("train"), dataset("val"),
+    Recipe(epochs=8 if FAST else 10, lr=0.05, batch_size=32, schedule="cosine"),
     method="gradcam",
     fractions=(0.1, 0.5, 0.9) if FAST else (0.1, 0.3, 0.5, 0.7, 0.9),
     classifier="vgg_small",  # the paper retrains a VGG-11; a small VGG suits the synthetic images
     classifier_options={"input_size": IMAGE_SIZE, "width_divisor": 4},
-    train_settings={"epochs": 8 if FAST else 10, "lr": 0.05, "batch_size": 32, "schedule": "cosine"},
     metric="map_class",  # per-class mAP, threshold-free (the paper's Figure 3 shows F1)
     train_size=1000 if FAST else 2000,
     include_unperturbed=True,

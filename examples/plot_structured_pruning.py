@@ -27,7 +27,7 @@ from apkit.compression import CompressionObjective, prune_structured
 from apkit.evaluation import localization_scores
 from apkit.models import count_parameters
 from apkit.regularizers import AttributionMatchingLoss
-from apkit.training import evaluate, fit
+from apkit.training import Recipe, evaluate, fit
 
 original = teacher()
 train, val, seg = dataset("train"), dataset("val"), dataset("seg")
@@ -40,7 +40,7 @@ models = {"teacher": original}
 for name, regularizer in (("naive", None), ("SWA", AttributionMatchingLoss("swa", weight=50.0))):
     student = copy.deepcopy(pruned)
     objective = None if regularizer is None else CompressionObjective(original, regularizer=regularizer)
-    fit(student, train, val_set=val, objective=objective, epochs=1 if FAST else 2, batch_size=64, lr=0.01,
+    fit(student, train, Recipe(epochs=1 if FAST else 2, batch_size=64, lr=0.01), val_set=val, objective=objective,
         device=DEVICE, progress=False)
     models[name] = student.eval()
 

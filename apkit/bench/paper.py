@@ -8,7 +8,6 @@ from __future__ import annotations
 METHOD_ORDER = ("gradcam", "excitation", "lrp", "rap")
 
 # Supplement Tables 1 and 2: naive compression on PASCAL VOC 2012; columns follow METHOD_ORDER.
-VOC_PARAMS = {"teacher": "15.22M", "kd": "0.29M", "structured": "3.27M", "unstructured": "0.53M"}
 VOC_AUC = {
     "teacher": (88.79, 84.14, 85.29, 84.54),
     "kd": (78.74, 76.31, 79.60, 80.85),
@@ -24,7 +23,6 @@ VOC_POINTING = {
 
 # Supplement Table 3 (ImageNet, one-shot unstructured) and Table 4 (ImageNet, structured ResNet-34):
 # (Top-1, AUC, Point Acc, Cos, L2 x 1e-5) per regularizer.
-IMAGENET_TEACHER = {"top1": 73.37, "auc": 81.64, "pointing": 91.90}
 IMAGENET = {
     "unstructured-60": {
         "none": (73.31, 76.01, 91.21, 0.975, 1.614), "ewa": (73.33, 76.52, 91.63, 0.977, 1.603),

@@ -19,7 +19,6 @@ with the ``evaluation.primary`` attribution method (the main tables'), the first
 from __future__ import annotations
 
 import copy
-import difflib
 import inspect
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -30,7 +29,7 @@ from typing import Any
 from apkit.attribution import ATTRIBUTION_METHODS
 from apkit.bench.stages import TEACHER, cell_keys, stage_keys
 from apkit.compression.settings import REGULARIZER_SETTINGS, check_regularizer_settings, resolve_settings
-from apkit.core.errors import ApkitError, CheckpointError, UnknownNameError, ValidationError
+from apkit.core.errors import ApkitError, CheckpointError, ValidationError, unknown_name
 from apkit.core.names import (
     BENCH_PROFILE_NAMES,
     COMPRESSION_METHOD_NAMES,
@@ -42,21 +41,21 @@ from apkit.core.names import (
     REGULARIZER_CHOICES,
 )
 from apkit.core.registry import Registry
-from apkit.core.validation import check_fraction, check_int, parse_overrides
+from apkit.core.validation import check_choice, check_int, parse_overrides
 from apkit.data import DATASETS
-from apkit.evaluation.roar import DEFAULT_TRAIN_SETTINGS, RANDOM
+from apkit.evaluation.roar import RANDOM, RoarSettings, roar_recipe
 from apkit.models import MODELS
-from apkit.training import METRIC_NAMES, RECIPES
-from apkit.training.loop import check_train_settings
+from apkit.training import RECIPES, Recipe
 
-__all__ = ["PROFILES", "resolve_profile", "validate_profile"]
+__all__ = ["PROFILES", "compression_settings", "resolve_profile", "roar_settings", "teacher_recipe",
+           "validate_profile"]
 
 PROFILES: Registry = Registry("bench profile")
 
 
-def _train(epochs, lr, *, batch_size=64, momentum=0.9, weight_decay=1e-4, milestones=(), schedule="step"):
-    return {"epochs": epochs, "lr": lr, "batch_size": batch_size, "momentum": momentum,
-            "weight_decay": weight_decay, "milestones": list(milestones), "schedule": schedule}
+def _train(epochs: int, lr: float, **changes: Any) -> dict[str, Any]:
+    """A training section: a :class:`~apkit.training.Recipe` as plain data (gamma only where a profile sets it)."""
+    return {k: v for k, v in Recipe(epochs, lr, **changes).to_dict().items() if k != "gamma" or k in changes}
 
 
 def _paper_regularizer_options() -> dict[str, dict[str, float]]:
@@ -69,8 +68,8 @@ def _paper_regularizer_options() -> dict[str, dict[str, float]]:
 def _synthetic(train: int, val: int, seg: int, image_size: int, *, teacher_epochs: int | None, kd_epochs: int,
                prune_epochs: int, seeds: list[int], roar: dict) -> dict[str, Any]:
     # The teacher follows the "synthetic" recipe of `apkit train` (teacher_epochs=None keeps its epochs).
-    recipe = RECIPES.get("synthetic").kwargs()
-    teacher_train = {**recipe, "epochs": teacher_epochs or recipe["epochs"], "milestones": list(recipe["milestones"])}
+    recipe = RECIPES.get("synthetic")
+    teacher_train = {**recipe.to_dict(), "epochs": teacher_epochs or recipe.epochs}
     # Compression entries are settings of apkit.compression.compress: a settings profile plus overrides.
     return {
         "data": {"name": "synthetic", "image_size": image_size, "sizes": {"train": train, "val": val, "seg": seg}},
@@ -206,32 +205,54 @@ def resolve_profile(name: str, overrides: Iterable[str] = ()) -> dict[str, Any]:
         node = settings
         for depth, part in enumerate(parents):
             if not isinstance(node.get(part), dict):
-                where = ".".join(parents[:depth]) or f"profile {name!r}"
-                what = "a value, not a section" if part in node else "not a section"
-                raise ValidationError(f"override {item!r}: {part!r} is {what} of {where}; "
-                                      f"{_sections_hint(part, node)}")
+                raise _not_a_section(item, part, node, ".".join(parents[:depth]) or f"profile {name!r}")
             node = node[part]
         # Compression entries take any setting of apkit.compression.compress (validate_profile checks them),
         # and a new compression entry may be added.
         if leaf not in node and parents[:1] != ["compressions"]:
-            raise ValidationError(f"override {item!r}: {leaf!r} is not a setting here; known: "
-                                  f"{', '.join(_close_first(leaf, node))}")
+            raise ValidationError(f"override {item!r}: {unknown_name(leaf, 'setting', node, choose='known')}")
         node[leaf] = value
     return settings
 
 
-def _close_first(name: str, known: Iterable[str]) -> list[str]:
-    """``known``, sorted, with the close matches of ``name`` first (best first)."""
-    known = sorted(map(str, known))
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-    return [*close, *(k for k in known if k not in close)]
-
-
-def _sections_hint(part: str, node: dict[str, Any]) -> str:
+def _not_a_section(item: str, part: str, node: Mapping[str, Any], where: str) -> ValidationError:
     sections = [k for k, v in node.items() if isinstance(v, dict)]
-    if not sections:
-        return "it takes no subsections: set it as a whole, e.g. key=VALUE"
-    return f"sections here: {', '.join(_close_first(part, sections))}"
+    if part in node or not sections:
+        what = "a value, not a section" if part in node else "not a section"
+        return ValidationError(f"override {item!r}: {part!r} is {what} of {where}; it takes no subsections here: "
+                               "set it as a whole, e.g. key=VALUE")
+    return ValidationError(f"override {item!r}: {unknown_name(part, 'section', sections, choose='sections here')}")
+
+
+# ------------------------------------------------------------------------------------------- building
+# The objects a profile describes, built by the modules that run them: validating a profile is building them.
+
+
+def teacher_recipe(settings: Mapping[str, Any], key: str) -> Recipe:
+    """The training recipe of teacher ``key``."""
+    with _at(f"teachers.{key}.train"):
+        return Recipe.from_dict(settings["teachers"][key]["train"])
+
+
+def compression_settings(settings: Mapping[str, Any], key: str, regularizer: str) -> tuple[str, dict[str, Any]]:
+    """The method of compression entry ``key`` and the settings it passes to
+    :func:`apkit.compression.compress` with ``regularizer``: the entry's own, then that regularizer's options."""
+    spec = dict(settings["compressions"][key])
+    method = spec.pop("method")
+    for grid_key in ("teacher", "seeds"):  # the grid's, not compress's
+        spec.pop(grid_key, None)
+    return method, {**spec, **settings["regularizer_options"].get(regularizer, {})}
+
+
+def roar_settings(settings: Mapping[str, Any]) -> tuple[RoarSettings, Recipe]:
+    """What the ROAR section measures, and the retrained classifiers' recipe."""
+    roar = settings["roar"]
+    with _at("roar"):
+        measured = RoarSettings(fractions=roar["fractions"], classifier=roar["classifier"]["model"],
+                                classifier_options=roar["classifier"].get("options", {}), metric=roar.get("metric"),
+                                train_size=roar.get("train_size"), test_size=roar.get("test_size"))
+    with _at("roar.train"):
+        return measured, roar_recipe(roar["train"])
 
 
 # ------------------------------------------------------------------------------------------- validation
@@ -241,11 +262,7 @@ _SECTIONS = ("data", "protocol", "teachers", "compressions", "regularizers", "re
 # The datasets a benchmark can train on: "folder" holds evaluation images only (split seg).
 _BENCH_DATASETS = ("synthetic", "voc", "imagenet-seg")
 _SPLITS = ("train", "val", "seg")
-_LISTED = 12  # names an unknown one lists: one line stays readable (`apkit list` shows every method)
 _ROAR_KEYS = ("enabled", "fractions", "sources", "classifier", "train", "train_size", "test_size", "metric")
-_TRAIN_KEYS = tuple(inspect.signature(check_train_settings).parameters)
-_REQUIRED_TRAIN_KEYS = tuple(name for name, p in inspect.signature(check_train_settings).parameters.items()
-                             if p.default is inspect.Parameter.empty)
 
 
 @contextmanager
@@ -257,18 +274,6 @@ def _at(where: str) -> Iterator[None]:
         raise type(exc)(f"bench setting {where}: {exc}") from exc
 
 
-def _choose(value: object, what: str, choices: Iterable[str]) -> str:
-    """Check ``value`` is one of ``choices``; an unknown one lists them, close matches first."""
-    choices = list(choices)
-    if not isinstance(value, str) or value not in choices:
-        close = difflib.get_close_matches(value, choices, n=3, cutoff=0.6) if isinstance(value, str) else []
-        hint = f"did you mean {' or '.join(close)}? " if close else ""
-        ordered = [*close, *(c for c in choices if c not in close)]
-        shown = ", ".join(ordered[:_LISTED]) + (f", ... ({len(ordered)} in all)" if len(ordered) > _LISTED else "")
-        raise UnknownNameError(f"unknown {what} {value!r}; {hint}choose one of: {shown}")
-    return value
-
-
 def _check_keys(mapping: object, where: str, known: Iterable[str], required: Iterable[str] = ()) -> dict:
     """Check ``mapping`` is a dict of known keys holding the required ones; return it."""
     if not isinstance(mapping, Mapping):
@@ -276,8 +281,7 @@ def _check_keys(mapping: object, where: str, known: Iterable[str], required: Ite
     known = list(known)
     for key in mapping:
         if key not in known:
-            raise ValidationError(f"bench setting {where}: {key!r} is not a setting here; known: "
-                                  f"{', '.join(_close_first(str(key), known))}")
+            raise ValidationError(f"bench setting {where}: {unknown_name(key, 'setting', known, choose='known')}")
     missing = [key for key in required if key not in mapping]
     if missing:
         raise ValidationError(f"bench setting {where} lacks {', '.join(missing)}; start from a profile "
@@ -303,28 +307,21 @@ def _check_options(builder: Callable, options: object, where: str) -> None:
     takes = [name for name in parameters if name != "num_classes"]
     unknown = sorted(set(options) - set(takes))
     if unknown:
-        raise ValidationError(f"bench setting {where}: the model does not take {', '.join(unknown)}; it takes: "
-                              f"{', '.join(_close_first(unknown[0], takes)) or 'no options'}")
-
-
-def _check_train(train: object, where: str) -> None:
-    """The settings of one training run, checked as :func:`apkit.training.fit` checks them."""
-    train = _check_keys(train, where, _TRAIN_KEYS, _REQUIRED_TRAIN_KEYS)
-    with _at(where):
-        check_train_settings(**train)
+        hint = unknown_name(unknown[0], "option", takes, choose="it takes") if takes else "it takes no options"
+        raise ValidationError(f"bench setting {where}: the model does not take {', '.join(unknown)}; {hint}")
 
 
 def _check_data(settings: Mapping[str, Any]) -> None:
     data = _check_keys(settings["data"], "data", ("name", "image_size", "sizes"), ("name", "image_size"))
     with _at("data.name"):
-        _choose(data["name"], "bench dataset", _BENCH_DATASETS)
+        check_choice(data["name"], "bench dataset", _BENCH_DATASETS)
     with _at("data.image_size"):
         check_int(data["image_size"], "image_size", minimum=1)
     for split, size in _check_keys(data.get("sizes", {}), "data.sizes", _SPLITS).items():
         with _at(f"data.sizes.{split}"):
             check_int(size, f"the number of {split} images", minimum=1)
     with _at("protocol"):
-        _choose(settings["protocol"], "protocol", PROTOCOL_NAMES)
+        check_choice(settings["protocol"], "protocol", PROTOCOL_NAMES)
 
 
 def _check_seeds(settings: Mapping[str, Any]) -> None:
@@ -339,7 +336,8 @@ def _check_seed_list(seeds: object, where: str) -> None:
             check_int(seed, "each training seed", minimum=0)
 
 
-def _check_teachers(teachers: object) -> None:
+def _check_teachers(settings: Mapping[str, Any]) -> None:
+    teachers = settings["teachers"]
     if not isinstance(teachers, Mapping) or not teachers:
         raise ValidationError(f"bench setting teachers must name at least one teacher, got {teachers!r}")
     for key, spec in teachers.items():
@@ -350,16 +348,16 @@ def _check_teachers(teachers: object) -> None:
             raise CheckpointError(f"bench setting {where}.checkpoint: {str(checkpoint)!r} does not exist; check "
                                   "the path, or set it to null to train the teacher")
         with _at(f"{where}.model"):
-            builder = MODELS.get(_choose(spec["model"], "model", MODELS.names()))
+            builder = MODELS.get(check_choice(spec["model"], "model", MODELS.names()))
         _check_options(builder, spec.get("options", {}), f"{where}.options")
-        _check_train(spec["train"], f"{where}.train")
+        teacher_recipe(settings, key)
 
 
 def _check_regularizers(settings: Mapping[str, Any]) -> list[str]:
     regularizers = _check_list(settings["regularizers"], "regularizers")
     for name in regularizers:
         with _at("regularizers"):
-            _choose(name, "regularizer", REGULARIZER_CHOICES)
+            check_choice(name, "regularizer", REGULARIZER_CHOICES)
     options = _check_keys(settings["regularizer_options"], "regularizer_options", REGULARIZER_CHOICES)
     for name, values in options.items():
         if not isinstance(values, Mapping):  # the values are checked with each compression's settings
@@ -369,19 +367,18 @@ def _check_regularizers(settings: Mapping[str, Any]) -> list[str]:
 
 
 def _check_compression(settings: Mapping[str, Any], key: str, regularizers: list[str]) -> None:
-    """One compression entry, with every regularizer's options, as compress would resolve it."""
+    """One compression entry, with every regularizer's options: the settings compress would build."""
     spec = settings["compressions"][key]
     where = f"compressions.{key}"
     if not isinstance(spec, Mapping) or "method" not in spec:
         raise ValidationError(f"bench setting {where} must be a mapping with a method (kd, structured or "
                               f"unstructured), got {spec!r}")
-    spec = dict(spec)
     with _at(f"{where}.method"):
-        method = _choose(spec.pop("method"), "compression method", COMPRESSION_METHOD_NAMES)
+        check_choice(spec["method"], "compression method", COMPRESSION_METHOD_NAMES)
     with _at(f"{where}.teacher"):
-        _choose(spec.pop("teacher", TEACHER), "teacher", settings["teachers"])
+        check_choice(spec.get("teacher", TEACHER), "teacher", settings["teachers"])
     if "seeds" in spec:
-        _check_seed_list(spec.pop("seeds"), f"{where}.seeds")
+        _check_seed_list(spec["seeds"], f"{where}.seeds")
     misplaced = sorted(set(spec) & set(REGULARIZER_SETTINGS))
     if misplaced and NAIVE in regularizers:
         raise ValidationError(
@@ -389,10 +386,11 @@ def _check_compression(settings: Mapping[str, Any], key: str, regularizers: list
             f"{NAIVE!r}) refuses; set it per regularizer, e.g. --set regularizer_options.swa.{misplaced[0]}=VALUE"
         )
     for regularizer in regularizers:
+        method, values = compression_settings(settings, key, regularizer)
         options = settings["regularizer_options"].get(regularizer, {})
         with _at(where + (f" with regularizer_options.{regularizer}" if options else "")):
-            resolve_settings(method, {**spec, **options})
-            check_regularizer_settings(regularizer, {**spec, **options})
+            resolve_settings(method, values)  # the settings compress will build: building them is the check
+            check_regularizer_settings(regularizer, values)
 
 
 def _check_evaluation(settings: Mapping[str, Any]) -> None:
@@ -402,7 +400,7 @@ def _check_evaluation(settings: Mapping[str, Any]) -> None:
     methods = _check_list(evaluation["attribution_methods"], "evaluation.attribution_methods")
     for method in methods:
         with _at("evaluation.attribution_methods"):
-            _choose(method, "attribution method", ATTRIBUTION_METHODS.names())
+            check_choice(method, "attribution method", ATTRIBUTION_METHODS.names())
     if evaluation["primary"] not in methods:
         raise ValidationError(f"bench setting evaluation.primary must be one of evaluation.attribution_methods "
                               f"{methods}, got {evaluation['primary']!r}; add it there or choose one of them")
@@ -415,7 +413,7 @@ def _check_evaluation(settings: Mapping[str, Any]) -> None:
     with _at("figures.examples"):
         check_int(figures["examples"], "examples", minimum=1)
     with _at("figures.method"):
-        _choose(figures["method"], "attribution method", ATTRIBUTION_METHODS.names())
+        check_choice(figures["method"], "attribution method", ATTRIBUTION_METHODS.names())
 
 
 def _roar_sources(settings: Mapping[str, Any]) -> list[str]:
@@ -431,34 +429,28 @@ def _check_roar(settings: Mapping[str, Any]) -> None:
     if not roar["enabled"]:
         return
     _check_keys(roar, "roar", _ROAR_KEYS, ("fractions", "sources", "classifier", "train"))
-    for fraction in _check_list(roar["fractions"], "roar.fractions"):
-        with _at("roar.fractions"):
-            check_fraction(fraction, "each fraction", allow_one=True)
+    _check_list(roar["fractions"], "roar.fractions")
     for source in _check_list(roar["sources"], "roar.sources"):
         with _at("roar.sources"):
-            _choose(source, "ROAR source", _roar_sources(settings))
+            check_choice(source, "ROAR source", _roar_sources(settings))
     classifier = _check_keys(roar["classifier"], "roar.classifier", ("model", "options"), ("model",))
     with _at("roar.classifier.model"):
-        builder = MODELS.get(_choose(classifier["model"], "model", MODELS.names()))
+        builder = MODELS.get(check_choice(classifier["model"], "model", MODELS.names()))
     _check_options(builder, classifier.get("options", {}), "roar.classifier.options")
-    _check_train({**DEFAULT_TRAIN_SETTINGS, **_check_keys(roar["train"], "roar.train", _TRAIN_KEYS)}, "roar.train")
-    for name in ("train_size", "test_size"):
-        if roar.get(name) is not None:
-            with _at(f"roar.{name}"):
-                check_int(roar[name], name, minimum=1)
-    if roar.get("metric") is not None:
-        task = getattr(DATASETS.get(settings["data"]["name"]), "task", "multilabel")
-        with _at("roar.metric"):
-            _choose(roar["metric"], f"ROAR metric (the data is {task})", METRIC_NAMES[task])
+    measured, _ = roar_settings(settings)
+    task = getattr(DATASETS.get(settings["data"]["name"]), "task", "multilabel")
+    with _at("roar.metric"):
+        measured.metric_for(task)
 
 
 def validate_profile(settings: Mapping[str, Any]) -> None:
     """Check every setting of a resolved profile before a benchmark runs or writes anything.
 
-    The checks are those the stages would make later, made up front: the data, the teachers'
-    training settings (as :func:`apkit.training.fit` checks them), every compression's settings
-    with every regularizer's options (as :func:`apkit.compression.compress` resolves them), the
-    regularizers, the attribution methods, tolerances and seeds, the figures and ROAR.
+    Validating a profile means building what it describes, as the stages will: the teachers'
+    :class:`~apkit.training.Recipe`, every compression's :class:`~apkit.compression.Settings` with
+    every regularizer's options (:func:`apkit.compression.resolve_settings`), the ROAR settings
+    and recipe; and checking the data, the regularizers, the attribution methods, tolerances,
+    seeds and figures.
 
     Raises
     ------
@@ -479,7 +471,7 @@ def validate_profile(settings: Mapping[str, Any]) -> None:
                               "and override what you change")
     _check_data(settings)
     _check_seeds(settings)
-    _check_teachers(settings["teachers"])
+    _check_teachers(settings)
     regularizers = _check_regularizers(settings)
     compressions = settings["compressions"]
     if not isinstance(compressions, Mapping) or not compressions:

@@ -7,6 +7,7 @@ again (training stages also resume from their last finished epoch) and ends with
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -18,7 +19,13 @@ import torch
 from tqdm.auto import tqdm
 
 from apkit.bench import report
-from apkit.bench.profiles import resolve_profile, validate_profile
+from apkit.bench.profiles import (
+    compression_settings,
+    resolve_profile,
+    roar_settings,
+    teacher_recipe,
+    validate_profile,
+)
 from apkit.bench.stages import BenchRun, first_seed_or_teacher, parse_key, stage_keys
 from apkit.compression import compress
 from apkit.core.distributed import barrier, is_main_process
@@ -168,10 +175,10 @@ def _teacher_stage(run: BenchRun, key: str) -> None:
         else:
             seed_everything(run.settings["seed"])  # the initial weights, too, come from the run's seed
             model = create(spec["model"], num_classes=train.num_classes, **spec["options"])
-            history = fit(model, train, val_set=val, device=run.device, seed=run.settings["seed"],
-                          checkpoint_dir=run.out / "models" / key / "training", resume=True, progress=run.progress,
-                          channels_last=run.device.type == "cpu",  # faster CPU convolutions
-                          **spec["train"]).history
+            history = fit(model, train, teacher_recipe(run.settings, key), val_set=val, device=run.device,
+                          seed=run.settings["seed"], checkpoint_dir=run.out / "models" / key / "training", resume=True,
+                          progress=run.progress, channels_last=run.device.type == "cpu",  # faster CPU convolutions
+                          ).history
         if is_main_process():
             save_checkpoint(model, run.model_path(key), meta={"stage": key, "settings": spec})
         return {"params": count_parameters(model), "nonzero_params": count_parameters(model, nonzero=True),
@@ -182,16 +189,12 @@ def _teacher_stage(run: BenchRun, key: str) -> None:
 
 def _compression_stage(run: BenchRun, key: str) -> None:
     compression, regularizer, seed = parse_key(key)
-    spec = dict(run.settings["compressions"][compression])
-    method = spec.pop("method")
-    spec.pop("teacher", None)
-    spec.pop("seeds", None)  # the grid's, not compress's
-    options = run.settings["regularizer_options"].get(regularizer, {})
+    method, values = compression_settings(run.settings, compression, regularizer)
 
     def compute() -> dict[str, Any]:
         _, record = compress(
             run.load_model(run.teacher_of(key)), method, regularizer, train_set=run.datasets["train"],
-            val_set=run.datasets["val"], settings={**spec, **options}, out_dir=run.out / "models" / key,
+            val_set=run.datasets["val"], settings=values, out_dir=run.out / "models" / key,
             resume=True, device=run.device, seed=seed, progress=run.progress,
         )
         return record.to_dict()
@@ -234,16 +237,14 @@ def _evaluation_stage(run: BenchRun, key: str) -> None:
 
 def _roar_stage(run: BenchRun) -> None:
     spec = run.settings["roar"]
+    measured, recipe = roar_settings(run.settings)
 
     def compute() -> dict[str, Any]:
         sources = {name: None if name == "random" else run.load_model(run.source_key(name))
                    for name in spec["sources"]}
         result = roar(
-            sources, run.datasets["train"], run.datasets["val"], fractions=spec["fractions"],
-            classifier=spec["classifier"]["model"], classifier_options=spec["classifier"]["options"],
-            train_settings=spec["train"], train_size=spec["train_size"], test_size=spec["test_size"],
-            metric=spec.get("metric"), cache_dir=run.out / "roar-cache", device=run.device, seed=run.settings["seed"],
-            progress=run.progress,
+            sources, run.datasets["train"], run.datasets["val"], recipe, cache_dir=run.out / "roar-cache",
+            device=run.device, seed=run.settings["seed"], progress=run.progress, **dataclasses.asdict(measured),
         )
         return result.to_dict()
 

@@ -21,7 +21,7 @@ from apkit.core.names import BENCH_PROFILE_NAMES
               help="Override a profile setting, e.g. --set teachers.teacher.train.epochs=5 "
                    "(repeatable; values are JSON).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def bench_command(profile, data_root, device, out_dir, overrides, quiet):
+def bench_command(*, profile, data_root, device, out_dir, overrides, quiet):
     """Train (or load) a teacher, compress it with KD, structured and unstructured pruning, each
     naively and with the EWA, SWA and SSWA regularizers, score every model with every attribution
     method and metric, run ROAR, and write results.json, tables.md and figures/.

@@ -31,6 +31,9 @@ def _format_summary(record) -> str:
     lines.append(f"time {record.timings.get('total_s', 0.0):.0f} s")
     return "\n".join(lines)
 
+# The options that set one compression setting each (the rest come with --set KEY=VALUE).
+_SETTING_OPTIONS = ("epochs", "lr", "batch_size", "width_divisor", "pruning_ratio", "amount", "steps", "weight", "drop")
+
 _WEIGHTS = ", ".join(f"{weight:g} {name.upper()}" for name, weight in PAPER_WEIGHTS.items())
 
 
@@ -68,9 +71,7 @@ _WEIGHTS = ", ".join(f"{weight:g} {name.upper()}" for name, weight in PAPER_WEIG
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (a finished one is loaded).")
 @click.option("--overwrite", is_flag=True, help="Compress afresh over a finished run in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def compress_command(teacher, num_classes, method, regularizer, data_spec, out_dir, profile, epochs,
-                     lr, batch_size, width_divisor, pruning_ratio, amount, steps, weight, drop, sets,
-                     train_samples, val_samples, device, seed, resume, overwrite, quiet):
+def compress_command(**options):
     """Compress a teacher model with KD, structured or unstructured pruning, naively or with
     the EWA / SWA / SSWA attribution-matching regularizer.
 
@@ -84,15 +85,15 @@ def compress_command(teacher, num_classes, method, regularizer, data_spec, out_d
     from apkit.core.distributed import init_from_environment
     from apkit.core.validation import parse_overrides
 
-    init_from_environment(device)  # under torchrun: join the process group
-    given = dict(epochs=epochs, lr=lr, batch_size=batch_size, width_divisor=width_divisor,
-                 pruning_ratio=pruning_ratio, amount=amount, steps=steps, weight=weight, drop=drop)
-    options = {k: v for k, v in given.items() if v is not None}  # unset options keep the profile's value
-    options.update({".".join(key).replace("-", "_"): value for key, value in parse_overrides(sets)})
+    init_from_environment(options["device"])  # under torchrun: join the process group
+    given = {name: options.pop(name) for name in _SETTING_OPTIONS}
+    settings = {k: v for k, v in given.items() if v is not None}  # unset options keep the profile's value
+    settings.update({".".join(key).replace("-", "_"): value for key, value in parse_overrides(options.pop("sets"))})
+    out_dir = options.pop("out_dir")
     model, record = compress_checkpoint(
-        teacher, method, regularizer, out_dir=out_dir, data=data_spec, settings=profile, options=options,
-        train_samples=train_samples, val_samples=val_samples, device=device, seed=seed, resume=resume,
-        overwrite=overwrite, progress=not quiet, num_classes=num_classes,
+        options.pop("teacher"), options.pop("method"), options.pop("regularizer"), out_dir=out_dir,
+        data=options.pop("data_spec"), settings=options.pop("profile"), options=settings,
+        progress=not options.pop("quiet"), **options,
     )
     click.echo(_format_summary(record))
     # compress saves apkit-built models as checkpoints, any other model as a plain state_dict.

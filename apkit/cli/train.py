@@ -63,9 +63,7 @@ class _TrainCommand(click.Command):
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from --out/training/checkpoint.pt.")
 @click.option("--overwrite", is_flag=True, help="Train afresh over a finished run in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
-def train_command(model, data_spec, out_dir, recipe, epochs, batch_size, lr, momentum, weight_decay, schedule,
-                  milestones, gamma, width_divisor, train_samples, val_samples, image_size, select, device, seed,
-                  num_workers, resume, overwrite, quiet):
+def train_command(**options):
     """Train a classifier (the teacher of later compressions) and keep its best validation epoch.
 
     With no options but --out it trains vgg_small on the embedded synthetic data in about three
@@ -78,18 +76,18 @@ def train_command(model, data_spec, out_dir, recipe, epochs, batch_size, lr, mom
     --out is kept unless --resume (reuse or extend it) or --overwrite is given.
     """
     from apkit.core.distributed import init_from_environment
-    from apkit.training import train_model
+    from apkit.training import Recipe, train_model
 
-    init_from_environment(device)  # under torchrun: join the process group
-    overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
-                 "weight_decay": weight_decay, "schedule": schedule, "milestones": _milestones(milestones),
-                 "gamma": gamma}
+    init_from_environment(options["device"])  # under torchrun: join the process group
+    recipe_changes = {name: options.pop(name) for name in Recipe.field_names()}  # one option per recipe field
+    recipe_changes["milestones"] = _milestones(recipe_changes["milestones"])
+    width_divisor, image_size = options.pop("width_divisor"), options.pop("image_size")
     summary = train_model(
-        model, data_spec, out_dir=out_dir, recipe=recipe, overrides=overrides,
-        model_options={} if width_divisor is None else {"width_divisor": width_divisor},
+        options.pop("model"), options.pop("data_spec"), out_dir=options.pop("out_dir"), recipe=options.pop("recipe"),
+        overrides=recipe_changes, model_options={} if width_divisor is None else {"width_divisor": width_divisor},
         data_options={} if image_size is None else {"image_size": image_size},
-        train_samples=train_samples, val_samples=val_samples, device=device, seed=seed, resume=resume,
-        overwrite=overwrite, select=select, num_workers=num_workers, progress=not quiet,
+        train_samples=options.pop("train_samples"), val_samples=options.pop("val_samples"),
+        overwrite=options.pop("overwrite"), progress=not options.pop("quiet"), **options,
     )
     metrics = {k: v for k, v in summary.val.items() if k != "num_images"}
     last = summary.history[-1]["epoch"] if summary.history else 0

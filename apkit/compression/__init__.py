@@ -15,7 +15,7 @@ Examples
 >>> COMPRESSION_METHODS.names()
 ['kd', 'structured', 'unstructured']
 >>> s = default_settings("structured", "quick")
->>> s.pruning_ratio, s.epochs
+>>> s.method_settings.pruning_ratio, s.train.epochs
 (0.6, 2)
 """
 
@@ -23,7 +23,15 @@ from apkit.compression.api import COMPRESSION_METHODS, MODEL_FILE, RECORD_FILE, 
 from apkit.compression.distill import DistillationLoss, multilabel_kd_loss, softmax_kd_loss
 from apkit.compression.objective import CompressionObjective
 from apkit.compression.pipeline import compress_checkpoint
-from apkit.compression.settings import Settings, default_settings, resolve_settings
+from apkit.compression.settings import (
+    DistillationSettings,
+    MatchingSettings,
+    Settings,
+    StructuredSettings,
+    UnstructuredSettings,
+    default_settings,
+    resolve_settings,
+)
 from apkit.compression.structured import conv_layer_names, paper_vgg16_ratios, prune_structured, vgg_config
 from apkit.compression.students import make_student
 from apkit.compression.unstructured import (
@@ -39,7 +47,8 @@ from apkit.compression.unstructured import (
 
 __all__ = [
     "COMPRESSION_METHODS", "MODEL_FILE", "RECORD_FILE", "CompressionObjective", "CompressionRecord",
-    "DistillationLoss", "Settings", "attach_masks", "bake_masks", "clone_model", "compress", "compress_checkpoint",
+    "DistillationLoss", "DistillationSettings", "MatchingSettings", "Settings", "StructuredSettings",
+    "UnstructuredSettings", "attach_masks", "bake_masks", "clone_model", "compress", "compress_checkpoint",
     "conv_layer_names", "default_settings", "has_masks", "iterative_sparsity", "magnitude_prune", "make_student",
     "multilabel_kd_loss", "paper_vgg16_ratios", "prunable_weights", "prune_structured", "resolve_settings",
     "softmax_kd_loss", "sparsity_report", "vgg_config",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,19 +39,20 @@ from apkit.compression.unstructured import (
 )
 from apkit.core.distributed import is_main_process
 from apkit.core.errors import CheckpointError, ValidationError
-from apkit.core.io import atomic_write_json, check_writable, read_json
+from apkit.core.io import atomic_write_json, check_out_dir, read_json
 from apkit.core.names import COMPRESSION_METHOD_NAMES, NAIVE, REGULARIZER_CHOICES
 from apkit.core.registry import Registry
 from apkit.core.validation import check_choice, check_dataset, check_int, check_module, resolve_device
 from apkit.core.version import __version__
 from apkit.models import atomic_save, count_parameters, load_checkpoint, safe_load, save_checkpoint
+from apkit.models.checkpoint import MODEL_FILE, conform_to_state_dict
 from apkit.regularizers import AttributionMatchingLoss
-from apkit.training import CHECKPOINT_NAME, evaluate, fit, seed_everything
-from apkit.training.state import AFRESH
+from apkit.training import CHECKPOINT_NAME, evaluate, fit, resolve_task, seed_everything
+from apkit.training.state import AFRESH, finished_epochs
 
-__all__ = ["COMPRESSION_METHODS", "MODEL_FILE", "PROGRESS_FILE", "RECORD_FILE", "CompressionRecord", "compress"]
+__all__ = ["COMPRESSION_METHODS", "MODEL_FILE", "PROGRESS_FILE", "RECORD_FILE", "CompressionRecord", "RunOptions",
+           "compress"]
 
-MODEL_FILE = "model.pt"
 STATE_FILE = "model_state.pt"  # the plain state_dict of a model that apkit did not build
 RECORD_FILE = "record.json"
 PROGRESS_FILE = "unstructured_progress.pt"
@@ -157,11 +158,11 @@ class _Run:
     def regularizer(self) -> AttributionMatchingLoss | None:
         if self.regularizer_name == NAIVE:
             return None
-        s = self.settings
+        m = self.settings.matching
         return AttributionMatchingLoss(
-            self.regularizer_name, teacher_layer=s.teacher_layer, student_layer=s.student_layer, weight=s.weight,
-            drop=s.drop if self.regularizer_name == "sswa" else None, seed=self.seed, resize=s.resize,
-            scale_weight=s.scale_weight,
+            self.regularizer_name, teacher_layer=m.teacher_layer, student_layer=m.student_layer, weight=m.weight,
+            drop=m.drop if self.regularizer_name == "sswa" else None, seed=self.seed, resize=m.resize,
+            scale_weight=m.scale_weight,
         )
 
     def objective(self, *, distillation: DistillationLoss | None = None) -> CompressionObjective | None:
@@ -179,7 +180,6 @@ class _Run:
                                     cache=cache)
 
     def fit(self, model: nn.Module, objective, folder: str, *, step: int = 0):
-        s = self.settings
         checkpoint_dir = self.out / folder if self.out is not None else None
         on_epoch_end = None
         regularizer = getattr(objective, "regularizer", None)
@@ -191,7 +191,7 @@ class _Run:
 
             start = 0
             if self.resume and checkpoint_dir is not None and (checkpoint_dir / CHECKPOINT_NAME).is_file():
-                start = int(safe_load(checkpoint_dir / CHECKPOINT_NAME).get("epoch", 0))
+                start = finished_epochs(checkpoint_dir / CHECKPOINT_NAME)
             regularizer.reset_generator(draw_seed(start))
 
             def on_epoch_end(record: dict) -> None:
@@ -199,10 +199,9 @@ class _Run:
 
         began = time.perf_counter()
         result = fit(
-            model, self.train_set, val_set=self.val_set, task=self.task, epochs=s.epochs, batch_size=s.batch_size,
-            lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, milestones=s.milestones, gamma=s.gamma,
-            schedule=s.schedule, objective=objective, device=self.device, seed=self.seed,
-            checkpoint_dir=checkpoint_dir, resume=self.resume, progress=self.progress, on_epoch_end=on_epoch_end,
+            model, self.train_set, self.settings.train, val_set=self.val_set, objective=objective,
+            on_epoch_end=on_epoch_end, task=self.task, device=self.device, seed=self.seed,
+            checkpoint_dir=checkpoint_dir, resume=self.resume, progress=self.progress,
             channels_last=self.device.type == "cpu",  # faster CPU convolutions
         )
         self.timings["finetune_s"] = self.timings.get("finetune_s", 0.0) + time.perf_counter() - began
@@ -214,7 +213,7 @@ def _history(result) -> dict[str, Any]:
 
 
 def _run_kd(run: _Run) -> nn.Module:
-    s = run.settings
+    s = run.settings.method_settings
     if run.student is not None:
         student = copy.deepcopy(run.student)
     else:
@@ -226,7 +225,7 @@ def _run_kd(run: _Run) -> nn.Module:
 
 
 def _run_structured(run: _Run) -> nn.Module:
-    s = run.settings
+    s = run.settings.method_settings
     ratios: dict[str, float] = {}
     uniform = s.pruning_ratio
     if s.scheme == "paper-vgg16":
@@ -263,7 +262,7 @@ def _resume_unstructured(run: _Run, model: nn.Module, progress_path: Path | None
 
 
 def _run_unstructured(run: _Run) -> nn.Module:
-    s = run.settings
+    s = run.settings.method_settings
     model = clone_model(run.teacher)
     model.train()
     objective = run.objective()
@@ -315,35 +314,36 @@ def _example_inputs(dataset: Any, device: torch.device) -> torch.Tensor:
     return image[None].float().to(device)
 
 
-def check_out_dir(out_dir: str | Path | None, resume: bool, overwrite: bool) -> Path | None:
+def _finished(folder: Path) -> bool:
+    """Whether ``folder`` holds a finished compression: its record and its model, in either file."""
+    return (folder / RECORD_FILE).is_file() and any((folder / name).is_file() for name in (MODEL_FILE, STATE_FILE))
+
+
+def check_compression_out_dir(out_dir: str | Path | None, resume: bool, overwrite: bool) -> Path | None:
     """The output folder, checked before any work: writable, and not holding a finished run unless asked."""
-    if resume and out_dir is None:
-        raise ValidationError("resume=True needs out_dir (the folder of the run to resume)")
-    if resume and overwrite:
-        raise ValidationError("resume and overwrite exclude each other: resume continues or loads the run in "
-                              "out_dir, overwrite replaces it; pass one of them")
-    if out_dir is None:
-        return None
-    out = check_writable(out_dir)
-    finished = (out / RECORD_FILE).is_file() and any((out / name).is_file() for name in (MODEL_FILE, STATE_FILE))
-    if finished and not (resume or overwrite):
-        raise ValidationError(
-            f"{str(out)!r} already holds a finished compression ({RECORD_FILE} and its model); pass resume=True "
-            "(--resume) to load it, overwrite=True (--overwrite) to compress afresh over it, or another out_dir (--out)"
-        )
-    return out
+    return check_out_dir(out_dir, resume=resume, overwrite=overwrite, finished=_finished,
+                         holds=f"a finished compression ({RECORD_FILE} and its model)", reuse="load it",
+                         redo="compress afresh over it")
 
 
-def _load_finished(out: Path, method: str, regularizer: str, settings: Settings, seed: int, device: torch.device):
+def _load_finished(out: Path, run: _Run, method: str) -> tuple[nn.Module, CompressionRecord]:
+    """The model and record of the finished run in ``out``, which must have been made with the same settings."""
     record = CompressionRecord.from_dict(read_json(out / RECORD_FILE))
-    same = (record.method == method and record.regularizer == regularizer and record.seed == seed
-            and record.settings == settings.to_dict())
+    same = (record.method == method and record.regularizer == run.regularizer_name and record.seed == run.seed
+            and record.settings == run.settings.to_dict())
     if not same:
         raise CheckpointError(
             f"{str(out)!r} already holds a compression with other settings; use another out_dir (--out), or "
             "compress afresh over it: overwrite=True in Python, --overwrite on the command line"
         )
-    return load_checkpoint(out / MODEL_FILE, map_location=device), record
+    if (out / MODEL_FILE).is_file():
+        return load_checkpoint(out / MODEL_FILE, map_location=run.device), record
+    # A model apkit did not build was saved as a plain state dict: rebuild it from its unpruned architecture.
+    state = safe_load(out / STATE_FILE)
+    model = copy.deepcopy(run.student) if run.student is not None else clone_model(run.teacher)
+    conform_to_state_dict(model, state)
+    model.load_state_dict(state)
+    return model.to(run.device).eval(), record
 
 
 def _record(run: _Run, model: nn.Module, method: str, teacher_params: int) -> CompressionRecord:
@@ -375,6 +375,46 @@ def _save(out: Path, model: nn.Module, record: CompressionRecord) -> None:
     atomic_write_json(out / RECORD_FILE, record.to_dict())
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How one :func:`compress` run is carried out (its keyword options besides the settings).
+
+    Attributes
+    ----------
+    out_dir : path, optional
+        Where the training checkpoints, ``model.pt`` and ``record.json`` go.
+    resume : bool
+        Continue an interrupted run in ``out_dir`` (at the right epoch and, for iterative pruning,
+        the right step); a finished run is loaded and returned.
+    overwrite : bool
+        Compress afresh over a finished run in ``out_dir`` (one with ``record.json`` and its
+        model), which is refused otherwise: its model would be lost.
+    device : str or torch.device, optional
+        Default: CUDA when available.
+    seed : int
+        Seeds the student's initialisation, the data order and the SSWA channel draws.
+    progress : bool
+        Show progress bars.
+    """
+
+    out_dir: str | Path | None = None
+    resume: bool = False
+    overwrite: bool = False
+    device: str | torch.device | None = None
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_int(self.seed, "seed", minimum=0)
+
+    @classmethod
+    def split(cls, options: Mapping[str, Any]) -> tuple[RunOptions, dict[str, Any]]:
+        """``options`` parted into the run's options and the rest (overrides of single settings)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{k: v for k, v in options.items() if k in names}), \
+            {k: v for k, v in options.items() if k not in names}
+
+
 def compress(
     teacher: nn.Module,
     method: str = "kd",
@@ -383,12 +423,6 @@ def compress(
     train_set: Any,
     val_set: Any = None,
     settings: str | Settings | Mapping[str, Any] | None = "quick",
-    out_dir: str | Path | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    device: str | torch.device | None = None,
-    seed: int = 0,
-    progress: bool = True,
     student: nn.Module | None = None,
     **options,
 ) -> tuple[nn.Module, CompressionRecord]:
@@ -407,24 +441,12 @@ def compress(
     settings : str, Settings or dict
         A profile (``"quick"``, ``"paper"``, ``"imagenet"``), a :class:`Settings`, or a dict of
         values (with an optional ``"profile"`` key).  See :class:`Settings`.
-    out_dir : path, optional
-        Where the training checkpoints, ``model.pt`` and ``record.json`` go.
-    resume : bool
-        Continue an interrupted run in ``out_dir`` (at the right epoch and, for iterative pruning,
-        the right step); a finished run is loaded and returned.
-    overwrite : bool
-        Compress afresh over a finished run in ``out_dir`` (one with ``record.json`` and its
-        model), which is refused otherwise: its model would be lost.
-    device : str or torch.device, optional
-        Default: CUDA when available.
-    seed : int
-        Seeds the student's initialisation, the data order and the SSWA channel draws.
-    progress : bool
-        Show progress bars.
     student : torch.nn.Module, optional
         KD only: the student to distil into (a copy is trained) instead of ``settings.student``.
     **options
-        Overrides of single settings, e.g. ``epochs=2``, ``pruning_ratio=0.5``, ``weight=10``.
+        The run's options ``out_dir``, ``resume``, ``overwrite``, ``device``, ``seed``,
+        ``progress`` (see :class:`RunOptions`), and overrides of single settings, e.g.
+        ``epochs=2``, ``pruning_ratio=0.5``, ``weight=10``.
 
     Returns
     -------
@@ -437,28 +459,34 @@ def compress(
     check_module(teacher, "teacher")
     runner = COMPRESSION_METHODS.get(method)
     check_choice(regularizer, "regularizer", REGULARIZER_CHOICES)
-    s = resolve_settings(method, settings, **options)
-    check_regularizer_settings(regularizer, settings, **options)
+    options, overrides = RunOptions.split(options)
+    s = resolve_settings(method, settings, **overrides)
+    check_regularizer_settings(regularizer, settings, **overrides)
     if student is not None and method != "kd":
         raise ValidationError("student= applies only to method='kd'")
     check_dataset(train_set, "train_set")
-    check_int(seed, "seed", minimum=0)
-    device = resolve_device(device)
-    out = check_out_dir(out_dir, resume, overwrite)
-    if resume and out is not None and (out / RECORD_FILE).is_file() and (out / MODEL_FILE).is_file():
-        return _load_finished(out, method, regularizer, s, seed, device)
-
+    task = resolve_task(None, train_set)
+    device = resolve_device(options.device)
+    out = check_compression_out_dir(options.out_dir, options.resume, options.overwrite)
     began = time.perf_counter()
     frozen = clone_model(teacher).to(device).eval()  # the caller's teacher is never touched
     teacher_params = count_parameters(frozen)
-    seed_everything(seed)
-    run = _Run(frozen, regularizer, s, train_set, val_set, getattr(train_set, "task", "multilabel"), device, seed,
-               out, resume, progress, _example_inputs(train_set, device), student)
+    seed_everything(options.seed)
+    run = _Run(frozen, regularizer, s, train_set, val_set, task, device, options.seed, out, options.resume,
+               options.progress, _example_inputs(train_set, device), student)
+    if options.resume and out is not None and _finished(out):
+        return _load_finished(out, run, method)
+    return _compress(run, runner, method=method, began=began, teacher_params=teacher_params)
+
+
+def _compress(run: _Run, runner: Callable[[_Run], nn.Module], *, method: str, began: float,
+              teacher_params: int) -> tuple[nn.Module, CompressionRecord]:
+    """Run a checked compression, record it, and save it when it has a folder."""
     model = runner(run)
     model.eval()
     record = _record(run, model, method, teacher_params)
     run.timings["total_s"] = run.timings.get("total_s", 0.0) + time.perf_counter() - began
     record.timings = dict(run.timings)
-    if out is not None and is_main_process():
-        _save(out, model, record)
+    if run.out is not None and is_main_process():
+        _save(run.out, model, record)
     return model, record

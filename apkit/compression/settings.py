@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,78 +22,114 @@ from typing import Any
 
 from apkit.compression.structured import IMPORTANCES, SCHEMES
 from apkit.compression.unstructured import iterative_sparsity
-from apkit.core.errors import ValidationError
+from apkit.core.errors import ValidationError, unknown_name
 from apkit.core.names import COMPRESSION_METHOD_NAMES, NAIVE, REGULARIZER_NAMES, SETTINGS_PROFILE_NAMES
 from apkit.core.validation import check_choice, check_float, check_fraction, check_int
 from apkit.models import MODELS
-from apkit.training import RECIPES
-from apkit.training.loop import check_train_settings
+from apkit.training import RECIPES, Recipe
 
-__all__ = ["REGULARIZER_SETTINGS", "Settings", "check_regularizer_settings", "default_settings", "resolve_settings"]
+__all__ = ["REGULARIZER_SETTINGS", "DistillationSettings", "MatchingSettings", "Settings", "StructuredSettings",
+           "UnstructuredSettings", "check_regularizer_settings", "default_settings", "resolve_settings"]
 
-_TRAIN_FIELDS = ("epochs", "lr", "batch_size", "momentum", "weight_decay", "milestones", "gamma", "schedule")
-_REGULARIZER_FIELDS = ("weight", "scale_weight", "drop", "teacher_layer", "student_layer", "resize")
-#: The settings of the attribution-matching regularizer (refused with regularizer "none").
-REGULARIZER_SETTINGS = _REGULARIZER_FIELDS
-_RUN_FIELDS = ("cache_teacher",)
-_METHOD_FIELDS = {
-    "kd": ("student", "student_options", "width_divisor", "temperature", "alpha"),
-    "structured": ("pruning_ratio", "scheme", "pruning_ratio_dict", "ignored_layers", "importance",
-                   "global_pruning", "round_to"),
-    "unstructured": ("amount", "steps"),
-}
+
+def _as_tuple(value: object, name: str) -> tuple:
+    if isinstance(value, str):
+        raise ValidationError(f"{name} must be a list, got the string {value!r}")
+    return tuple(value)
+
+
+def _as_dict(value: object, name: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValidationError(f"{name} must be a mapping, got {type(value).__name__}")
+    return dict(value)
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Every setting of one compression run; a field not used by ``method`` keeps its default.
+class MatchingSettings:
+    """The attribution-matching regularizer's settings (unused, and refused if set, with ``"none"``).
 
-    Training (:func:`apkit.training.fit`): ``epochs`` (per step for iterative pruning), ``lr``,
-    ``batch_size``, ``momentum``, ``weight_decay``, ``milestones``, ``gamma``, ``schedule``.
-
-    Regularizer (ignored with ``regularizer="none"``): ``weight`` (on the paper's scale, for a 7x7
-    map; None: 100 for EWA, 50 for SWA and SSWA), ``scale_weight`` (True: multiply the weight by
-    ``h * w / 49`` for an ``h x w`` matching map; see
-    :class:`apkit.regularizers.AttributionMatchingLoss`), ``drop`` (SSWA; None: 0.3),
-    ``teacher_layer`` / ``student_layer`` (None: each model's ``matching_layer``), ``resize``.
-
-    Teacher: ``cache_teacher`` computes the teacher's logits and matching evidence once per
-    training image when the training set is ``deterministic`` (no random augmentation), instead
-    of once per image and epoch; the training is the same.
-
-    Distillation: ``student`` (registered architecture; None: the teacher's), ``student_options``,
-    ``width_divisor``, ``temperature``, ``alpha``.
-
-    Structured pruning: ``pruning_ratio`` (fraction of filters removed per layer),
-    ``scheme`` (``"uniform"``: every conv; ``"paper-vgg16"``: conv1 and conv8-13 of VGG16),
-    ``pruning_ratio_dict`` (``{layer name: ratio}``, overrides the scheme per layer),
-    ``ignored_layers``, ``importance`` (``"l1"`` or ``"group_l1"``), ``global_pruning``, ``round_to``.
-
-    Unstructured pruning: ``amount`` (fraction of the remaining conv weights removed per step) and
-    ``steps``; the final sparsity is ``1 - (1 - amount) ** steps`` (one step = one-shot).
+    Attributes
+    ----------
+    weight : float, optional
+        Strength on the paper's scale, for a 7x7 map; None: 100 for EWA, 50 for SWA and SSWA.
+    scale_weight : bool
+        Multiply the weight by ``h * w / 49`` for an ``h x w`` matching map (see
+        :class:`apkit.regularizers.AttributionMatchingLoss`).
+    drop : float, optional
+        SSWA: fraction of the teacher's channels left out per batch; None: 0.3.
+    teacher_layer, student_layer : str, optional
+        Matching layers; None: each model's ``matching_layer``.
+    resize : bool
+        Resize the student's map to the teacher's when their sizes differ.
     """
 
-    method: str
-    epochs: int
-    lr: float
-    batch_size: int = 64
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    schedule: str = "step"
     weight: float | None = None
+    scale_weight: bool = True
     drop: float | None = None
     teacher_layer: str | None = None
     student_layer: str | None = None
     resize: bool = False
-    scale_weight: bool = True
-    cache_teacher: bool = True
+
+    def __post_init__(self) -> None:
+        if self.weight is not None:
+            check_float(self.weight, "weight", minimum=0.0)
+        if self.drop is not None:
+            check_fraction(self.drop, "drop")
+
+
+@dataclass(frozen=True)
+class DistillationSettings:
+    """Knowledge distillation: the student and the KD loss.
+
+    Attributes
+    ----------
+    student : str, optional
+        A registered architecture; None: the teacher's.
+    student_options : dict
+        Extra options of the student's builder.
+    width_divisor : int, optional
+        The student's channel divisor.
+    temperature, alpha : float
+        KD temperature (> 0) and the KD term's share of the loss (in [0, 1]).
+    """
+
     student: str | None = None
     student_options: Mapping[str, Any] = field(default_factory=dict)
     width_divisor: int | None = 8
     temperature: float = 4.0
     alpha: float = 0.9
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "student_options", _as_dict(self.student_options, "student_options"))
+        if self.student is not None:
+            MODELS.get(self.student)
+        check_float(self.temperature, "temperature", minimum=0.0, exclusive_minimum=True)
+        check_fraction(self.alpha, "alpha", allow_one=True)
+        if self.width_divisor is not None:
+            check_int(self.width_divisor, "width_divisor", minimum=1)
+
+
+@dataclass(frozen=True)
+class StructuredSettings:
+    """Structured (filter) pruning.
+
+    Attributes
+    ----------
+    pruning_ratio : float
+        Fraction of filters removed per layer.
+    scheme : {"uniform", "paper-vgg16"}
+        ``"uniform"``: every conv; ``"paper-vgg16"``: conv1 and conv8-13 of VGG16.
+    pruning_ratio_dict : dict
+        ``{layer name: ratio}``, overrides the scheme per layer.
+    ignored_layers : tuple of str
+        Layers left unpruned.
+    importance : {"l1", "group_l1"}
+    global_pruning : bool
+    round_to : int, optional
+    """
+
     pruning_ratio: float = 0.7
     scheme: str = "uniform"
     pruning_ratio_dict: Mapping[str, float] = field(default_factory=dict)
@@ -102,27 +137,130 @@ class Settings:
     importance: str = "l1"
     global_pruning: bool = False
     round_to: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pruning_ratio_dict", _as_dict(self.pruning_ratio_dict, "pruning_ratio_dict"))
+        object.__setattr__(self, "ignored_layers", _as_tuple(self.ignored_layers, "ignored_layers"))
+        check_fraction(self.pruning_ratio, "pruning_ratio")
+        check_choice(self.scheme, "structured pruning scheme", SCHEMES)
+        check_choice(self.importance, "importance", IMPORTANCES)
+        for name, ratio in self.pruning_ratio_dict.items():
+            check_fraction(ratio, f"pruning ratio of {name!r}")
+
+
+@dataclass(frozen=True)
+class UnstructuredSettings:
+    """Unstructured (magnitude) pruning: ``amount`` of the remaining conv weights removed per step.
+
+    The final sparsity is ``1 - (1 - amount) ** steps`` (one step = one-shot).
+    """
+
     amount: float = 0.2
     steps: int = 1
 
-    def fields_for(self) -> tuple[str, ...]:
-        """Names of the settings that apply to this method."""
-        return ("method", *_TRAIN_FIELDS, *_REGULARIZER_FIELDS, *_RUN_FIELDS, *_METHOD_FIELDS[self.method])
+    def __post_init__(self) -> None:
+        check_fraction(self.amount, "amount")
+        check_int(self.steps, "steps", minimum=1)
+
+    @property
+    def final_sparsity(self) -> float:
+        """The conv-weight sparsity after all steps."""
+        return iterative_sparsity(self.steps, self.amount)
+
+
+#: The settings of each compression method.
+METHOD_SETTINGS = {"kd": DistillationSettings, "structured": StructuredSettings, "unstructured": UnstructuredSettings}
+#: The settings of the attribution-matching regularizer (refused with regularizer "none").
+REGULARIZER_SETTINGS = tuple(f.name for f in dataclasses.fields(MatchingSettings))
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of one compression run: its training recipe, the regularizer's and the method's settings.
+
+    Each setting has one flat name (``epochs``, ``weight``, ``pruning_ratio``, ...), used by
+    :func:`default_settings`, ``--set KEY=VALUE`` and ``record.json``; :meth:`from_values` and
+    :meth:`to_dict` translate.
+
+    Attributes
+    ----------
+    method : {"kd", "structured", "unstructured"}
+    train : Recipe
+        The training (:func:`apkit.training.fit`); ``epochs`` is per step for iterative pruning.
+    matching : MatchingSettings
+        The regularizer's settings (ignored with ``regularizer="none"``).
+    cache_teacher : bool
+        Compute the teacher's logits and matching evidence once per training image when the
+        training set is ``deterministic`` (no random augmentation), instead of once per image and
+        epoch; the training is the same.
+    method_settings : DistillationSettings, StructuredSettings or UnstructuredSettings
+        The method's own settings; default: that class's defaults.
+    """
+
+    method: str
+    train: Recipe
+    matching: MatchingSettings = field(default_factory=MatchingSettings)
+    cache_teacher: bool = True
+    method_settings: DistillationSettings | StructuredSettings | UnstructuredSettings | None = None
+
+    def __post_init__(self) -> None:
+        check_choice(self.method, "compression method", COMPRESSION_METHOD_NAMES)
+        expected = METHOD_SETTINGS[self.method]
+        if self.method_settings is None:
+            object.__setattr__(self, "method_settings", expected())
+        if not isinstance(self.method_settings, expected):
+            raise ValidationError(f"method {self.method!r} takes {expected.__name__} as its method_settings, "
+                                  f"got {type(self.method_settings).__name__}")
+        if not isinstance(self.train, Recipe) or not isinstance(self.matching, MatchingSettings):
+            raise ValidationError("train must be a Recipe and matching a MatchingSettings; build settings with "
+                                  "default_settings or Settings.from_values")
+
+    @staticmethod
+    def keys_for(method: str) -> tuple[str, ...]:
+        """The flat names of the settings that apply to ``method`` (without ``method`` itself)."""
+        return (*Recipe.field_names(), *REGULARIZER_SETTINGS, "cache_teacher", *_names(METHOD_SETTINGS[method]))
+
+    @classmethod
+    def from_values(cls, method: str, values: Mapping[str, Any]) -> Settings:
+        """The settings of ``method`` from flat values (``{"epochs": 2, "lr": 0.1, "weight": 10, ...}``).
+
+        ``epochs`` and ``lr`` are required; an unknown name, or one of another method, is refused.
+        """
+        check_choice(method, "compression method", COMPRESSION_METHOD_NAMES)
+        for key in values:
+            if key not in cls.keys_for(method):
+                # A ValidationError like every other bad setting; the message is the one unknown-name message.
+                raise ValidationError(str(unknown_name(key, f"{method} setting", cls.keys_for(method))))
+        if "epochs" not in values or "lr" not in values:
+            raise ValidationError("settings need at least 'epochs' and 'lr'")
+
+        def pick(names: tuple[str, ...]) -> dict[str, Any]:
+            return {k: values[k] for k in names if k in values}
+
+        return cls(method=method, train=Recipe(**pick(Recipe.field_names())),
+                   matching=MatchingSettings(**pick(REGULARIZER_SETTINGS)),
+                   method_settings=METHOD_SETTINGS[method](**pick(_names(METHOD_SETTINGS[method]))),
+                   **pick(("cache_teacher",)))
+
+    def values(self) -> dict[str, Any]:
+        """Every setting by its flat name (without ``method``), as :meth:`from_values` takes them."""
+        return {**dataclasses.asdict(self.train), **dataclasses.asdict(self.matching),
+                "cache_teacher": self.cache_teacher, **dataclasses.asdict(self.method_settings)}
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings that apply to this method, as JSON-friendly data."""
-        data = dataclasses.asdict(self)
-        out = {k: data[k] for k in self.fields_for()}
-        return json.loads(json.dumps(out))
+        """The settings that apply to this method, by flat name, as JSON-friendly data."""
+        return json.loads(json.dumps({"method": self.method, **self.values()}))
 
     @property
     def final_sparsity(self) -> float:
         """Unstructured pruning: the conv-weight sparsity after all steps."""
-        return iterative_sparsity(self.steps, self.amount)
-
-
-def _recipe(name: str) -> dict[str, Any]:
-    return RECIPES.get(name).kwargs()
+        if not isinstance(self.method_settings, UnstructuredSettings):
+            raise ValidationError(f"final_sparsity applies to unstructured pruning, not to method {self.method!r}")
+        return self.method_settings.final_sparsity
 
 
 def _profile(method: str, profile: str) -> dict[str, Any]:
@@ -135,9 +273,9 @@ def _profile(method: str, profile: str) -> dict[str, Any]:
         }[method]
     if profile == "paper":
         return {
-            "kd": dict(_recipe("kd"), width_divisor=8),
-            "structured": dict(_recipe("finetune-structured"), pruning_ratio=0.7, scheme="paper-vgg16"),
-            "unstructured": dict(_recipe("finetune-unstructured"), amount=0.2, steps=16),
+            "kd": dict(RECIPES.get("kd").to_dict(), width_divisor=8),
+            "structured": dict(RECIPES.get("finetune-structured").to_dict(), pruning_ratio=0.7, scheme="paper-vgg16"),
+            "unstructured": dict(RECIPES.get("finetune-unstructured").to_dict(), amount=0.2, steps=16),
         }[method]
     if method == "kd":
         raise ValidationError("the imagenet profile has no distillation setting (the supplement runs none); "
@@ -154,72 +292,14 @@ def default_settings(method: str, profile: str = "quick", **options) -> Settings
     Examples
     --------
     >>> s = default_settings("unstructured", "paper")
-    >>> s.amount, s.steps, s.epochs, s.lr, round(s.final_sparsity, 4)
+    >>> s.method_settings.amount, s.method_settings.steps, s.train.epochs, s.train.lr, round(s.final_sparsity, 4)
     (0.2, 16, 30, 0.001, 0.9719)
-    >>> default_settings("kd", "quick", epochs=2).epochs
+    >>> default_settings("kd", "quick", epochs=2).train.epochs
     2
     """
     check_choice(method, "compression method", COMPRESSION_METHOD_NAMES)
     check_choice(profile, "settings profile", SETTINGS_PROFILE_NAMES)
-    base = _profile(method, profile)
-    base.update(options)
-    return _build(method, base)
-
-
-def _build(method: str, values: Mapping[str, Any]) -> Settings:
-    values = dict(values)
-    allowed = set(Settings(method=method, epochs=1, lr=0.1).fields_for()) - {"method"}
-    unknown = sorted(set(values) - allowed)
-    if unknown:
-        close = [m for name in unknown for m in difflib.get_close_matches(name, allowed, n=2, cutoff=0.6)]
-        hint = f"did you mean {', '.join(dict.fromkeys(close))}? " if close else ""
-        known = [*dict.fromkeys(close), *sorted(allowed - set(close))]
-        raise ValidationError(
-            f"setting(s) {', '.join(unknown)} do not apply to method {method!r}; {hint}known: {', '.join(known)}"
-        )
-    values = dict(values)
-    for key in ("milestones", "ignored_layers"):
-        if key in values:
-            if isinstance(values[key], str):
-                raise ValidationError(f"{key} must be a list, got the string {values[key]!r}")
-            values[key] = tuple(values[key])
-    for key in ("student_options", "pruning_ratio_dict"):
-        if key in values:
-            if values[key] is None:
-                values[key] = {}
-            if not isinstance(values[key], Mapping):
-                raise ValidationError(f"{key} must be a mapping, got {type(values[key]).__name__}")
-            values[key] = dict(values[key])
-    if "epochs" not in values or "lr" not in values:
-        raise ValidationError("settings need at least 'epochs' and 'lr'")
-    settings = Settings(method=method, **values)
-    _validate(settings)
-    return settings
-
-
-def _validate(s: Settings) -> None:
-    # The training settings are checked as fit checks them, before a teacher is copied or a layer pruned.
-    check_train_settings(**{name: getattr(s, name) for name in _TRAIN_FIELDS})
-    if s.weight is not None:
-        check_float(s.weight, "weight", minimum=0.0)
-    if s.drop is not None:
-        check_fraction(s.drop, "drop")
-    if s.method == "kd":
-        if s.student is not None:
-            MODELS.get(s.student)
-        check_float(s.temperature, "temperature", minimum=0.0, exclusive_minimum=True)
-        check_fraction(s.alpha, "alpha", allow_one=True)
-        if s.width_divisor is not None:
-            check_int(s.width_divisor, "width_divisor", minimum=1)
-    elif s.method == "structured":
-        check_fraction(s.pruning_ratio, "pruning_ratio")
-        check_choice(s.scheme, "structured pruning scheme", SCHEMES)
-        check_choice(s.importance, "importance", IMPORTANCES)
-        for name, ratio in s.pruning_ratio_dict.items():
-            check_fraction(ratio, f"pruning ratio of {name!r}")
-    else:
-        check_fraction(s.amount, "amount")
-        check_int(s.steps, "steps", minimum=1)
+    return Settings.from_values(method, {**_profile(method, profile), **options})
 
 
 def resolve_settings(method: str, settings: str | Settings | Mapping[str, Any] | None = None,
@@ -234,14 +314,11 @@ def resolve_settings(method: str, settings: str | Settings | Mapping[str, Any] |
     if isinstance(settings, Settings):
         if settings.method != method:
             raise ValidationError(f"settings are for method {settings.method!r}, not {method!r}")
-        values = {k: getattr(settings, k) for k in settings.fields_for() if k != "method"}
-        values.update(options)
-        return _build(method, values)
+        return Settings.from_values(method, {**settings.values(), **options})
     if isinstance(settings, Mapping):
         values = dict(settings)
         profile = values.pop("profile", "quick")
-        values.update(options)
-        return default_settings(method, profile, **values)
+        return default_settings(method, profile, **{**values, **options})
     raise ValidationError(f"settings must be a profile name, a Settings or a dict, got {type(settings).__name__}")
 
 
@@ -250,14 +327,12 @@ def _given_regularizer_settings(settings: str | Settings | Mapping[str, Any] | N
     """The regularizer settings the caller set (not a profile's), those that differ from the defaults."""
     given: dict[str, Any] = {}
     if isinstance(settings, Settings):
-        given = {name: getattr(settings, name) for name in _REGULARIZER_FIELDS}
+        given = dataclasses.asdict(settings.matching)
     elif isinstance(settings, Mapping):
         given = {k: v for k, v in settings.items() if k != "profile"}
     given.update(options)
-    if "reg_weight" in given:  # the old spelling, kept for one release
-        given.setdefault("weight", given.pop("reg_weight"))
-    defaults = {f.name: f.default for f in dataclasses.fields(Settings) if f.name in _REGULARIZER_FIELDS}
-    return {k: given[k] for k in _REGULARIZER_FIELDS if k in given and given[k] != defaults[k]}
+    defaults = dataclasses.asdict(MatchingSettings())
+    return {k: given[k] for k in REGULARIZER_SETTINGS if k in given and given[k] != defaults[k]}
 
 
 def check_regularizer_settings(regularizer: str, settings: str | Settings | Mapping[str, Any] | None = None,

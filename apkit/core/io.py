@@ -72,6 +72,37 @@ def check_writable(folder: str | os.PathLike) -> Path:
     return folder
 
 
+def check_out_dir(out_dir: str | os.PathLike | None, *, resume: bool, overwrite: bool,
+                  finished: Callable[[Path], bool], holds: str, reuse: str, redo: str) -> Path | None:
+    """The output folder of a run, checked before any work: writable, and not holding a finished run unless asked.
+
+    Parameters
+    ----------
+    out_dir : path, optional
+        The folder; ``None`` (no files written) is accepted unless ``resume``.
+    resume, overwrite : bool
+        Continue (or reuse) the run in ``out_dir``; replace it.  They exclude each other.
+    finished : callable
+        ``finished(folder)`` is true when ``folder`` holds a finished run.
+    holds, reuse, redo : str
+        What a finished run holds, what ``resume`` does with it and what ``overwrite`` does, in
+        the error's words (``"a trained model (model.pt, metrics.json)"``, ``"reuse it"``,
+        ``"train afresh over it"``).
+    """
+    if resume and out_dir is None:
+        raise ValidationError("resume=True needs out_dir (the folder of the run to resume)")
+    if resume and overwrite:
+        raise ValidationError("resume and overwrite exclude each other: resume continues or reuses the run in "
+                              "out_dir, overwrite replaces it; pass one of them")
+    if out_dir is None:
+        return None
+    out = check_writable(out_dir)
+    if finished(out) and not (resume or overwrite):
+        raise ValidationError(f"{str(out)!r} already holds {holds}; pass resume=True (--resume) to {reuse}, "
+                              f"overwrite=True (--overwrite) to {redo}, or another out_dir (--out)")
+    return out
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

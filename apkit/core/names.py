@@ -20,7 +20,7 @@ __all__ = [
     "LAYER_KIND_NAMES", "MODEL_SPEC_HELP", "NAIVE", "PAPER_ATTRIBUTION_METHODS", "PAPER_DROP", "PAPER_MATCHING_SIZE",
     "PAPER_WEIGHTS", "PROTOCOL_NAMES",
     "REGULARIZER_CHOICES", "REGULARIZER_NAMES", "REGULARIZER_TITLES", "SCHEDULE_NAMES", "SETTINGS_PROFILE_NAMES",
-    "SIMILARITY_PAIR_NAMES", "TARGET_POLICY_NAMES", "TASK_NAMES", "scaled_weight",
+    "SIMILARITY_PAIR_NAMES", "TARGET_POLICY_NAMES", "TASK_NAMES",
 ]
 
 # ---------------------------------------------------------------------------------------- attribution
@@ -62,23 +62,6 @@ PAPER_WEIGHTS = {"ewa": 100.0, "swa": 50.0, "sswa": 50.0}
 PAPER_DROP = 0.3
 #: The side of the map the paper matches: VGG16's fifth max-pool at 227x227 input.
 PAPER_MATCHING_SIZE = 7
-
-
-def scaled_weight(weight: float, *, height: int, width: int) -> float:
-    """A regularizer weight given on the paper's scale, for a matching map of ``height x width``.
-
-    The matching loss is ``weight * (2 - 2 cos) / (h * w)`` per image, so the paper's weights, set
-    for VGG16's 7x7 map, pull harder on smaller maps (5x on a 3x3 one).  Scaling them by
-    ``h * w / 49`` keeps the pull on the cosine the paper's at any map size; at 7x7 it changes nothing.
-
-    Examples
-    --------
-    >>> scaled_weight(50.0, height=7, width=7), round(scaled_weight(50.0, height=3, width=3), 3)
-    (50.0, 9.184)
-    """
-    return weight * height * width / PAPER_MATCHING_SIZE**2
-
-
 
 # ---------------------------------------------------------------------------------------- evaluation
 #: Which (image, class) pairs the localization protocol scores: "voc", every ground-truth class the

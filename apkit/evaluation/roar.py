@@ -21,6 +21,7 @@ preferred; random maps are drawn the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -38,22 +39,20 @@ from tqdm.auto import tqdm
 from apkit import attribution, models
 from apkit.attribution.targets import target_pairs
 from apkit.core.distributed import is_main_process
-from apkit.core.errors import DataError, ValidationError
+from apkit.core.errors import DataError, ValidationError, unknown_name
 from apkit.core.io import atomic_write_json
 from apkit.core.modules import evaluating
 from apkit.core.validation import check_choice, check_dataset, check_fraction, check_int, check_module, resolve_device
-from apkit.training import METRIC_NAMES, evaluate, fit, seed_everything
+from apkit.training import METRIC_NAMES, Recipe, evaluate, fit, resolve_task, seed_everything
 from apkit.viz import plot_roar_curves
 
-__all__ = ["DEFAULT_FRACTIONS", "DEFAULT_TRAIN_SETTINGS", "RANDOM", "RemovedPixels", "RoarCache", "RoarResult",
-           "plot_roar", "removal_rank", "roar", "roar_maps"]
+__all__ = ["DEFAULT_FRACTIONS", "DEFAULT_RECIPE", "RANDOM", "RemovedPixels", "RoarCache", "RoarResult", "RoarSettings",
+           "plot_roar", "removal_rank", "roar", "roar_maps", "roar_recipe"]
 
 DEFAULT_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
 RANDOM = "random"
-# Training of each retrained classifier (keyword arguments of apkit.training.fit).
-DEFAULT_TRAIN_SETTINGS = {"epochs": 10, "batch_size": 64, "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4,
-                          "milestones": [], "schedule": "step"}
-_TRAIN_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "milestones", "gamma", "schedule")
+#: Training of each retrained classifier, unless a run gives its own.
+DEFAULT_RECIPE = Recipe(epochs=10, lr=0.01, batch_size=64)
 #: Which class a source model explains per image: its top-1, or its highest-scored labelled class.
 TARGET_POLICIES = ("own", "top_label")
 _FORWARDED = ("classes", "num_classes", "task", "mean", "std", "image_size")
@@ -225,6 +224,20 @@ def _pixel_noise(seed: int, start: int, stop: int, pixels: int) -> torch.Tensor:
     return key ^ (key >> 16)
 
 
+def _normalised_fill(dataset, fill: Sequence[float] | None, *, channels: int) -> torch.Tensor:
+    """The replacement colour (``fill``, default the dataset's mean) in the dataset's normalised space, ``(C, 1)``."""
+    mean = getattr(dataset, "mean", None)
+    std = getattr(dataset, "std", None)
+    if fill is None and mean is None:
+        raise ValidationError("dataset has no `mean` attribute; pass fill=(r, g, b), the replacement colour")
+    fill_rgb = torch.as_tensor(mean if fill is None else fill, dtype=torch.float32).reshape(-1)
+    norm_mean = torch.as_tensor(mean if mean is not None else [0.0] * channels, dtype=torch.float32)
+    norm_std = torch.as_tensor(std if std is not None else [1.0] * channels, dtype=torch.float32)
+    if fill_rgb.numel() != channels or norm_mean.numel() != channels or norm_std.numel() != channels:
+        raise ValidationError(f"fill, mean and std must have one value per channel ({channels})")
+    return ((fill_rgb - norm_mean) / norm_std).view(-1, 1)
+
+
 class RemovedPixels(Dataset):
     """A dataset whose images lose their ``fraction`` of highest-ranked pixels.
 
@@ -268,22 +281,12 @@ class RemovedPixels(Dataset):
             raise DataError("dataset images must be (C, H, W) tensors")
         self._size = tuple(first.shape[-2:])
         pixels = self._size[0] * self._size[1]
-        if maps is not None:
-            if not isinstance(maps, torch.Tensor) or tuple(maps.shape) != (len(dataset), *self._size):
-                raise ValidationError(f"maps must be a tensor of shape {(len(dataset), *self._size)} (one map per "
-                                      f"image at the image size), got "
-                                      f"{tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps)}")
-        mean = getattr(dataset, "mean", None)
-        std = getattr(dataset, "std", None)
-        if fill is None and mean is None:
-            raise ValidationError("dataset has no `mean` attribute; pass fill=(r, g, b), the replacement colour")
-        channels = first.shape[0]
-        fill_rgb = torch.as_tensor(mean if fill is None else fill, dtype=torch.float32).reshape(-1)
-        norm_mean = torch.as_tensor(mean if mean is not None else [0.0] * channels, dtype=torch.float32)
-        norm_std = torch.as_tensor(std if std is not None else [1.0] * channels, dtype=torch.float32)
-        if fill_rgb.numel() != channels or norm_mean.numel() != channels or norm_std.numel() != channels:
-            raise ValidationError(f"fill, mean and std must have one value per channel ({channels})")
-        self.fill = ((fill_rgb - norm_mean) / norm_std).view(-1, 1)
+        expected = (len(dataset), *self._size)
+        if maps is not None and (not isinstance(maps, torch.Tensor) or tuple(maps.shape) != expected):
+            raise ValidationError(f"maps must be a tensor of shape {expected} (one map per "
+                                  f"image at the image size), got "
+                                  f"{tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps)}")
+        self.fill = _normalised_fill(dataset, fill, channels=first.shape[0])
         self.seed = check_int(seed, "seed", minimum=0)
         self.rank = removal_rank(maps, len(dataset), self._size, self.seed) if rank is None else rank
         self.removed = int(round(self.fraction * pixels))
@@ -367,13 +370,83 @@ def _subset(dataset, size: int | None):
     return subset
 
 
+@dataclass(frozen=True)
+class RoarSettings:
+    """What a ROAR run measures: the maps, the fractions removed, the retrained classifier and its score.
+
+    Attributes
+    ----------
+    fractions : sequence of float
+        Shares of pixels removed, each in [0, 1].
+    method, layer : str
+        Attribution method and layer of the maps (:func:`apkit.explain`).
+    target_policy : {"own", "top_label"}
+        Class explained per image: the source model's top-1, or its highest-scored labelled class.
+    explain_options : mapping
+        Extra keyword arguments of :func:`apkit.explain`.
+    classifier, classifier_options : str, mapping
+        The retrained model, built by :func:`apkit.models.create` (the paper: VGG-11).
+    metric : str, optional
+        Score reported; default ``"f1"`` (multi-label, as the paper's Figure 3) or ``"top1"``.
+    train_size, test_size : int, optional
+        Use only the first images of each set.
+    fill : sequence of 3 floats, optional
+        Replacement colour in pixel space; default the dataset's mean.
+    include_unperturbed : bool
+        Also train once on the intact data (no removal; the same for every source).
+    """
+
+    fractions: Sequence[float] = DEFAULT_FRACTIONS
+    method: str = "gradcam"
+    layer: str | None = None
+    target_policy: str = "own"
+    explain_options: Mapping[str, Any] = field(default_factory=dict)
+    classifier: str = "vgg11_bn"
+    classifier_options: Mapping[str, Any] = field(default_factory=dict)
+    metric: str | None = None
+    train_size: int | None = None
+    test_size: int | None = None
+    fill: Sequence[float] | None = None
+    include_unperturbed: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.fractions, (str, bytes)) or not isinstance(self.fractions, Sequence):
+            raise ValidationError(f"fractions must be a sequence of fractions, e.g. (0.1, 0.5, 0.9), "
+                                  f"got {self.fractions!r}")
+        fractions = tuple(check_fraction(f, "fraction", allow_one=True) for f in self.fractions)
+        if not fractions:
+            raise ValidationError("fractions must hold at least one fraction, e.g. (0.1, 0.5, 0.9)")
+        object.__setattr__(self, "fractions", fractions)
+        attribution.ATTRIBUTION_METHODS.get(self.method)
+        models.MODELS.get(self.classifier)
+        check_choice(self.target_policy, "ROAR target policy", TARGET_POLICIES)
+        for name in ("explain_options", "classifier_options"):
+            object.__setattr__(self, name, dict(getattr(self, name) or {}))
+        for name in ("train_size", "test_size"):
+            if getattr(self, name) is not None:
+                check_int(getattr(self, name), name, minimum=1)
+
+    @classmethod
+    def from_keywords(cls, options: Mapping[str, Any]) -> RoarSettings:
+        """The settings of ``roar(..., **options)``; an unknown keyword is refused with the known ones."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in options:
+            if key not in names:
+                raise unknown_name(key, "ROAR setting", names)
+        return cls(**options)
+
+    def metric_for(self, task: str) -> str:
+        """The score reported for data of ``task``: ``metric``, checked, or the task's default."""
+        metric = ("f1" if task == "multilabel" else "top1") if self.metric is None else self.metric
+        return check_choice(metric, "metric", METRIC_NAMES[task])
+
+
 @dataclass
 class _Retraining:
     """Trains and scores one fresh classifier per (source, fraction), through the cache."""
 
-    classifier: str
-    classifier_options: dict
-    training: dict
+    settings: RoarSettings
+    recipe: Recipe
     num_classes: int
     task: str
     seed: int
@@ -387,12 +460,13 @@ class _Retraining:
         if scores is not None:
             return scores
         seed_everything(self.seed)  # every retrained classifier starts from the same seeded weights
-        net = models.create(self.classifier, num_classes=self.num_classes, **self.classifier_options)
-        fit(net, train_data, task=self.task, device=self.device, seed=self.seed, progress=self.progress,
-            num_workers=self.num_workers, channels_last=self.device.type == "cpu",  # faster CPU convolutions
-            **self.training)
+        net = models.create(self.settings.classifier, num_classes=self.num_classes,
+                            **self.settings.classifier_options)
+        fit(net, train_data, self.recipe, task=self.task, device=self.device, seed=self.seed,
+            progress=self.progress, num_workers=self.num_workers,
+            channels_last=self.device.type == "cpu")  # faster CPU convolutions
         scores = evaluate(net, test_data, task=self.task, device=self.device,
-                          batch_size=max(self.training["batch_size"], 64))
+                          batch_size=max(self.recipe.batch_size, 64))
         self.cache.save_scores(key, scores)
         return scores
 
@@ -408,39 +482,35 @@ def _check_sources(sources) -> dict[str, nn.Module | str]:
     return sources
 
 
-def _check_training(train_settings) -> dict[str, Any]:
-    unknown = sorted(set(train_settings or {}) - set(_TRAIN_KEYS))
-    if unknown:
-        raise ValidationError(f"train_settings has unknown keys {unknown}; use some of {list(_TRAIN_KEYS)}")
-    training = {**DEFAULT_TRAIN_SETTINGS, **dict(train_settings or {})}
-    training["milestones"] = list(training.get("milestones", []))
-    check_int(training["batch_size"], "train_settings['batch_size']", minimum=1)
-    return training
+def roar_recipe(recipe: Recipe | Mapping[str, Any] | None) -> Recipe:
+    """The retrained classifiers' recipe: ``recipe``, or :data:`DEFAULT_RECIPE` updated by a dict of changes.
+
+    Examples
+    --------
+    >>> roar_recipe({"epochs": 2}).epochs, roar_recipe(None).lr
+    (2, 0.01)
+    """
+    if recipe is None:
+        return DEFAULT_RECIPE
+    if isinstance(recipe, Recipe):
+        return recipe
+    if not isinstance(recipe, Mapping):
+        raise ValidationError(f"recipe must be a Recipe or a dict of training settings, got {type(recipe).__name__}")
+    return DEFAULT_RECIPE.replace(**recipe)
 
 
 def roar(
     sources: Mapping[str, nn.Module | str | None],
     train_set,
     test_set,
+    recipe: Recipe | Mapping[str, Any] | None = None,
     *,
-    method: str = "gradcam",
-    layer: str | None = None,
-    target_policy: str = "own",
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
-    classifier: str = "vgg11_bn",
-    classifier_options: Mapping[str, Any] | None = None,
-    train_settings: Mapping[str, Any] | None = None,
-    metric: str | None = None,
-    train_size: int | None = None,
-    test_size: int | None = None,
-    fill: Sequence[float] | None = None,
-    include_unperturbed: bool = False,
     cache_dir: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     seed: int = 0,
     num_workers: int = 0,
-    explain_options: Mapping[str, Any] | None = None,
     progress: bool = True,
+    **settings: Any,
 ) -> RoarResult:
     """Remove-and-retrain for each source of maps (models, and random maps) and each fraction.
 
@@ -451,26 +521,9 @@ def roar(
         random maps, the baseline.
     train_set, test_set : Dataset
         Items ``(image, label, ...)`` with attributes ``num_classes``, ``task``, ``mean``, ``std``.
-    method, layer : str
-        Attribution method and layer of the maps (:func:`apkit.explain`).
-    target_policy : {"own", "top_label"}
-        Class explained per image: the source model's top-1, or its highest-scored labelled class.
-    fractions : sequence of float
-        Shares of pixels removed, each in [0, 1].
-    classifier, classifier_options : str, mapping
-        The retrained model, built by :func:`apkit.models.create` (the paper: VGG-11).
-    train_settings : mapping, optional
-        Keyword arguments of :func:`apkit.training.fit` for each classifier (``epochs``,
-        ``batch_size``, ``lr``, ``momentum``, ``weight_decay``, ``milestones``, ``gamma``,
-        ``schedule``); default :data:`DEFAULT_TRAIN_SETTINGS`, which they update.
-    metric : str, optional
-        Score reported; default ``"f1"`` (multi-label, as the paper's Figure 3) or ``"top1"``.
-    train_size, test_size : int, optional
-        Use only the first images of each set.
-    fill : sequence of 3 floats, optional
-        Replacement colour in pixel space; default the dataset's mean.
-    include_unperturbed : bool
-        Also train once on the intact data (no removal; the same for every source).
+    recipe : Recipe or dict, optional
+        Training of each retrained classifier (:class:`apkit.training.Recipe`); a dict changes
+        :data:`DEFAULT_RECIPE` (10 epochs, lr 0.01, batch 64).
     cache_dir : path, optional
         Where maps and finished classifiers' scores are cached (resume after an interruption).
     device : str or torch.device, optional
@@ -479,10 +532,12 @@ def roar(
         Seeds the training, the random maps and the tie-breaking.
     num_workers : int
         DataLoader workers of the training.
-    explain_options : mapping, optional
-        Extra keyword arguments of :func:`apkit.explain`.
     progress : bool
         Show progress.
+    **settings
+        What is measured (:class:`RoarSettings`): ``fractions``, ``method``, ``layer``,
+        ``target_policy``, ``explain_options``, ``classifier``, ``classifier_options``, ``metric``,
+        ``train_size``, ``test_size``, ``fill``, ``include_unperturbed``.
 
     Returns
     -------
@@ -492,65 +547,64 @@ def roar(
     check_dataset(train_set, "train_set")
     check_dataset(test_set, "test_set")
     sources = _check_sources(sources)
-    attribution.ATTRIBUTION_METHODS.get(method)
-    models.MODELS.get(classifier)
-    check_choice(target_policy, "ROAR target policy", TARGET_POLICIES)
-    fractions = [check_fraction(f, "fraction", allow_one=True) for f in fractions]
-    if not fractions:
-        raise ValidationError("fractions must hold at least one fraction, e.g. (0.1, 0.5, 0.9)")
-    for name, size in (("train_size", train_size), ("test_size", test_size)):
-        if size is not None:
-            check_int(size, name, minimum=1)
+    measured = RoarSettings.from_keywords(settings)
+    recipe = roar_recipe(recipe)
     num_classes = getattr(train_set, "num_classes", None)
     if num_classes is None:
         raise ValidationError("train_set needs a `num_classes` attribute (apkit datasets have one)")
-    task = getattr(train_set, "task", "multilabel")
-    metric = ("f1" if task == "multilabel" else "top1") if metric is None else metric
-    check_choice(metric, "metric", METRIC_NAMES[task])
+    task = resolve_task(None, train_set)
+    metric = measured.metric_for(task)
     check_int(seed, "seed", minimum=0)
     device = resolve_device(device)
-    cache = RoarCache(cache_dir)
-    retraining = _Retraining(classifier, dict(classifier_options or {}), _check_training(train_settings),
-                             num_classes, task, seed, device, num_workers, progress, cache)
-    data_key = {"train": [dataset_identity(train_set), train_size], "test": [dataset_identity(test_set), test_size]}
-    splits = {"train": _subset(train_set, train_size), "test": _subset(test_set, test_size)}
-    common = [classifier, retraining.classifier_options, retraining.training, seed, data_key, fill]
+    retraining = _Retraining(measured, recipe, num_classes, task, seed, device, num_workers, progress,
+                             RoarCache(cache_dir))
+    splits = {"train": _subset(train_set, measured.train_size), "test": _subset(test_set, measured.test_size)}
+    data_key = {"train": [dataset_identity(train_set), measured.train_size],
+                "test": [dataset_identity(test_set), measured.test_size]}
+    common = [measured.classifier, measured.classifier_options, recipe.to_dict(), seed, data_key, measured.fill]
     unperturbed = (retraining.score(_digest("unperturbed", *common), splits["train"], splits["test"])
-                   if include_unperturbed else None)
+                   if measured.include_unperturbed else None)
     computed: list[tuple[str, str]] = []
     details: dict[str, list[dict[str, float]]] = {}
     for name, source in sources.items():
-        split_maps = {}
-        for split, data in splits.items():
-            split_maps[split] = None
-            if source != RANDOM:
-                split_maps[split], fresh = roar_maps(
-                    source, data, method=method, layer=layer, target_policy=target_policy, cache_dir=cache_dir,
-                    batch_size=max(retraining.training["batch_size"], 64), device=device, progress=progress,
-                    explain_options=explain_options,
-                )
-                computed += [(name, split)] if fresh else []
-        source_key = RANDOM if source == RANDOM else [model_identity(source), method, layer, target_policy,
-                                                      dict(explain_options or {})]
-        details[name] = _retrain_fractions(retraining, splits, split_maps, fractions, fill, seed,
-                                           lambda fraction, k=source_key: _digest(k, fraction, *common))
-    settings = {"method": method, "layer": layer, "target_policy": target_policy, "classifier": classifier,
-                "classifier_options": retraining.classifier_options, **retraining.training,
-                "train_size": len(splits["train"]), "test_size": len(splits["test"]), "seed": seed,
-                "maps_computed": computed}
-    return RoarResult(fractions=list(fractions), scores={n: [c[metric] for c in d] for n, d in details.items()},
-                      metric=metric, details=details, unperturbed=unperturbed, settings=settings)
+        split_maps, fresh = _source_maps(source, splits, measured, cache_dir=cache_dir, device=device,
+                                         progress=progress, batch_size=max(recipe.batch_size, 64))
+        computed += [(name, split) for split in fresh]
+        source_key = RANDOM if source == RANDOM else [model_identity(source), measured.method, measured.layer,
+                                                      measured.target_policy, measured.explain_options]
+        details[name] = _retrain_fractions(retraining, splits, split_maps=split_maps, measured=measured,
+                                           key_of=lambda fraction, k=source_key: _digest(k, fraction, *common))
+    run_settings = {"method": measured.method, "layer": measured.layer, "target_policy": measured.target_policy,
+                    "classifier": measured.classifier, "classifier_options": measured.classifier_options,
+                    **recipe.to_dict(), "train_size": len(splits["train"]), "test_size": len(splits["test"]),
+                    "seed": seed, "maps_computed": computed}
+    return RoarResult(fractions=list(measured.fractions),
+                      scores={n: [c[metric] for c in d] for n, d in details.items()}, metric=metric,
+                      details=details, unperturbed=unperturbed, settings=run_settings)
 
 
-def _retrain_fractions(retraining: _Retraining, splits, split_maps, fractions, fill, seed, key_of) -> list[dict]:
+def _source_maps(source, splits, measured: RoarSettings, **options) -> tuple[dict, list[str]]:
+    """The maps of ``source`` for every split (None for random maps), and the splits whose maps were computed."""
+    if source == RANDOM:
+        return {split: None for split in splits}, []
+    maps, fresh = {}, []
+    for split, data in splits.items():
+        maps[split], computed = roar_maps(source, data, method=measured.method, layer=measured.layer,
+                                          target_policy=measured.target_policy,
+                                          explain_options=measured.explain_options, **options)
+        fresh += [split] if computed else []
+    return maps, fresh
+
+
+def _retrain_fractions(retraining: _Retraining, splits, *, split_maps, measured: RoarSettings, key_of) -> list[dict]:
     """One source's retrained scores at every fraction; the removal order is ranked once per split."""
     ranks: dict[str, torch.Tensor] = {}
     results = []
-    for fraction in fractions:
+    for fraction in measured.fractions:
         perturbed = {}
         for split, data in splits.items():
-            perturbed[split] = RemovedPixels(data, split_maps[split], fraction, fill=fill, seed=seed,
-                                             rank=ranks.get(split))
+            perturbed[split] = RemovedPixels(data, split_maps[split], fraction, fill=measured.fill,
+                                             seed=retraining.seed, rank=ranks.get(split))
             ranks[split] = perturbed[split].rank
             split_maps[split] = None  # the removal order is all that is needed from now on
         results.append(retraining.score(key_of(fraction), perturbed["train"], perturbed["test"]))

@@ -22,6 +22,8 @@ from apkit.core.errors import CheckpointError
 from apkit.core.io import atomic_write
 from apkit.models.zoo import create
 
+#: The file an apkit run (``apkit train``, ``apkit compress``) saves its model in.
+MODEL_FILE = "model.pt"
 FORMAT = "apkit-checkpoint"
 FORMAT_VERSION = 1
 _SHOWN = 3  # mismatched tensors named in an error: enough to recognise the problem, short enough to read

@@ -21,6 +21,7 @@ from apkit.regularizers.matching import (
     TeacherPass,
     ewa_map,
     matching_distance,
+    scaled_weight,
     swa_map,
 )
 
@@ -35,10 +36,5 @@ for _name in REGULARIZER_NAMES:
                           help=f"{_HELP[_name]} (lambda {PAPER_WEIGHTS[_name]:g})")
 
 
-def create(regularizer: str, **options) -> AttributionMatchingLoss:
-    """Build the regularizer registered as ``regularizer`` (``"ewa"``, ``"swa"``, ``"sswa"``) with ``options``."""
-    return REGULARIZERS.get(regularizer)(**options)
-
-
-__all__ = ["REGULARIZERS", "AttributionMatchingLoss", "TeacherEvidence", "TeacherPass", "create", "ewa_map",
-           "matching_distance", "swa_map"]
+__all__ = ["REGULARIZERS", "AttributionMatchingLoss", "TeacherEvidence", "TeacherPass", "ewa_map",
+           "matching_distance", "scaled_weight", "swa_map"]

@@ -15,7 +15,7 @@ Three maps, all built from the feature map ``A`` (``B x K x h x w``) at a *match
 The loss is the mean over batch and positions of the squared difference of the L2-normalised,
 flattened maps, times the weight: ``weight * (2 - 2 cos) / (h w)``.  ``weight`` is on the paper's
 scale (lambda: 100 for EWA, 50 for SWA and SSWA, calibrated on VGG16's 7x7 pool5 map) and is
-multiplied by ``h w / 49`` for a map of another size (:func:`apkit.core.names.scaled_weight`), so that it
+multiplied by ``h w / 49`` for a map of another size (:func:`scaled_weight`), so that it
 pulls on the cosine as hard as the paper's did: unscaled, 50 on a 3x3 map pulls about 5x harder and
 wrecks distillation (docs/reproduction.md has the ablation).  ``scale_weight=False`` uses the
 weight as it is.  Teacher and student may differ in width or architecture; their
@@ -42,11 +42,12 @@ from torch import nn
 from apkit.attribution import channel_weights, class_activation_map
 from apkit.core.errors import ValidationError
 from apkit.core.modules import called_output, capture_outputs, evaluating, feature_map, overwritten_in_place, unwrap
-from apkit.core.names import PAPER_DROP, PAPER_WEIGHTS, REGULARIZER_NAMES, scaled_weight
+from apkit.core.names import PAPER_DROP, PAPER_MATCHING_SIZE, PAPER_WEIGHTS, REGULARIZER_NAMES
 from apkit.core.validation import check_choice, check_float, check_fraction, check_int, check_same_shape, check_tensor
 from apkit.models import default_layer
 
-__all__ = ["AttributionMatchingLoss", "TeacherEvidence", "TeacherPass", "ewa_map", "matching_distance", "swa_map"]
+__all__ = ["AttributionMatchingLoss", "TeacherEvidence", "TeacherPass", "ewa_map", "matching_distance", "scaled_weight",
+           "swa_map"]
 
 _PURPOSE = "attribution matching"
 
@@ -167,6 +168,21 @@ def matching_distance(student_map: torch.Tensor, teacher_map: torch.Tensor) -> t
     s = F.normalize(student_map.flatten(1), dim=1, eps=1e-12)
     t = F.normalize(teacher_map.flatten(1), dim=1, eps=1e-12)
     return (t - s).pow(2).mean()
+
+
+def scaled_weight(weight: float, *, height: int, width: int) -> float:
+    """A regularizer weight given on the paper's scale, for a matching map of ``height x width``.
+
+    The matching loss is ``weight * (2 - 2 cos) / (h * w)`` per image, so the paper's weights, set
+    for VGG16's 7x7 map, pull harder on smaller maps (5x on a 3x3 one).  Scaling them by
+    ``h * w / 49`` keeps the pull on the cosine the paper's at any map size; at 7x7 it changes nothing.
+
+    Examples
+    --------
+    >>> scaled_weight(50.0, height=7, width=7), round(scaled_weight(50.0, height=3, width=3), 3)
+    (50.0, 9.184)
+    """
+    return weight * height * width / PAPER_MATCHING_SIZE**2
 
 
 def _in_place_error(layer: str) -> ValidationError:

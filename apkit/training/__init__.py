@@ -12,19 +12,19 @@
 Examples
 --------
 >>> from apkit.training import RECIPES, fit
->>> RECIPES.get("teacher").kwargs()["milestones"]
+>>> RECIPES.get("teacher").milestones
 (10, 30, 40)
 """
 
 from apkit.training.evaluate import METRIC_NAMES, classification_metrics, evaluate, predict, resolve_task
-from apkit.training.loop import FitResult, fit, seed_everything
+from apkit.training.loop import FitOptions, FitResult, fit, seed_everything
 from apkit.training.objectives import TaskObjective, class_targets, task_loss
 from apkit.training.pipeline import TrainingReport, datasets_for, train_model
 from apkit.training.recipes import RECIPES, Recipe
 from apkit.training.state import CHECKPOINT_NAME
 
 __all__ = [
-    "CHECKPOINT_NAME", "METRIC_NAMES", "RECIPES", "FitResult", "Recipe", "TaskObjective", "TrainingReport",
-    "classification_metrics", "resolve_task",
+    "CHECKPOINT_NAME", "METRIC_NAMES", "RECIPES", "FitOptions", "FitResult", "Recipe", "TaskObjective",
+    "TrainingReport", "classification_metrics", "resolve_task",
     "class_targets", "datasets_for", "evaluate", "fit", "predict", "seed_everything", "task_loss", "train_model",
 ]

@@ -9,12 +9,13 @@ every epoch (:class:`apkit.training.state.TrainingState`), and runs unchanged un
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,14 +28,14 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from apkit.core.distributed import all_reduce_sum, broadcast_buffers, is_distributed, local_device, world_info
-from apkit.core.errors import ApkitError, ValidationError
-from apkit.core.names import SCHEDULE_NAMES
-from apkit.core.validation import check_choice, check_dataset, check_float, check_int, check_module, resolve_device
+from apkit.core.errors import ApkitError, ValidationError, unknown_name
+from apkit.core.validation import check_choice, check_dataset, check_int, check_module, resolve_device
 from apkit.training.evaluate import DEFAULT_SELECT, METRIC_NAMES, evaluate, resolve_task, split_batch
 from apkit.training.objectives import TaskObjective
+from apkit.training.recipes import Recipe
 from apkit.training.state import CHECKPOINT_NAME, TrainingState
 
-__all__ = ["FitResult", "check_train_settings", "fit", "seed_everything"]
+__all__ = ["FitOptions", "FitResult", "fit", "seed_everything"]
 
 logger = logging.getLogger("apkit.training")
 
@@ -84,19 +85,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _make_scheduler(optimizer, schedule: str, epochs: int, milestones: Sequence[int], gamma: float):
-    if schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=gamma)
-
-
-def _check_milestones(milestones: Sequence[int]) -> tuple[int, ...]:
-    if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence):
-        raise ValidationError(f"milestones must be a sequence of epochs, got {milestones!r}")
-    values = tuple(check_int(m, "each milestone", minimum=1) for m in milestones)
-    if list(values) != sorted(set(values)):
-        raise ValidationError(f"milestones must be strictly increasing, got {list(values)}")
-    return values
+def _make_scheduler(optimizer, recipe: Recipe):
+    if recipe.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs)
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(recipe.milestones), gamma=recipe.gamma)
 
 
 def format_record(record: dict, epochs: int, select: str | None, improved: bool) -> str:
@@ -112,62 +104,14 @@ def format_record(record: dict, epochs: int, select: str | None, improved: bool)
     return line + ("  *best" if improved and select else "")
 
 
-def fit(
-    model: nn.Module,
-    train_set: Any,
-    *,
-    val_set: Any = None,
-    task: str | None = None,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    momentum: float = 0.9,
-    weight_decay: float = 1e-4,
-    milestones: Sequence[int] = (),
-    gamma: float = 0.1,
-    schedule: str = "step",
-    objective: Callable | None = None,
-    device: str | torch.device | None = None,
-    seed: int = 0,
-    checkpoint_dir: str | Path | None = None,
-    resume: bool = False,
-    progress: bool = True,
-    select: str | None = None,
-    eval_batch_size: int = 100,
-    num_workers: int = 0,
-    on_step: Callable[[nn.Module, int], None] | None = None,
-    on_epoch_end: Callable[[dict], None] | None = None,
-    channels_last: bool = False,
-) -> FitResult:
-    """Train ``model`` with SGD on ``train_set``; keep the weights of the best validation epoch.
+@dataclass(frozen=True)
+class FitOptions:
+    """How one :func:`fit` run is carried out (its keyword options; the recipe says what is trained).
 
-    Parameters
+    Attributes
     ----------
-    model : torch.nn.Module
-        Trained in place and moved to ``device``.  Models carrying ``torch.nn.utils.prune``
-        masks train (only unmasked weights change) and checkpoint as they are.
-    train_set, val_set : Dataset
-        Items ``(image, label, ...)``.  With ``val_set``, the model is evaluated after every epoch
-        and the weights of the best epoch are restored at the end.
     task : {"multilabel", "multiclass"}, optional
         Defaults to ``train_set.task``, else ``"multilabel"``.
-    epochs : int
-        Total number of epochs (a resumed run trains the missing ones).
-    batch_size : int
-        Images per optimiser step, over all processes under torchrun (each loads ``batch_size / W``).
-    lr, momentum, weight_decay : float
-        SGD settings.
-    milestones, gamma : sequence of int, float
-        ``schedule="step"``: the rate is multiplied by ``gamma`` after each epoch in ``milestones``
-        (none: a constant rate).
-    schedule : {"step", "cosine"}
-        Learning-rate schedule; ``"cosine"`` decays to 0 over ``epochs``.
-    objective : callable, optional
-        ``objective(model, images, labels) -> (loss, logits)``; default: the task loss
-        (:class:`apkit.training.objectives.TaskObjective`).  An ``nn.Module`` objective is moved
-        to ``device``.  If it sets ``last_terms`` (dict name -> scalar) after each call, the epoch
-        means are logged as ``train_<name>``; if its ``needs_indices`` is true, it is called with
-        ``indices=`` (the batch's dataset indices) too.
     device : str or torch.device, optional
         ``"cpu"``, ``"cuda"``, ``"cuda:N"``; ``None`` picks CUDA when available.
     seed : int
@@ -185,13 +129,79 @@ def fit(
         for multilabel, ``"top1"`` for multiclass.
     eval_batch_size, num_workers : int
         Batch size of the evaluation; DataLoader workers.
+    channels_last : bool
+        Train in the channels-last memory format (about 1.4x faster convolutions on CPUs).  The
+        model is given back in the standard format.
+    """
+
+    task: str | None = None
+    device: str | torch.device | None = None
+    seed: int = 0
+    checkpoint_dir: str | Path | None = None
+    resume: bool = False
+    progress: bool = True
+    select: str | None = None
+    eval_batch_size: int = 100
+    num_workers: int = 0
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        check_int(self.seed, "seed", minimum=0)
+        check_int(self.eval_batch_size, "eval_batch_size", minimum=1)
+        check_int(self.num_workers, "num_workers", minimum=0)
+        if self.resume and self.checkpoint_dir is None:
+            raise ValidationError("resume=True needs checkpoint_dir (the folder of the checkpoint to resume)")
+
+    @classmethod
+    def from_keywords(cls, options: Mapping[str, Any]) -> FitOptions:
+        """The options of ``fit(..., **options)``; an unknown keyword is refused with the known ones."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in options:
+            if key not in names:
+                raise unknown_name(key, "fit option", names)
+        return cls(**options)
+
+
+def fit(
+    model: nn.Module,
+    train_set: Any,
+    recipe: Recipe | Mapping[str, Any],
+    *,
+    val_set: Any = None,
+    objective: Callable | None = None,
+    on_step: Callable[[nn.Module, int], None] | None = None,
+    on_epoch_end: Callable[[dict], None] | None = None,
+    **options: Any,
+) -> FitResult:
+    """Train ``model`` with SGD on ``train_set``; keep the weights of the best validation epoch.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Trained in place and moved to ``device``.  Models carrying ``torch.nn.utils.prune``
+        masks train (only unmasked weights change) and checkpoint as they are.
+    train_set, val_set : Dataset
+        Items ``(image, label, ...)``.  With ``val_set``, the model is evaluated after every epoch
+        and the weights of the best epoch are restored at the end.
+    recipe : Recipe or dict
+        Epochs, learning rate and schedule, batch size, SGD momentum and weight decay
+        (:class:`apkit.training.Recipe`; a dict of its fields is made into one).  Under torchrun
+        each process loads ``batch_size / W`` images per step; a resumed run trains the missing
+        epochs.
+    objective : callable, optional
+        ``objective(model, images, labels) -> (loss, logits)``; default: the task loss
+        (:class:`apkit.training.objectives.TaskObjective`).  An ``nn.Module`` objective is moved
+        to ``device``.  If it sets ``last_terms`` (dict name -> scalar) after each call, the epoch
+        means are logged as ``train_<name>``; if its ``needs_indices`` is true, it is called with
+        ``indices=`` (the batch's dataset indices) too.
     on_step : callable, optional
         ``on_step(model, step)`` after every optimiser step (e.g. to re-apply pruning masks).
     on_epoch_end : callable, optional
         ``on_epoch_end(record)`` after every epoch, once its checkpoint is written.
-    channels_last : bool
-        Train in the channels-last memory format (about 1.4x faster convolutions on CPUs).  The
-        model is given back in the standard format.
+    **options
+        How the run is carried out: ``task``, ``device``, ``seed``, ``checkpoint_dir``,
+        ``resume``, ``progress``, ``select``, ``eval_batch_size``, ``num_workers``,
+        ``channels_last`` (see :class:`FitOptions`).
 
     Returns
     -------
@@ -212,121 +222,105 @@ def fit(
     >>> x = torch.randn(32, 4)
     >>> data = TensorDataset(x, (x[:, :2] > 0).float())
     >>> net = torch.nn.Linear(4, 2)
-    >>> result = fit(net, data, val_set=data, epochs=3, batch_size=8, lr=0.5, device="cpu", progress=False)
+    >>> result = fit(net, data, Recipe(epochs=3, lr=0.5, batch_size=8), val_set=data, device="cpu", progress=False)
     >>> [r["epoch"] for r in result.history], result.best_metrics["map_class"] > 0.9
     ([1, 2, 3], True)
     """
-    settings, objective, select = _check_fit(model, train_set, val_set, task, epochs, batch_size, lr, momentum,
-                                             weight_decay, milestones, gamma, schedule, objective, seed,
-                                             eval_batch_size, num_workers, on_step, on_epoch_end, select, resume,
-                                             checkpoint_dir)
-    rank, world = world_info()
-    device = local_device(resolve_device(device))
-    show = progress and rank == 0
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    if isinstance(objective, nn.Module):
-        objective.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValidationError("model has no trainable parameters (all have requires_grad=False)")
-    optimizer = torch.optim.SGD(params, lr=lr, momentum=settings["momentum"], weight_decay=settings["weight_decay"])
-    scheduler = _make_scheduler(optimizer, schedule, epochs, settings["milestones"], gamma)
-    path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    recipe = recipe if isinstance(recipe, Recipe) else Recipe.from_dict(recipe)
+    run = FitOptions.from_keywords(options)
+    settings, objective = _check_fit(model, train_set, val_set=val_set, recipe=recipe, run=run, objective=objective,
+                                     callbacks=(on_step, on_epoch_end))
+    select = settings["select"]
+    rank, _ = world_info()
+    show = run.progress and rank == 0
+    device = _place(model, objective, run)
+    optimizer = _sgd(model, recipe)
+    scheduler = _make_scheduler(optimizer, recipe)
+    path = Path(run.checkpoint_dir) / CHECKPOINT_NAME if run.checkpoint_dir is not None else None
     state = TrainingState(path, settings, device)
-    if resume and path.is_file():
-        state.restore(model, optimizer, scheduler)
-        if show:
-            tqdm.write(f"resumed from {path} after epoch {state.epoch}", file=sys.stderr)
-    else:
-        # Each process draws its own dropout and augmentation; rank 0 draws what a single process would.
-        seed_everything(seed + rank)
-
-    loop = _EpochLoop(model, objective, optimizer, train_set, settings, device, channels_last, on_step, show,
-                      num_workers)
+    _start(state, model, optimizer, scheduler, run=run, show=show)
+    loop = _EpochLoop(model, objective, optimizer, train_set=train_set, settings=settings, device=device, run=run,
+                      on_step=on_step, show=show)
     was_training = model.training
     try:
-        for epoch in range(state.epoch, epochs):
+        for epoch in range(state.epoch, recipe.epochs):
             began = time.perf_counter()
             record = loop.run(epoch)
             scheduler.step()
             broadcast_buffers(model)  # every process holds rank 0's BatchNorm statistics
             improved = False
             if val_set is not None:
-                metrics = evaluate(model, val_set, task=settings["task"], device=device, batch_size=eval_batch_size,
-                                   num_workers=num_workers)
+                metrics = evaluate(model, val_set, task=settings["task"], device=device,
+                                   batch_size=run.eval_batch_size, num_workers=run.num_workers)
                 record.update({f"val_{k}": v for k, v in metrics.items()})
                 improved = state.observe(model, epoch + 1, metrics, metrics[select])
             record["seconds"] = time.perf_counter() - began
             state.history.append(record)
             state.save(model, optimizer, scheduler)
-            _log(record, epochs, select, improved, rank == 0, show)
+            _log(record, epochs=recipe.epochs, select=select, improved=improved, main=rank == 0, show=show)
             if on_epoch_end is not None:
                 on_epoch_end(record)
     finally:
         loop.close()
         model.train(was_training)
-        if channels_last:
+        if run.channels_last:
             model.to(memory_format=torch.contiguous_format)
     return _result(model, state, select, path)
 
 
-def check_train_settings(*, epochs: int, batch_size: int, lr: float, momentum: float = 0.9,
-                         weight_decay: float = 1e-4, milestones: Sequence[int] = (), gamma: float = 0.1,
-                         schedule: str = "step") -> dict[str, Any]:
-    """Check the optimiser and schedule settings of :func:`fit` (a recipe's fields); return them checked.
+def _check_fit(model, train_set, *, val_set, recipe: Recipe, run: FitOptions, objective,
+               callbacks) -> tuple[dict[str, Any], Callable]:
+    """Check the arguments of :func:`fit` the recipe and options do not; return the run's settings and objective.
 
-    :func:`fit` makes these checks itself; a caller that runs many trainings (the benchmark) makes
-    them up front, so that a bad value stops it before the first one starts.
-
-    Examples
-    --------
-    >>> check_train_settings(epochs=2, batch_size=8, lr=0.1, milestones=(1,))["milestones"]
-    [1]
+    The settings are stored in the training checkpoint and compared when it is resumed.
     """
-    return {
-        "epochs": check_int(epochs, "epochs", minimum=1),
-        "batch_size": check_int(batch_size, "batch_size", minimum=1),
-        "lr": check_float(lr, "lr", minimum=0.0, exclusive_minimum=True),
-        "momentum": check_float(momentum, "momentum", minimum=0.0, maximum=1.0, exclusive_maximum=True),
-        "weight_decay": check_float(weight_decay, "weight_decay", minimum=0.0),
-        "milestones": list(_check_milestones(milestones)),
-        "gamma": check_float(gamma, "gamma", minimum=0.0, maximum=1.0, exclusive_minimum=True),
-        "schedule": check_choice(schedule, "schedule", SCHEDULE_NAMES),
-    }
-
-
-def _check_fit(model, train_set, val_set, task, epochs, batch_size, lr, momentum, weight_decay, milestones, gamma,
-               schedule, objective, seed, eval_batch_size, num_workers, on_step, on_epoch_end, select, resume,
-               checkpoint_dir) -> tuple[dict[str, Any], Callable, str | None]:
-    """Check every argument of :func:`fit`; return the run's settings, its objective and selection metric."""
     check_module(model)
     check_dataset(train_set, "train_set")
     if val_set is not None:
         check_dataset(val_set, "val_set")
-    task = resolve_task(task, train_set)
-    settings = {"task": task, **check_train_settings(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
-                                                     weight_decay=weight_decay, milestones=milestones, gamma=gamma,
-                                                     schedule=schedule),
-                "seed": check_int(seed, "seed", minimum=0)}
-    check_int(eval_batch_size, "eval_batch_size", minimum=1)
-    check_int(num_workers, "num_workers", minimum=0)
-    for name, fn in (("objective", objective), ("on_step", on_step), ("on_epoch_end", on_epoch_end)):
+    task = resolve_task(run.task, train_set)
+    for name, fn in zip(("objective", "on_step", "on_epoch_end"), (objective, *callbacks)):
         if fn is not None and not callable(fn):
             raise ValidationError(f"{name} must be callable, got {type(fn).__name__}")
+    select = None
     if val_set is not None:
-        select = DEFAULT_SELECT[task] if select is None else select
+        select = DEFAULT_SELECT[task] if run.select is None else run.select
         check_choice(select, "select metric", [m for m in METRIC_NAMES[task] if m != "loss"])
-    else:
-        select = None
-    if resume and checkpoint_dir is None:
-        raise ValidationError("resume=True needs checkpoint_dir (the folder of the checkpoint to resume)")
     world = world_info()[1]
-    if settings["batch_size"] % world:
-        raise ValidationError(f"batch_size ({batch_size}) must be divisible by the number of processes ({world})")
-    settings.update(world_size=world, select=select)
-    return settings, TaskObjective(task) if objective is None else objective, select
+    if recipe.batch_size % world:
+        raise ValidationError(f"batch_size ({recipe.batch_size}) must be divisible by the number of processes "
+                              f"({world})")
+    settings = {"task": task, **recipe.to_dict(), "seed": run.seed, "world_size": world, "select": select}
+    return settings, TaskObjective(task) if objective is None else objective
+
+
+def _place(model: nn.Module, objective: Callable, run: FitOptions) -> torch.device:
+    """Move the model (in the memory format asked for) and a module objective to the run's device."""
+    device = local_device(resolve_device(run.device))
+    model.to(device)
+    if run.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if isinstance(objective, nn.Module):
+        objective.to(device)
+    return device
+
+
+def _sgd(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValidationError("model has no trainable parameters (all have requires_grad=False)")
+    return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+
+
+def _start(state: TrainingState, model: nn.Module, optimizer, scheduler, *, run: FitOptions, show: bool) -> None:
+    """Resume from the run's checkpoint when asked and it exists; otherwise seed the random generators."""
+    if run.resume and state.path.is_file():
+        state.restore(model, optimizer, scheduler)
+        if show:
+            tqdm.write(f"resumed from {state.path} after epoch {state.epoch}", file=sys.stderr)
+    else:
+        # Each process draws its own dropout and augmentation; rank 0 draws what a single process would.
+        seed_everything(run.seed + world_info()[0])
 
 
 class _WithIndex(torch.utils.data.Dataset):
@@ -346,12 +340,11 @@ class _WithIndex(torch.utils.data.Dataset):
 class _EpochLoop:
     """One epoch of optimiser steps over the (shared-out) training set, and the epoch's mean loss terms."""
 
-    def __init__(self, model, objective, optimizer, train_set, settings, device, channels_last, on_step, show,
-                 num_workers):
+    def __init__(self, model, objective, optimizer, *, train_set, settings, device, run: FitOptions, on_step, show):
         rank, world = world_info()
         self.model, self.objective, self.optimizer, self.train_set = model, objective, optimizer, train_set
         self.settings, self.device, self.channels_last, self.on_step, self.show = (
-            settings, device, channels_last, on_step, show)
+            settings, device, run.channels_last, on_step, show)
         self.train_model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
             if is_distributed() else model
         # One sampler for one or many processes: its shuffle depends only on (seed, epoch), which makes
@@ -359,7 +352,7 @@ class _EpochLoop:
         self.sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True,
                                           seed=settings["seed"])
         self.local_batch = settings["batch_size"] // world
-        self.num_workers = num_workers
+        self.num_workers = run.num_workers
         self.with_indices = bool(getattr(objective, "needs_indices", False))
 
     def close(self) -> None:
@@ -413,7 +406,7 @@ class _EpochLoop:
         return record
 
 
-def _log(record: dict, epochs: int, select: str | None, improved: bool, main: bool, show: bool) -> None:
+def _log(record: dict, *, epochs: int, select: str | None, improved: bool, main: bool, show: bool) -> None:
     if main:
         line = format_record(record, epochs, select, improved)
         logger.info(line)

@@ -20,18 +20,19 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from apkit.core.distributed import is_main_process
-from apkit.core.errors import ValidationError
-from apkit.core.io import atomic_write_json, check_writable
+from apkit.core.errors import ValidationError, unknown_name
+from apkit.core.io import atomic_write_json, check_out_dir
 from apkit.core.validation import resolve_device
 from apkit.core.version import __version__
 from apkit.data import DATASETS, check_synthetic_only, from_spec, spec_name
 from apkit.models import MODELS, create, save_checkpoint
-from apkit.training.loop import check_train_settings, fit, seed_everything
-from apkit.training.recipes import RECIPES
+from apkit.models.checkpoint import MODEL_FILE
+from apkit.training.loop import FitOptions, FitResult, fit, seed_everything
+from apkit.training.recipes import RECIPES, Recipe
+from apkit.training.state import CHECKPOINT_NAME
 
-__all__ = ["TrainingReport", "datasets_for", "default_model", "default_recipe", "train_model"]
+__all__ = ["TrainingReport", "datasets_for", "default_model", "default_recipe", "resolve_recipe", "train_model"]
 
-MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 
 
@@ -91,17 +92,11 @@ def datasets_for(model: nn.Module, data: str, sizes: Mapping[str, int | None], *
 
 
 def _check_out_dir(out_dir: str | Path, resume: bool, overwrite: bool) -> Path:
-    """The output folder, checked before any work: writable, and not holding a finished run unless asked."""
-    if resume and overwrite:
-        raise ValidationError("resume and overwrite exclude each other: resume continues the run in out_dir, "
-                              "overwrite replaces it; pass one of them")
-    out_dir = check_writable(out_dir)
-    if (out_dir / METRICS_FILE).is_file() and not (resume or overwrite):
-        raise ValidationError(
-            f"{str(out_dir)!r} already holds a trained model ({MODEL_FILE}, {METRICS_FILE}); pass resume=True "
-            "(--resume) to reuse it, overwrite=True (--overwrite) to train afresh over it, or another out_dir (--out)"
-        )
-    return out_dir
+    """The output folder, checked before any work: writable, and not holding a trained model unless asked."""
+    return check_out_dir(out_dir, resume=resume, overwrite=overwrite,
+                         finished=lambda folder: (folder / METRICS_FILE).is_file(),
+                         holds=f"a trained model ({MODEL_FILE}, {METRICS_FILE})", reuse="reuse it",
+                         redo="train afresh over it")
 
 
 def default_recipe(data: str) -> str:
@@ -114,24 +109,37 @@ def default_model(data: str) -> str:
     return "vgg_small" if data == "synthetic" else "vgg16_bn"
 
 
+#: The options of :func:`train_model` that it hands to :func:`apkit.training.fit` as they are.
+RUN_OPTIONS = ("device", "seed", "resume", "select", "num_workers", "progress")
+
+
+def resolve_recipe(recipe: str | None, data: str, overrides: Mapping[str, Any] | None = None) -> Recipe:
+    """The recipe of a training run: ``recipe`` (a name of :data:`RECIPES`; ``None`` for
+    :func:`default_recipe`) with ``overrides`` applied (``None`` values are ignored).
+
+    Examples
+    --------
+    >>> resolve_recipe(None, "synthetic", {"epochs": 2, "lr": None}).epochs
+    2
+    """
+    chosen = RECIPES.get(default_recipe(data) if recipe is None else recipe)
+    changes = {k: v for k, v in (overrides or {}).items() if v is not None}
+    return chosen.replace(**changes) if changes else chosen
+
+
 def train_model(
     model: str | None = None,
     data: str = "synthetic",
     *,
     out_dir: str | Path,
     recipe: str | None = None,
-    overrides: dict[str, Any] | None = None,
-    model_options: dict[str, Any] | None = None,
-    data_options: dict[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    model_options: Mapping[str, Any] | None = None,
+    data_options: Mapping[str, Any] | None = None,
     train_samples: int | None = None,
     val_samples: int | None = None,
-    device: str | None = None,
-    seed: int = 0,
-    resume: bool = False,
     overwrite: bool = False,
-    select: str | None = None,
-    num_workers: int = 0,
-    progress: bool = True,
+    **options: Any,
 ) -> TrainingReport:
     """Train ``model`` on the ``train`` split of ``data``, keep its best ``val`` epoch, save it.
 
@@ -154,11 +162,12 @@ def train_model(
         Extra options of :func:`apkit.models.create` and :func:`apkit.data.from_spec`.
     train_samples, val_samples : int, optional
         Synthetic data only: number of images per split.
-    device, seed, resume, select, num_workers, progress
-        As in :func:`apkit.training.fit`; ``resume`` also reuses a finished run in ``out_dir``.
     overwrite : bool
         Train afresh over a finished run in ``out_dir`` (one with ``metrics.json``), which is
         refused otherwise: its model would be lost.
+    **options
+        ``device``, ``seed``, ``resume``, ``select``, ``num_workers``, ``progress``: as in
+        :func:`apkit.training.fit`; ``resume`` also reuses a finished run in ``out_dir``.
 
     Returns
     -------
@@ -169,55 +178,51 @@ def train_model(
     model = default_model(data) if model is None else model
     builder = MODELS.get(model)  # an unknown name fails before any data is read
     recipe_name = default_recipe(data) if recipe is None else recipe
-    chosen = RECIPES.get(recipe_name)
-    changes = {k: v for k, v in (overrides or {}).items() if v is not None}
-    unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(chosen)})
-    if unknown:
-        raise ValidationError(f"unknown training settings {unknown}; choose from {sorted(chosen.kwargs())}")
-    if "milestones" in changes:
-        changes["milestones"] = tuple(changes["milestones"])
-    chosen = dataclasses.replace(chosen, **changes)
-    check_train_settings(**chosen.kwargs())  # a bad epoch count stops here, before any data is read
+    chosen = resolve_recipe(recipe, data, overrides)  # a bad epoch count stops here, before any data is read
+    for key in options:
+        if key not in RUN_OPTIONS:
+            raise unknown_name(key, "option of train_model", RUN_OPTIONS)
+    run = FitOptions.from_keywords({**options, "checkpoint_dir": Path(out_dir) / "training"})
 
     data_options = dict(data_options or {})
-    sizes = {"train": train_samples, "val": val_samples}
     DATASETS.get(spec_name(data))  # an unknown name is the problem, not the sizes given with it
     check_synthetic_only(data, train_samples=train_samples, val_samples=val_samples)
-    out_dir = _check_out_dir(out_dir, resume, overwrite)
+    out_dir = _check_out_dir(out_dir, run.resume, overwrite)
     began = time.perf_counter()
     splits = {
         split: from_spec(data, split=split, **data_options, **({"num_samples": n} if n is not None else {}))
-        for split, n in sizes.items()
+        for split, n in {"train": train_samples, "val": val_samples}.items()
     }
     train_set, val_set = splits["train"], splits["val"]
 
-    options = dict(model_options or {})
-    if "input_size" in inspect.signature(builder).parameters and "input_size" not in options:
-        options["input_size"] = int(train_set.image_size)
-    seed_everything(seed)  # the initial weights depend on the seed too
-    net = create(model, num_classes=train_set.num_classes, **options)
+    model_options = dict(model_options or {})
+    if "input_size" in inspect.signature(builder).parameters and "input_size" not in model_options:
+        model_options["input_size"] = int(train_set.image_size)
+    seed_everything(run.seed)  # the initial weights depend on the seed too
+    net = create(model, num_classes=train_set.num_classes, **model_options)
 
-    result = fit(
-        net, train_set, val_set=val_set, task=train_set.task, **chosen.kwargs(), device=device, seed=seed,
-        checkpoint_dir=out_dir / "training", resume=resume, progress=progress, select=select,
-        num_workers=num_workers, channels_last=resolve_device(device).type == "cpu",  # faster CPU convolutions
-    )
+    run = dataclasses.replace(run, task=train_set.task,
+                              channels_last=resolve_device(run.device).type == "cpu")  # faster CPU convolutions
+    result = fit(net, train_set, chosen, val_set=val_set, **dataclasses.asdict(run))
     seconds = time.perf_counter() - began
-    settings = {"model": model, "model_options": options, "data": data, "data_options": data_options,
-                "sizes": {"train": len(train_set), "val": len(val_set)}, "recipe": recipe_name, **chosen.kwargs(),
-                "milestones": list(chosen.milestones), "seed": seed, "select": result.select,
-                "apkit_version": __version__}
+    settings = {"model": model, "model_options": model_options, "data": data, "data_options": data_options,
+                "sizes": {"train": len(train_set), "val": len(val_set)}, "recipe": recipe_name, **chosen.to_dict(),
+                "seed": run.seed, "select": result.select, "apkit_version": __version__}
     report = TrainingReport(
         val=result.best_metrics, best_epoch=result.best_epoch, select=result.select, seconds=seconds,
         settings=settings, history=result.history,
         paths={"model": str(out_dir / MODEL_FILE), "metrics": str(out_dir / METRICS_FILE),
-               "training_checkpoint": str(out_dir / "training" / "checkpoint.pt")},
+               "training_checkpoint": str(out_dir / "training" / CHECKPOINT_NAME)},
     )
-    meta = {"dataset": data, "classes": list(train_set.classes), "task": train_set.task,
+    if is_main_process():  # under torchrun, one process writes
+        save_checkpoint(net, out_dir / MODEL_FILE, meta=_model_meta(data, train_set, result, settings))
+        atomic_write_json(out_dir / METRICS_FILE, report.to_dict())
+    return report
+
+
+def _model_meta(data: str, train_set: Dataset, result: FitResult, settings: dict[str, Any]) -> dict[str, Any]:
+    """What ``model.pt`` records beside the weights: the data it was trained on, its metrics and settings."""
+    return {"dataset": data, "classes": list(train_set.classes), "task": train_set.task,
             "mean": list(getattr(train_set, "mean", ())), "std": list(getattr(train_set, "std", ())),
             "image_size": int(train_set.image_size), "metrics": result.best_metrics, "best_epoch": result.best_epoch,
             "settings": settings}
-    if is_main_process():  # under torchrun, one process writes
-        save_checkpoint(net, out_dir / MODEL_FILE, meta=meta)
-        atomic_write_json(out_dir / METRICS_FILE, report.to_dict())
-    return report

@@ -1,51 +1,126 @@
-"""Named training recipes: the paper's optimisation schedules (METHOD §5) and apkit's synthetic defaults.
+"""Training recipes: the optimiser and schedule settings of one training run, and the named ones.
 
-A :class:`Recipe` holds the optimiser and schedule settings of :func:`apkit.training.fit`;
-``fit(model, data, **RECIPES.get("teacher").kwargs())`` trains with them, and
-``dataclasses.replace(recipe, epochs=5)`` changes one value.
+A :class:`Recipe` is the one place where each training setting is declared: its name, its default
+and its check.  :func:`apkit.training.fit` takes one; :data:`RECIPES` holds the paper's
+optimisation schedules (METHOD §5) and apkit's synthetic defaults; ``recipe.replace(epochs=5)``
+changes one value (checked like the others).
 
 Examples
 --------
 >>> recipe = RECIPES.get("kd")
 >>> recipe.epochs, recipe.lr, recipe.milestones
 (350, 0.1, (150, 200, 250))
->>> sorted(recipe.kwargs())
+>>> sorted(recipe.to_dict())
 ['batch_size', 'epochs', 'gamma', 'lr', 'milestones', 'momentum', 'schedule', 'weight_decay']
+>>> Recipe(epochs=0, lr=0.1)
+Traceback (most recent call last):
+...
+apkit.core.errors.ValidationError: epochs must be >= 1, got 0
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from apkit.core.errors import ValidationError, unknown_name
+from apkit.core.names import SCHEDULE_NAMES
 from apkit.core.registry import Registry
+from apkit.core.validation import check_choice, check_float, check_int
 
 __all__ = ["RECIPES", "Recipe"]
 
 
+def _check_milestones(milestones: object) -> tuple[int, ...]:
+    if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence):
+        raise ValidationError(f"milestones must be a sequence of epochs, got {milestones!r}")
+    values = tuple(check_int(m, "each milestone", minimum=1) for m in milestones)
+    if list(values) != sorted(set(values)):
+        raise ValidationError(f"milestones must be strictly increasing, got {list(values)}")
+    return values
+
+
 @dataclass(frozen=True)
 class Recipe:
-    """SGD settings and learning-rate schedule of one training run.
+    """SGD settings and learning-rate schedule of one training run, checked when it is made.
 
-    ``schedule`` is ``"step"`` (multiply the rate by ``gamma`` at each epoch in ``milestones``;
-    no milestones means a constant rate) or ``"cosine"`` (cosine decay to 0 over ``epochs``).
+    Attributes
+    ----------
+    epochs : int
+        Total number of epochs (at least 1).
+    lr : float
+        Initial learning rate (> 0).
+    batch_size : int
+        Images per optimiser step, over all processes under torchrun.
+    momentum, weight_decay : float
+        SGD momentum (in [0, 1)) and weight decay (>= 0).
+    milestones : tuple of int
+        ``schedule="step"``: the epochs after which the rate is multiplied by ``gamma``
+        (strictly increasing; none means a constant rate).
+    gamma : float
+        Step-schedule factor, in (0, 1].
+    schedule : {"step", "cosine"}
+        ``"cosine"`` decays the rate to 0 over ``epochs``.
+
+    Raises
+    ------
+    apkit.core.errors.ValidationError
+        A value out of range, named with its requirement.
     """
 
     epochs: int
     lr: float
-    batch_size: int
+    batch_size: int = 64
     momentum: float = 0.9
     weight_decay: float = 1e-4
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
     schedule: str = "step"
 
-    def kwargs(self) -> dict:
-        """The keyword arguments of :func:`apkit.training.fit` this recipe sets."""
-        return {
-            "epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size, "momentum": self.momentum,
-            "weight_decay": self.weight_decay, "milestones": tuple(self.milestones), "gamma": self.gamma,
-            "schedule": self.schedule,
-        }
+    def __post_init__(self) -> None:
+        check_int(self.epochs, "epochs", minimum=1)
+        check_int(self.batch_size, "batch_size", minimum=1)
+        check_float(self.lr, "lr", minimum=0.0, exclusive_minimum=True)
+        check_float(self.momentum, "momentum", minimum=0.0, maximum=1.0, exclusive_maximum=True)
+        check_float(self.weight_decay, "weight_decay", minimum=0.0)
+        object.__setattr__(self, "milestones", _check_milestones(self.milestones))  # a list becomes a tuple
+        check_float(self.gamma, "gamma", minimum=0.0, maximum=1.0, exclusive_minimum=True)
+        check_choice(self.schedule, "schedule", SCHEDULE_NAMES)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """The names of the training settings, in their declared order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Recipe:
+        """The recipe of ``values`` (``{"epochs": 10, "lr": 0.01, ...}``); an unknown key is refused.
+
+        Examples
+        --------
+        >>> Recipe.from_dict({"epochs": 2, "lr": 0.1, "milestones": [1]}).milestones
+        (1,)
+        """
+        if not isinstance(values, Mapping):
+            raise ValidationError(f"training settings must be a mapping such as {{'epochs': 10, 'lr': 0.01}}, "
+                                  f"got {type(values).__name__}")
+        for key in values:
+            if key not in cls.field_names():
+                raise unknown_name(key, "training setting", cls.field_names())
+        missing = [name for name in ("epochs", "lr") if name not in values]
+        if missing:
+            raise ValidationError(f"training settings lack {', '.join(missing)}; give at least epochs and lr")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as JSON-ready data (``milestones`` as a list)."""
+        return {**dataclasses.asdict(self), "milestones": list(self.milestones)}
+
+    def replace(self, **changes: Any) -> Recipe:
+        """A copy with ``changes`` (checked as a new recipe); an unknown setting is refused."""
+        return Recipe.from_dict({**dataclasses.asdict(self), **changes})
 
 
 RECIPES: Registry = Registry("training recipe")

@@ -20,16 +20,30 @@ from torch import nn
 from apkit.core.distributed import all_gather_objects, world_info
 from apkit.core.errors import CheckpointError
 from apkit.models.checkpoint import atomic_save, safe_load
+from apkit.training.recipes import Recipe
 
-__all__ = ["CHECKPOINT_NAME", "TrainingState", "cpu_state_dict"]
+__all__ = ["CHECKPOINT_NAME", "TrainingState", "cpu_state_dict", "finished_epochs"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "apkit-training-state"
 #: How to start a run afresh, said in both worlds: an error reaches Python callers and the command line alike.
 AFRESH = "start afresh: resume=False in Python, no --resume on the command line"
 # Settings that must match for a checkpoint to be resumed (epochs may grow, except for cosine).
-RESUME_KEYS = ("task", "batch_size", "lr", "momentum", "weight_decay", "milestones", "gamma", "schedule",
-               "seed", "world_size", "select")
+RESUME_KEYS = ("task", *(name for name in Recipe.field_names() if name != "epochs"), "seed", "world_size", "select")
+
+
+def finished_epochs(path: Path) -> int:
+    """The number of epochs the training checkpoint at ``path`` holds, read without loading its tensors.
+
+    The file is memory-mapped, so only the small ``epoch`` entry is read from disk, however large
+    the weights, optimiser and history it holds.
+    """
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - damaged bytes surface as many exception types
+        raise CheckpointError(f"the training checkpoint {str(path)!r} is corrupt ({type(exc).__name__}); use "
+                              f"another folder, or {AFRESH}") from exc
+    return int(payload.get("epoch", 0)) if isinstance(payload, dict) else 0
 
 
 def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

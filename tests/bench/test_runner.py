@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from apkit.bench import PROFILES, resolve_profile
 from apkit.bench.runner import run_bench
-from apkit.core.errors import UnknownNameError, ValidationError
+from apkit.core.errors import ValidationError
 
 # A grid small enough for the test suite: every stage runs, on tiny data.
 TINY = [
@@ -37,20 +36,6 @@ def _numbers(results: dict) -> dict:
         return value
 
     return strip(results)
-
-
-def test_profiles_are_registered_and_overridable():
-    assert PROFILES.names() == ["smoke", "default", "voc", "imagenet"]
-    settings = resolve_profile("voc", ["compressions.kd.epochs=2", "evaluation.attribution_methods=[\"lrp\"]"])
-    assert settings["compressions"]["kd"]["epochs"] == 2
-    assert settings["evaluation"]["attribution_methods"] == ["lrp"]
-    assert resolve_profile("voc")["compressions"]["structured"]["epochs"] == 60  # supplement C.2
-    with pytest.raises(ValidationError, match="not a setting"):
-        resolve_profile("smoke", ["teachers.teacher.train.epoch=3"])
-    with pytest.raises(ValidationError, match="a.b=value"):
-        resolve_profile("smoke", ["epochs"])
-    with pytest.raises(UnknownNameError, match="smoke"):
-        resolve_profile("nope")
 
 
 def test_voc_profile_without_data_root_says_what_to_download(tmp_path):

@@ -102,17 +102,18 @@ def test_iterative_unstructured_resumes_at_the_interrupted_step(tmp_path, data, 
 
 def test_settings_profiles_and_bad_inputs(data, teacher):
     quick = {m: default_settings(m, "quick") for m in ("kd", "structured", "unstructured")}
-    assert (quick["kd"].epochs, quick["kd"].width_divisor) == (8, 2)
-    assert (quick["structured"].pruning_ratio, quick["structured"].epochs) == (0.6, 2)
-    assert (quick["unstructured"].final_sparsity, quick["unstructured"].epochs) == (pytest.approx(0.9), 2)
+    assert (quick["kd"].train.epochs, quick["kd"].method_settings.width_divisor) == (8, 2)
+    assert (quick["structured"].method_settings.pruning_ratio, quick["structured"].train.epochs) == (0.6, 2)
+    assert (quick["unstructured"].final_sparsity, quick["unstructured"].train.epochs) == (pytest.approx(0.9), 2)
     paper = default_settings("structured", "paper")
-    assert (paper.scheme, paper.pruning_ratio, paper.epochs, paper.lr) == ("paper-vgg16", 0.7, 60, 1e-3)
+    pruning = paper.method_settings
+    assert (pruning.scheme, pruning.pruning_ratio, paper.train.epochs, paper.train.lr) == ("paper-vgg16", 0.7, 60, 1e-3)
     train = data[0]
     with pytest.raises(UnknownNameError, match="kd, structured, unstructured"):
         compress(teacher, "quantize", train_set=train)
     with pytest.raises(UnknownNameError, match="none, ewa, swa, sswa"):
         compress(teacher, "kd", "gradcam", train_set=train)
-    with pytest.raises(ValidationError, match="do not apply to method 'kd'"):
+    with pytest.raises(ValidationError, match="unknown kd setting 'pruning_ratio'"):
         compress(teacher, "kd", train_set=train, pruning_ratio=0.5)
     with pytest.raises(ValidationError, match="only to method='kd'"):
         compress(teacher, "structured", train_set=train, student=teacher)
@@ -157,4 +158,43 @@ def test_cli_compress_writes_model_and_record_and_resumes(tmp_path, monkeypatch,
     with pytest.raises(SystemExit) as exit_info:
         main(args + ["--set", "amount=0.5"])
     assert exit_info.value.code == 1
-    assert "do not apply to method 'structured'" in capsys.readouterr().err
+    assert "unknown structured setting 'amount'" in capsys.readouterr().err
+
+
+def _plain_cnn():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 3)).eval()
+
+
+@pytest.mark.parametrize("method,options", [("unstructured", dict(amount=0.5)),
+                                            ("structured", dict(pruning_ratio=0.5))])
+def test_finished_run_of_a_model_apkit_did_not_build_is_recognised(tmp_path, data, monkeypatch, method, options):
+    """Such a model is saved as model_state.pt: --resume loads it, and a rerun without it is refused."""
+    teacher = _plain_cnn()
+    run = dict(train_set=data[0], val_set=data[1], out_dir=tmp_path, device="cpu", progress=False, **FAST, **options)
+    model, record = compress(teacher, method, **run)
+    assert (tmp_path / "model_state.pt").is_file() and not (tmp_path / "model.pt").exists()
+    monkeypatch.setattr(api, "fit", lambda *a, **k: pytest.fail("a finished run must not train again"))
+    again, again_record = compress(teacher, method, resume=True, **run)
+    assert again_record.to_dict() == record.to_dict() and not again.training
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(again(x), model(x), atol=1e-6)
+    with pytest.raises(ValidationError, match="already holds a finished compression"):
+        compress(teacher, method, **run)
+
+
+def test_a_bad_task_is_named(data, teacher):
+    train = TinyImages(16)
+    train.task = "regression"
+    with pytest.raises(UnknownNameError, match="unknown task 'regression'; choose one of: multilabel, multiclass"):
+        compress(teacher, "kd", train_set=train, device="cpu", progress=False, **FAST)
+
+
+def test_run_options_and_settings_overrides_are_told_apart(data, teacher):
+    options, overrides = api.RunOptions.split({"seed": 3, "device": "cpu", "epochs": 2, "weight": 5})
+    assert (options.seed, options.device, options.resume) == (3, "cpu", False)
+    assert overrides == {"epochs": 2, "weight": 5}
+    with pytest.raises(ValidationError, match="seed must be >= 0"):
+        compress(teacher, "kd", train_set=data[0], seed=-1, **FAST)

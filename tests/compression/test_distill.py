@@ -85,9 +85,10 @@ def test_students_have_the_papers_sizes():
 
 def test_paper_kd_settings_follow_the_paper_with_momentum_option():
     paper = default_settings("kd", "paper")
-    assert (paper.epochs, paper.lr, paper.milestones, paper.momentum) == (350, 0.1, (150, 200, 250), 0.9)
-    assert (paper.width_divisor, paper.temperature, paper.alpha) == (8, 4.0, 0.9)
-    assert default_settings("kd", "paper", momentum=0.0).momentum == 0.0  # the reference code's choice
+    train, kd = paper.train, paper.method_settings
+    assert (train.epochs, train.lr, train.milestones, train.momentum) == (350, 0.1, (150, 200, 250), 0.9)
+    assert (kd.width_divisor, kd.temperature, kd.alpha) == (8, 4.0, 0.9)
+    assert default_settings("kd", "paper", momentum=0.0).train.momentum == 0.0  # the reference code's choice
 
 
 def test_objective_uses_one_teacher_forward_for_kd_and_matching():

@@ -7,7 +7,14 @@ import os
 import pytest
 
 from apkit.core.errors import ValidationError
-from apkit.core.io import atomic_write, atomic_write_json, atomic_write_text, check_writable, read_json
+from apkit.core.io import (
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    check_out_dir,
+    check_writable,
+    read_json,
+)
 
 
 def test_text_and_json_round_trip(tmp_path):
@@ -73,3 +80,25 @@ def test_check_writable(tmp_path):
         check_writable(tmp_path / "f")
     with pytest.raises(ValidationError, match="a file; pick another output folder"):
         check_writable(tmp_path / "f" / "sub")
+
+
+def _check(folder, **flags):
+    return check_out_dir(folder, finished=lambda f: (f / "done.json").is_file(), holds="a finished run",
+                         reuse="reuse it", redo="redo it", **{"resume": False, "overwrite": False, **flags})
+
+
+def test_a_finished_run_is_kept_unless_asked(tmp_path):
+    assert _check(tmp_path / "new") == tmp_path / "new" and not (tmp_path / "new").exists()
+    (tmp_path / "done.json").write_text("{}")
+    with pytest.raises(ValidationError, match="already holds a finished run; pass resume=True .* to reuse it, "
+                                              r"overwrite=True \(--overwrite\) to redo it"):
+        _check(tmp_path)
+    assert _check(tmp_path, resume=True) == tmp_path == _check(tmp_path, overwrite=True)
+
+
+def test_contradictory_or_incomplete_flags_are_refused(tmp_path):
+    with pytest.raises(ValidationError, match="exclude each other"):
+        _check(tmp_path, resume=True, overwrite=True)
+    with pytest.raises(ValidationError, match="resume=True needs out_dir"):
+        _check(None, resume=True)
+    assert _check(None) is None

@@ -9,14 +9,25 @@ from torch.utils.data import TensorDataset
 from apkit import models
 from apkit.core.errors import UnknownNameError, ValidationError
 from apkit.data.synthetic import SyntheticShapes
-from apkit.evaluation.roar import RemovedPixels, RoarResult, dataset_identity, plot_roar, removal_rank, roar
+from apkit.evaluation.roar import (
+    DEFAULT_RECIPE,
+    RemovedPixels,
+    RoarResult,
+    RoarSettings,
+    dataset_identity,
+    plot_roar,
+    removal_rank,
+    roar,
+    roar_recipe,
+)
+from apkit.training import Recipe
 
 
-def _base(n=3, size=4):
+def _base(n=3, size=4, task="multilabel"):
     data = TensorDataset(torch.arange(n * 3 * size * size, dtype=torch.float32).view(n, 3, size, size) + 100,
                          torch.ones(n, 2))
     data.mean, data.std = (0.2, 0.4, 0.6), (0.5, 0.5, 0.5)
-    data.num_classes, data.task = 2, "multilabel"
+    data.num_classes, data.task = 2, task
     return data
 
 
@@ -62,7 +73,7 @@ def test_roar_end_to_end_reuses_its_cache(tmp_path, one_thread):
     torch.manual_seed(0)
     source = models.create("vgg_small", num_classes=8, input_size=32, width_divisor=8)
     options = dict(classifier="vgg_small", classifier_options={"input_size": 32, "width_divisor": 8},
-                   train_settings={"epochs": 1, "batch_size": 16, "lr": 0.05}, cache_dir=tmp_path, device="cpu",
+                   recipe=Recipe(epochs=1, batch_size=16, lr=0.05), cache_dir=tmp_path, device="cpu",
                    progress=False, metric="map_class")
     first = roar({"teacher": source, "random": None}, train, test, fractions=(0.2, 0.8), **options)
     assert first.settings["maps_computed"] == [("teacher", "train"), ("teacher", "test")]
@@ -92,8 +103,12 @@ def test_bad_arguments():
         roar({"r": "random"}, data, data, classifier="vgg99", device="cpu")
     with pytest.raises(UnknownNameError, match="gradcam"):
         roar({"r": "random"}, data, data, method="nope", device="cpu")
-    with pytest.raises(ValidationError, match="unknown keys"):
-        roar({"r": "random"}, data, data, train_settings={"epoch": 3}, device="cpu")
+    with pytest.raises(UnknownNameError, match="unknown training setting 'epoch'"):
+        roar({"r": "random"}, data, data, {"epoch": 3}, device="cpu")
+    with pytest.raises(UnknownNameError, match="unknown ROAR setting 'fraction'; did you mean fractions"):
+        roar({"r": "random"}, data, data, fraction=(0.5,), device="cpu")
+    with pytest.raises(UnknownNameError, match="unknown task 'regression'"):
+        roar({"r": "random"}, _base(task="regression"), data, device="cpu")
     with pytest.raises(ValidationError, match="shape"):
         RemovedPixels(data, torch.zeros(3, 5, 5), 0.5)
     no_mean = TensorDataset(torch.zeros(1, 3, 2, 2), torch.ones(1, 1))
@@ -102,3 +117,21 @@ def test_bad_arguments():
     with pytest.raises(ValidationError, match="RoarResult"):
         plot_roar({"fractions": [0.5]}, "x.png")
     assert isinstance(RoarResult([0.5], {"a": [math.nan]}, "f1").table(), str)
+
+
+def test_settings_and_recipe_are_checked_values():
+    settings = RoarSettings(fractions=[0.5, 1], classifier="vgg_small", train_size=10)
+    assert settings.fractions == (0.5, 1.0) and settings.metric_for("multilabel") == "f1"
+    assert settings.metric_for("multiclass") == "top1"
+    with pytest.raises(UnknownNameError, match="unknown metric 'top1'"):
+        RoarSettings(metric="top1").metric_for("multilabel")
+    with pytest.raises(ValidationError, match="at least one fraction"):
+        RoarSettings(fractions=())
+    with pytest.raises(ValidationError, match="train_size must be >= 1"):
+        RoarSettings(train_size=0)
+    with pytest.raises(UnknownNameError, match="target policy"):
+        RoarSettings(target_policy="label")
+    assert roar_recipe(None) == DEFAULT_RECIPE == Recipe(epochs=10, lr=0.01, batch_size=64)
+    assert roar_recipe({"epochs": 2}) == DEFAULT_RECIPE.replace(epochs=2)
+    with pytest.raises(ValidationError, match="a Recipe or a dict"):
+        roar_recipe(3)

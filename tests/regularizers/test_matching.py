@@ -82,7 +82,7 @@ def test_swa_equals_closed_form_for_a_linear_head():
     assert torch.allclose(t.map, _closed_form_swa(teacher, x, t.target), atol=1e-6)
     _, smap = reg.student_pass(student, x, t.target)
     assert torch.allclose(smap, _closed_form_swa(student, x, t.target), atol=1e-6)
-    # The paper's weight 50 is scaled to the 4x4 map: 50 * 16 / 49 (apkit.core.names.scaled_weight).
+    # The paper's weight 50 is scaled to the 4x4 map: 50 * 16 / 49 (apkit.regularizers.scaled_weight).
     expected = 50 * 16 / 49 * matching_distance(_closed_form_swa(student, x, t.target), t.map)
     assert torch.allclose(reg(smap, t.map), expected, atol=1e-7)
 

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from apkit.core.errors import ApkitError, CheckpointError, UnknownNameError, ValidationError
-from apkit.training import CHECKPOINT_NAME, RECIPES, TaskObjective, evaluate, fit
+from apkit.training import CHECKPOINT_NAME, RECIPES, Recipe, TaskObjective, evaluate, fit
 
 
 def tiny_cnn(num_classes=3, dropout=0.3):
@@ -32,6 +32,13 @@ def same_state(a, b):
 
 def without_time(history):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+
+
+def train_with(model, data, **settings):
+    """``fit`` with the recipe's fields and the run's options given as one flat list of keywords."""
+    names = Recipe.field_names()
+    recipe = {k: v for k, v in settings.items() if k in names}
+    return fit(model, data, recipe, **{k: v for k, v in settings.items() if k not in names})
 
 
 SETTINGS = dict(epochs=4, batch_size=16, lr=0.05, milestones=(2,), gamma=0.5, device="cpu", progress=False)
@@ -57,7 +64,7 @@ def test_one_full_batch_epoch_is_one_sgd_step(tiny_data):
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 3))
     reference = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 3))
     reference.load_state_dict(model.state_dict())
-    fit(model, train, epochs=1, batch_size=len(train), lr=0.1, momentum=0.9, weight_decay=1e-3,
+    train_with(model, train, epochs=1, batch_size=len(train), lr=0.1, momentum=0.9, weight_decay=1e-3,
         device="cpu", progress=False)
     images, labels = train.tensors[0], train.tensors[1]
     loss = nn.MultiLabelSoftMarginLoss()(reference(images), labels)
@@ -90,7 +97,7 @@ def test_evaluate_matches_sklearn_multilabel(tiny_data):
 def test_multiclass_fit_and_evaluate():
     train, val = TinyImages(60, task="multiclass", seed=0), TinyImages(30, task="multiclass", seed=1)
     model = tiny_cnn()
-    result = fit(model, train, val_set=val, epochs=3, batch_size=10, lr=0.05, device="cpu", progress=False)
+    result = train_with(model, train, val_set=val, epochs=3, batch_size=10, lr=0.05, device="cpu", progress=False)
     assert result.select == "top1" and "val_top1" in result.history[0]
     metrics = evaluate(model, val, device="cpu")
     model.eval()
@@ -104,10 +111,10 @@ def test_multiclass_fit_and_evaluate():
 
 def test_learning_rate_schedules(tiny_data):
     train, _ = tiny_data
-    step = fit(tiny_cnn(), train, epochs=5, batch_size=24, lr=0.1, milestones=(2, 4), gamma=0.1, device="cpu",
+    step = train_with(tiny_cnn(), train, epochs=5, batch_size=24, lr=0.1, milestones=(2, 4), gamma=0.1, device="cpu",
                progress=False)
     assert [r["lr"] for r in step.history] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001])
-    cosine = fit(tiny_cnn(), train, epochs=4, batch_size=24, lr=0.1, schedule="cosine", device="cpu",
+    cosine = train_with(tiny_cnn(), train, epochs=4, batch_size=24, lr=0.1, schedule="cosine", device="cpu",
                  progress=False)
     expected = [0.05 * (1 + math.cos(math.pi * e / 4)) for e in range(4)]
     assert [r["lr"] for r in cosine.history] == pytest.approx(expected)
@@ -125,10 +132,10 @@ def test_objective_terms_and_step_callback_are_used(tiny_data):
             self.last_terms = {"task": loss.detach(), "constant": 2.0}
             return loss + 0.0, logits
 
-    fit(tiny_cnn(), train, epochs=2, batch_size=20, lr=0.05, objective=Objective(), device="cpu", progress=False,
+    train_with(tiny_cnn(), train, epochs=2, batch_size=20, lr=0.05, objective=Objective(), device="cpu", progress=False,
         on_step=lambda model, step: steps.append(step))
     assert steps == list(range(1, 7))  # 48 images in batches of 20: 3 steps per epoch
-    result = fit(tiny_cnn(), train, epochs=1, batch_size=20, lr=0.05, objective=Objective(), device="cpu",
+    result = train_with(tiny_cnn(), train, epochs=1, batch_size=20, lr=0.05, objective=Objective(), device="cpu",
                  progress=False)
     record = result.history[0]
     last = losses[-3:]
@@ -144,11 +151,11 @@ def test_objective_terms_and_step_callback_are_used(tiny_data):
 def test_fixed_seed_reproduces_a_run_exactly(tiny_data):
     train, val = tiny_data
     a, b = tiny_cnn(), tiny_cnn()
-    ra = fit(a, train, val_set=val, seed=7, **SETTINGS)
-    rb = fit(b, train, val_set=val, seed=7, **SETTINGS)
+    ra = train_with(a, train, val_set=val, seed=7, **SETTINGS)
+    rb = train_with(b, train, val_set=val, seed=7, **SETTINGS)
     assert same_state(a, b) and without_time(ra.history) == without_time(rb.history)
     c = tiny_cnn()
-    fit(c, train, val_set=val, seed=8, **SETTINGS)
+    train_with(c, train, val_set=val, seed=8, **SETTINGS)
     assert not same_state(a, c)  # the seed matters (shuffling and dropout)
 
 
@@ -157,13 +164,14 @@ def test_resume_after_interruption_equals_uninterrupted_run(tiny_data, tmp_path,
     train, val = tiny_data
     settings = {**SETTINGS, "channels_last": channels_last}
     full = tiny_cnn()
-    expected = fit(full, train, val_set=val, **settings)
+    expected = train_with(full, train, val_set=val, **settings)
 
     interrupted = tiny_cnn()
     with pytest.raises(Interrupt):
-        fit(interrupted, train, val_set=val, checkpoint_dir=tmp_path, on_epoch_end=interrupt_after(2), **settings)
+        train_with(interrupted, train, val_set=val, checkpoint_dir=tmp_path, on_epoch_end=interrupt_after(2),
+                   **settings)
     resumed_model = tiny_cnn()  # a fresh process would start from a fresh model
-    resumed = fit(resumed_model, train, val_set=val, checkpoint_dir=tmp_path, resume=True, **settings)
+    resumed = train_with(resumed_model, train, val_set=val, checkpoint_dir=tmp_path, resume=True, **settings)
 
     assert same_state(resumed_model, full)
     assert resumed_model[0].weight.is_contiguous()  # given back in the standard memory format
@@ -178,11 +186,11 @@ def test_extending_a_finished_run_equals_a_longer_run(tiny_data, tmp_path):
     train, _ = tiny_data
     settings = {**SETTINGS, "milestones": (3,)}
     full = tiny_cnn()
-    fit(full, train, **settings)
+    train_with(full, train, **settings)
     part = tiny_cnn()
-    fit(part, train, checkpoint_dir=tmp_path, **{**settings, "epochs": 2})
+    train_with(part, train, checkpoint_dir=tmp_path, **{**settings, "epochs": 2})
     resumed = tiny_cnn()
-    result = fit(resumed, train, checkpoint_dir=tmp_path, resume=True, **settings)
+    result = train_with(resumed, train, checkpoint_dir=tmp_path, resume=True, **settings)
     assert same_state(resumed, full) and [r["epoch"] for r in result.history] == [1, 2, 3, 4]
 
 
@@ -196,12 +204,12 @@ def test_pruned_model_trains_checkpoints_and_resumes(tiny_data, tmp_path):
         return model
 
     full = pruned()
-    fit(full, train, val_set=val, **SETTINGS)
+    train_with(full, train, val_set=val, **SETTINGS)
     assert int((full[0].weight == 0).sum()) >= 54 and int((full[6].weight == 0).sum()) >= 538
     with pytest.raises(Interrupt):
-        fit(pruned(), train, val_set=val, checkpoint_dir=tmp_path, on_epoch_end=interrupt_after(1), **SETTINGS)
+        train_with(pruned(), train, val_set=val, checkpoint_dir=tmp_path, on_epoch_end=interrupt_after(1), **SETTINGS)
     resumed = pruned()
-    fit(resumed, train, val_set=val, checkpoint_dir=tmp_path, resume=True, **SETTINGS)
+    train_with(resumed, train, val_set=val, checkpoint_dir=tmp_path, resume=True, **SETTINGS)
     assert "0.weight_orig" in resumed.state_dict() and same_state(resumed, full)
 
 
@@ -209,7 +217,7 @@ def test_best_validation_epoch_is_restored(tiny_data):
     train, val = tiny_data
     states = {}
     model = tiny_cnn()
-    result = fit(model, train, val_set=val, epochs=5, batch_size=8, lr=0.3, device="cpu", progress=False,
+    result = train_with(model, train, val_set=val, epochs=5, batch_size=8, lr=0.3, device="cpu", progress=False,
                  on_epoch_end=lambda r: states.update({r["epoch"]: {k: v.clone() for k, v in
                                                                     model.state_dict().items()}}))
     scores = [r["val_map_class"] for r in result.history]
@@ -218,7 +226,7 @@ def test_best_validation_epoch_is_restored(tiny_data):
     best = states[result.best_epoch]
     assert all(torch.equal(v, best[k]) for k, v in model.state_dict().items())
     # Selecting on another metric picks that metric's best epoch.
-    by_image = fit(tiny_cnn(), train, val_set=val, epochs=3, batch_size=8, lr=0.3, device="cpu", progress=False,
+    by_image = train_with(tiny_cnn(), train, val_set=val, epochs=3, batch_size=8, lr=0.3, device="cpu", progress=False,
                    select="map_image")
     scores = [r["val_map_image"] for r in by_image.history]
     assert by_image.best_epoch == 1 + int(np.argmax(scores))
@@ -226,7 +234,7 @@ def test_best_validation_epoch_is_restored(tiny_data):
 
 def test_progress_prints_one_summary_line_per_epoch(tiny_data, capsys):
     train, val = tiny_data
-    fit(tiny_cnn(), train, val_set=val, epochs=2, batch_size=16, lr=0.05, device="cpu", progress=True)
+    train_with(tiny_cnn(), train, val_set=val, epochs=2, batch_size=16, lr=0.05, device="cpu", progress=True)
     lines = [line for line in capsys.readouterr().err.splitlines() if "  lr " in line]  # not the bars
     assert len(lines) == 2 and "val map_class" in lines[0] and lines[1].startswith("epoch 2/2")
 
@@ -254,30 +262,41 @@ def test_progress_prints_one_summary_line_per_epoch(tiny_data, capsys):
 def test_bad_arguments_are_refused(tiny_data, override, error):
     train, val = tiny_data
     with pytest.raises(error):
-        fit(tiny_cnn(), train, val_set=val, **{**SETTINGS, **override})
+        train_with(tiny_cnn(), train, val_set=val, **{**SETTINGS, **override})
 
 
 def test_bad_datasets_and_divergence(tiny_data):
     train, _ = tiny_data
     with pytest.raises(ValidationError, match="empty"):
-        fit(tiny_cnn(), TinyImages(0), **SETTINGS)
+        train_with(tiny_cnn(), TinyImages(0), **SETTINGS)
     with pytest.raises(ValidationError, match="map-style"):
-        fit(tiny_cnn(), [1, 2, 3].__iter__(), **SETTINGS)
+        train_with(tiny_cnn(), [1, 2, 3].__iter__(), **SETTINGS)
     with pytest.raises(ApkitError, match="lower the learning rate"):
-        fit(tiny_cnn(), train, **{**SETTINGS, "lr": 1e30, "epochs": 1})
+        train_with(tiny_cnn(), train, **{**SETTINGS, "lr": 1e30, "epochs": 1})
 
 
 def test_resume_with_changed_settings_is_refused(tiny_data, tmp_path):
     train, _ = tiny_data
-    fit(tiny_cnn(), train, checkpoint_dir=tmp_path, **{**SETTINGS, "epochs": 1})
+    train_with(tiny_cnn(), train, checkpoint_dir=tmp_path, **{**SETTINGS, "epochs": 1})
     with pytest.raises(CheckpointError, match="lr 0.05 -> 0.1"):
-        fit(tiny_cnn(), train, checkpoint_dir=tmp_path, resume=True, **{**SETTINGS, "lr": 0.1})
+        train_with(tiny_cnn(), train, checkpoint_dir=tmp_path, resume=True, **{**SETTINGS, "lr": 0.1})
     with pytest.raises(CheckpointError, match="does not fit"):
-        fit(tiny_cnn(num_classes=3, dropout=0.0)[:-1].append(nn.Linear(256, 3, bias=False)), train,
+        train_with(tiny_cnn(num_classes=3, dropout=0.0)[:-1].append(nn.Linear(256, 3, bias=False)), train,
             checkpoint_dir=tmp_path, resume=True, **SETTINGS)
     (tmp_path / CHECKPOINT_NAME).write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="corrupt"):
-        fit(tiny_cnn(), train, checkpoint_dir=tmp_path, resume=True, **SETTINGS)
+        train_with(tiny_cnn(), train, checkpoint_dir=tmp_path, resume=True, **SETTINGS)
+
+
+def test_fit_takes_a_recipe_and_refuses_unknown_options(tiny_data):
+    train, val = tiny_data
+    recipe = Recipe(epochs=1, lr=0.05, batch_size=16)
+    result = fit(tiny_cnn(), train, recipe, val_set=val, device="cpu", progress=False)
+    assert [r["epoch"] for r in result.history] == [1] and result.select == "map_class"
+    with pytest.raises(UnknownNameError, match="did you mean device"):
+        fit(tiny_cnn(), train, recipe, devise="cpu")
+    with pytest.raises(UnknownNameError, match="unknown training setting 'epoch'"):
+        fit(tiny_cnn(), train, {"epoch": 1, "lr": 0.1})
 
 
 def test_recipes_hold_the_papers_schedules():
@@ -302,7 +321,7 @@ def _ddp_worker(rank, world, folder):
     try:
         model = tiny_cnn()
         train, val = TinyImages(40, seed=0), TinyImages(21, seed=1)  # 21: the shares differ in size
-        result = fit(model, train, val_set=val, epochs=1, batch_size=8, lr=0.05, device="cpu", progress=False,
+        result = train_with(model, train, val_set=val, epochs=1, batch_size=8, lr=0.05, device="cpu", progress=False,
                      checkpoint_dir=folder / f"checkpoints-rank{rank}")
         metrics = evaluate(model, val, device="cpu")
         torch.save({"metrics": metrics, "fit": result.best_metrics, "state": model.state_dict()},
