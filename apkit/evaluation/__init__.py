@@ -14,15 +14,21 @@ Examples
 >>> from apkit.evaluation import audit, localization_scores, roar
 """
 
-from apkit.evaluation.audit import AuditReport, ModelAudit, audit, audit_model
-from apkit.evaluation.localization import LocalizationResult, LocalizationTotals, localization_scores
+from apkit.evaluation.audit import AuditReport, AuditSettings, ModelAudit, audit, audit_model
+from apkit.evaluation.localization import (
+    LocalizationResult,
+    LocalizationSettings,
+    LocalizationTotals,
+    localization_scores,
+)
 from apkit.evaluation.maps import MapCache
+from apkit.evaluation.pairs import PairTable
 from apkit.evaluation.pipeline import audit_checkpoints
 from apkit.evaluation.report import Gate, parse_gates
 from apkit.evaluation.roar import RemovedPixels, RoarResult, plot_roar, roar, roar_maps
 
 __all__ = [
-    "AuditReport", "Gate", "LocalizationResult", "LocalizationTotals", "MapCache", "ModelAudit", "RemovedPixels",
-    "RoarResult", "audit", "audit_checkpoints", "audit_model", "localization_scores", "parse_gates", "plot_roar",
-    "roar", "roar_maps",
+    "AuditReport", "AuditSettings", "Gate", "LocalizationResult", "LocalizationSettings", "LocalizationTotals",
+    "MapCache", "ModelAudit", "PairTable", "RemovedPixels", "RoarResult", "audit", "audit_checkpoints", "audit_model",
+    "localization_scores", "parse_gates", "plot_roar", "roar", "roar_maps",
 ]

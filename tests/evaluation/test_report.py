@@ -113,7 +113,7 @@ def test_to_dict_holds_everything_with_pairs_keyed_by_model_and_method():
     for entry, ((model, method), columns) in zip(data["pairs"], expected.pairs.items()):
         assert entry["model"] == model and entry["method"] == method
         assert set(entry) == {"model", "method", *columns}
-        for column, values in columns.items():  # every per-pair list, value for value
+        for column, values in columns.to_dict().items():  # every per-pair list, value for value
             assert same(entry[column], values), (model, method, column)
     assert same(report.to_dict(), data)  # to_dict leaves the report as it was
 
