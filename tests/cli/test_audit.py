@@ -39,6 +39,7 @@ def _audit(paths, out, *, launcher):
     return proc
 
 
+@pytest.mark.slow
 @needs_distributed
 def test_torchrun_audit_equals_one_process_and_rank0_writes(tmp_path):
     paths = _checkpoints(tmp_path)
