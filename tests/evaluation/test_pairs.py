@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from apkit.core.errors import UnknownNameError, ValidationError
-from apkit.evaluation.maps import MapCache
 from apkit.evaluation.pairs import KEY_SPAN, PairTable, pair_keys
 
 NAN = math.nan
@@ -79,15 +78,3 @@ def test_join_puts_the_other_tables_columns_beside():
     joined = a.join(b, suffixes=("", "_naive"))
     assert joined.column("image").tolist() == [1] and joined.column("cos").tolist() == [0.25]
     assert joined.column("cos_naive").tolist() == [0.75] and "image_naive" not in joined
-
-
-def test_the_map_cache_reads_maps_under_the_same_key():
-    from apkit import models
-
-    net = models.create("vgg_small", num_classes=3, input_size=32, width_divisor=8).eval()
-    cache = MapCache(net)
-    images, index = torch.randn(2, 3, 32, 32), torch.tensor([4, 9])
-    first = cache.maps("gradcam", index, images, torch.tensor([[0, 1], [1, 2], [0, 1]]))
-    assert cache.stored("gradcam") == 2 and torch.equal(first[0], first[2])  # a key asked twice is stored once
-    stored = cache._maps["gradcam"].keys.tolist()
-    assert stored == sorted(pair_keys(torch.tensor([4, 9]), torch.tensor([1, 2])).tolist())
