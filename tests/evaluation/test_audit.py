@@ -8,7 +8,7 @@ from apkit import audit, models
 from apkit.core.errors import UnknownNameError
 from apkit.data import SyntheticShapes
 from apkit.evaluation import localization_scores
-from apkit.evaluation.audit import _examples, object_masks
+from apkit.evaluation.audit import AuditSettings, _examples, object_masks
 from apkit.evaluation.maps import MapCache
 from apkit.evaluation.pairs import PairTable
 
@@ -107,3 +107,11 @@ def test_the_figures_mask_panel_shows_imagenet_objects(setup):
     # The images are shown denormalised: 0.5 * 2 * 0.25 + 0.5 for image 2.
     assert torch.allclose(shown["images"][0], torch.full((3, 32, 32), 0.75))
     assert set(shown["maps"]) == {"teacher", "small"} and shown["maps"]["small"].shape == (2, 32, 32)
+
+
+def test_audit_options_are_checked_by_name():
+    with pytest.raises(UnknownNameError, match="did you mean resamples"):
+        AuditSettings.from_options(resample=10)
+    settings = AuditSettings.from_options(AuditSettings(resamples=10, seed=3), seed=4)
+    assert (settings.resamples, settings.seed) == (10, 4)
+    assert settings.bootstrap == {"resamples": 10, "confidence": 0.95, "seed": 4}
