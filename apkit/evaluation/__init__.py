@@ -5,7 +5,9 @@
   map (cosine, normalised L2);
 * :func:`roar` -- RemOve And Retrain (supplement E), with :func:`plot_roar`;
 * :func:`audit` / :func:`audit_model` -- a teacher and its compressed students, every metric, as an
-  :class:`AuditReport`; :func:`audit_checkpoints` does the same from files, as ``apkit audit``.
+  :class:`AuditReport`; :func:`audit_checkpoints` does the same from files, as ``apkit audit``;
+* :class:`PairTable` -- the per-(image, class) table every step reads (:mod:`apkit.evaluation.pairs`),
+  and :mod:`apkit.evaluation.tables`, the one renderer of the report's and the benchmark's tables.
 
 The metrics themselves are pure functions of tensors in :mod:`apkit.metrics`.
 

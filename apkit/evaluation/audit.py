@@ -10,6 +10,10 @@ and, for every student, the paired difference of each of these against the teach
 interval from a seeded paired bootstrap over images, the per-class breakdown and the pairs whose
 maps changed most (:class:`~apkit.evaluation.report.AuditReport`).  The teacher's predictions and
 maps are computed once and shared by every student (:class:`~apkit.evaluation.maps.MapCache`).
+
+:func:`audit` measures each model with :func:`audit_model`, which the benchmark calls too (one model
+per stage); both compare per-pair tables (:class:`~apkit.evaluation.pairs.PairTable`) with the
+code of :mod:`apkit.evaluation.comparison`.
 """
 
 from __future__ import annotations
