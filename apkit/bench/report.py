@@ -8,7 +8,6 @@ The other tables (every attribution method, ROAR) come from the first training s
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from apkit.bench import paper
@@ -27,6 +26,7 @@ from apkit.core.io import atomic_write_json, atomic_write_text, read_json
 from apkit.core.names import ATTRIBUTION_TITLES as METHOD_TITLES
 from apkit.core.names import COMPRESSION_TITLES
 from apkit.core.names import REGULARIZER_TITLES as VARIANT_TITLES
+from apkit.evaluation.tables import Table, format_cell, is_missing, to_markdown
 
 __all__ = ["collect_results", "render_tables", "write_outputs"]
 
@@ -76,16 +76,12 @@ def write_outputs(run: BenchRun, results: dict[str, Any]) -> None:
     atomic_write_text(run.out / "tables.md", render_tables(results))
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 def _pct(value: Any) -> str:
-    return "–" if _missing(value) else f"{100 * value:.2f}"
+    return format_cell(value if is_missing(value) else float(value), digits=2, scale=100)
 
 
 def _num(value: Any, digits: int = 3) -> str:
-    return "–" if _missing(value) else f"{value:.{digits}f}"
+    return format_cell(value if is_missing(value) else float(value), digits=digits)
 
 
 def _cell(interval: dict[str, Any] | None, name: str) -> str:
@@ -95,7 +91,7 @@ def _cell(interval: dict[str, Any] | None, name: str) -> str:
     percent = name not in ("cos", "l2")
     show = _pct if percent else _num
     mean, half = interval["mean"], interval["half_width"]
-    if _missing(half):
+    if is_missing(half):
         return show(mean)
     return f"{show(mean)} ± {100 * half:.2f}" if percent else f"{show(mean)} ± {half:.3f}"
 
@@ -104,10 +100,10 @@ def _difference(interval: dict[str, Any], name: str) -> str:
     """A signed paired difference ``+1.70 ± 0.42`` (percentage points, or plain for Cos and ℓ2)."""
     scale, digits = (1.0, 3) if name in ("cos", "l2") else (100.0, 2)
     mean, half = interval["mean"], interval["half_width"]
-    if _missing(mean):
+    if is_missing(mean):
         return "n/a"
     shown = f"{scale * mean:+.{digits}f}"
-    return shown if _missing(half) else f"{shown} ± {scale * half:.{digits}f}"
+    return shown if is_missing(half) else f"{shown} ± {scale * half:.{digits}f}"
 
 
 def _seed_list(seeds: list[int]) -> str:
@@ -165,23 +161,20 @@ def _verdict_section(results: dict[str, Any]) -> list[str]:
         return []
     first = next(iter(verdict.values()))
     names = list(first["differences"])
-    lines = ["## Verdict: each regularizer against Naive", "",
-             f"Paired differences (regularized minus Naive) of {METHOD_TITLES.get(first['method'], first['method'])}"
+    rows = [[COMPRESSION_TITLES.get(cell["compression"], cell["compression"]),
+             VARIANT_TITLES.get(cell["regularizer"], cell["regularizer"]),
+             *[_difference(cell["differences"][n], n) for n in names], str(len(cell["seeds"])),
+             f"{min(cell['common_pairs'], default=0)}–{max(cell['common_pairs'], default=0)}"]
+            for cell in verdict.values()]
+    table = Table(
+        "Verdict: each regularizer against Naive",
+        ["Compression", "Regularizer", *[f"Δ {metric_label(n)}" for n in names], "seeds", "pairs"], rows,
+        note=f"Paired differences (regularized minus Naive) of {METHOD_TITLES.get(first['method'], first['method'])}"
              " scores, seed by seed over the compression's training seeds, each on the (image, class) pairs that "
              "both models keep; ± is the half-width of the 95 % Student's t interval over the seeds (none for "
-             "one seed).", "",
-             "| Compression | Regularizer | " + " | ".join(f"Δ {metric_label(n)}" for n in names)
-             + " | seeds | pairs |",
-             "|---" * (4 + len(names)) + "|"]
-    for cell in verdict.values():
-        cells = [_difference(cell["differences"][n], n) for n in names]
-        lines.append(f"| {COMPRESSION_TITLES.get(cell['compression'], cell['compression'])} | "
-                     f"{VARIANT_TITLES.get(cell['regularizer'], cell['regularizer'])} | " + " | ".join(cells)
-                     + f" | {len(cell['seeds'])} | {min(cell['common_pairs'], default=0)}–"
-                       f"{max(cell['common_pairs'], default=0)} |")
-    lines += [""] + [f"- **{COMPRESSION_TITLES.get(c['compression'], c['compression'])}:** {c['sentence']}"
-                     for c in verdict.values()] + [""]
-    return lines
+             "one seed).")
+    return [to_markdown(table), ""] + [f"- **{COMPRESSION_TITLES.get(c['compression'], c['compression'])}:** "
+                                       f"{c['sentence']}" for c in verdict.values()] + [""]
 
 
 def _main_tables(results: dict[str, Any]) -> list[str]:
@@ -195,31 +188,37 @@ def _main_tables(results: dict[str, Any]) -> list[str]:
         seeds = training_seeds(settings, compression)
         note = (f"Mean ± half-width of the 95 % Student's t interval over training seeds {_seed_list(seeds)}."
                 if len(seeds) > 1 else f"Training seed {seeds[0]}.")
-        lines += [f"### {COMPRESSION_TITLES.get(compression, compression)}", "", note, "",
-                  "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
         teacher = settings["compressions"][compression].get("teacher", "teacher")
-        lines.append(_teacher_row(results, teacher, predictive, attribution))
-        for regularizer in settings["regularizers"]:
-            cell = results["cells"][f"{compression}-{regularizer}"]["metrics"]
-            published = _imagenet_published(settings, compression, regularizer)
-            cells = [VARIANT_TITLES.get(regularizer, regularizer),
-                     _params(results["models"][model_key(compression, regularizer, seeds[0])]),
-                     *[_cell(cell.get(n), n) for n in predictive]]
-            for name in attribution:
-                shown = _cell(cell.get(name), name)
-                index = {"auc": 1, "pointing": 2}.get(name)
-                cells.append(_with_paper(shown, published[index]) if published and index else shown)
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+        rows = [_teacher_row(results, teacher, predictive, attribution)]
+        rows += [_cell_row(results, compression, regularizer, predictive=predictive, attribution=attribution)
+                 for regularizer in settings["regularizers"]]
+        table = Table(COMPRESSION_TITLES.get(compression, compression), head, rows, note=note)
+        lines += [to_markdown(table, level=3), ""]
     return lines
 
 
-def _teacher_row(results: dict[str, Any], teacher: str, predictive: list[str], attribution: list[str]) -> str:
+def _cell_row(results: dict[str, Any], compression: str, regularizer: str, *, predictive: list[str],
+              attribution: list[str]) -> list[str]:
+    """One regularizer's row of a main table: its cell's intervals, with published numbers for paper profiles."""
+    settings = results["settings"]
+    seeds = training_seeds(settings, compression)
+    cell = results["cells"][f"{compression}-{regularizer}"]["metrics"]
+    published = _imagenet_published(settings, compression, regularizer)
+    cells = [VARIANT_TITLES.get(regularizer, regularizer),
+             _params(results["models"][model_key(compression, regularizer, seeds[0])]),
+             *[_cell(cell.get(n), n) for n in predictive]]
+    for name in attribution:
+        shown = _cell(cell.get(name), name)
+        index = {"auc": 1, "pointing": 2}.get(name)
+        cells.append(_with_paper(shown, published[index]) if published and index else shown)
+    return cells
+
+
+def _teacher_row(results: dict[str, Any], teacher: str, predictive: list[str], attribution: list[str]) -> list[str]:
     scores = results["evaluation"][teacher]["methods"][results["settings"]["evaluation"]["primary"]]
     pred = results["evaluation"][teacher]["predictive"]
     cells = ["Full network", _params(results["models"][teacher]), *[_pct(pred.get(n)) for n in predictive]]
-    cells += ["–" if n in ("cos", "l2") else _pct(scores.get(n)) for n in attribution]
-    return "| " + " | ".join(cells) + " |"
+    return cells + ["–" if n in ("cos", "l2") else _pct(scores.get(n)) for n in attribution]
 
 
 def _imagenet_published(settings, compression, regularizer):
@@ -242,30 +241,27 @@ def _supplement_tables(results: dict[str, Any], methods: list[str]) -> list[str]
     lines = []
     tables = (("auc", "ROC-AUC", paper.VOC_AUC), ("pointing", "Point accuracy", paper.VOC_POINTING))
     for metric, title, published in tables:
-        lines += [f"## {title} of every attribution method, naive compression (supplement Tables 1–2 layout)", "",
-                  f"Training seed {_first_seeds_text(settings)}.", "",
-                  "| Model | Params | " + " | ".join(METHOD_TITLES.get(m, m) for m in methods) + " |",
-                  "|---" * (2 + len(methods)) + "|"]
-        for row_title, key, family in _first_seed_rows(results):
-            cells = []
-            for method in methods:
-                ours = _pct(results["evaluation"][key]["methods"][method].get(metric))
-                value = None
-                if settings.get("paper") == "voc" and method in paper.METHOD_ORDER and family in published:
-                    value = published[family][paper.METHOD_ORDER.index(method)]
-                cells.append(_with_paper(ours, value))
-            lines.append(f"| {row_title} | {_params(results['models'][key])} | " + " | ".join(cells) + " |")
-        lines.append("")
+        rows = [[row_title, _params(results["models"][key]),
+                 *[_with_paper(_pct(results["evaluation"][key]["methods"][method].get(metric)),
+                               _voc_published(settings, published, family, method)) for method in methods]]
+                for row_title, key, family in _first_seed_rows(results)]
+        table = Table(f"{title} of every attribution method, naive compression (supplement Tables 1–2 layout)",
+                      ["Model", "Params", *[METHOD_TITLES.get(m, m) for m in methods]], rows,
+                      note=f"Training seed {_first_seeds_text(settings)}.")
+        lines += [to_markdown(table), ""]
     return lines
+
+
+def _voc_published(settings: dict[str, Any], published: dict[str, Any], family: str, method: str) -> float | None:
+    """The paper's number of a supplement table's cell, for the VOC paper profile."""
+    if settings.get("paper") == "voc" and method in paper.METHOD_ORDER and family in published:
+        return published[family][paper.METHOD_ORDER.index(method)]
+    return None
 
 
 def _all_methods_table(results: dict[str, Any], methods: list[str]) -> list[str]:
     settings = results["settings"]
-    lines = ["## Every model × every attribution method (AUC / Point Acc / Cos)", "",
-             f"Training seed {_first_seeds_text(settings)} (the other seeds are evaluated with "
-             f"{METHOD_TITLES.get(settings['evaluation']['primary'])} only).", "",
-             "| Model | " + " | ".join(METHOD_TITLES.get(m, m) for m in methods) + " |",
-             "|---" * (1 + len(methods)) + "|"]
+    rows = []
     for key, scores in results["evaluation"].items():
         if not first_seed_or_teacher(settings, key):
             continue
@@ -274,17 +270,19 @@ def _all_methods_table(results: dict[str, Any], methods: list[str]) -> list[str]
             s = scores["methods"][method]
             cells.append(f"{_pct(s.get('auc'))} / {_pct(s.get('pointing'))} / "
                          f"{'–' if key in settings['teachers'] else _num(s.get('cos'))}")
-        lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    return lines + [""]
+        rows.append([key, *cells])
+    table = Table("Every model × every attribution method (AUC / Point Acc / Cos)",
+                  ["Model", *[METHOD_TITLES.get(m, m) for m in methods]], rows,
+                  note=f"Training seed {_first_seeds_text(settings)} (the other seeds are evaluated with "
+                       f"{METHOD_TITLES.get(settings['evaluation']['primary'])} only).")
+    return [to_markdown(table), ""]
 
 
 def _roar_table(roar: dict[str, Any]) -> list[str]:
     fractions = roar["fractions"]
-    lines = ["## ROAR (supplement Figure 3 setting): retrained classifier's score after removing the top-k pixels",
-             "", f"Score: {roar.get('metric', 'score')}. Lower is better for an informative attribution. The "
-             "compressed sources are the first training seed's models.", "",
-             "| Maps from | " + " | ".join(f"k={f:g}" for f in fractions) + " |",
-             "|---" * (1 + len(fractions)) + "|"]
-    for source, scores in roar["scores"].items():
-        lines.append(f"| {source} | " + " | ".join(_pct(s) for s in scores) + " |")
-    return lines + [""]
+    table = Table("ROAR (supplement Figure 3 setting): retrained classifier's score after removing the top-k pixels",
+                  ["Maps from", *[f"k={f:g}" for f in fractions]],
+                  [[source, *[_pct(s) for s in scores]] for source, scores in roar["scores"].items()],
+                  note=f"Score: {roar.get('metric', 'score')}. Lower is better for an informative attribution. The "
+                       "compressed sources are the first training seed's models.")
+    return [to_markdown(table), ""]

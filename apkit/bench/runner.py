@@ -33,7 +33,7 @@ from apkit.core.errors import DataError, ValidationError
 from apkit.core.io import atomic_write_json, check_writable, read_json
 from apkit.core.validation import resolve_device
 from apkit.data import from_spec
-from apkit.evaluation import audit_model, roar
+from apkit.evaluation import AuditSettings, audit_model, roar
 from apkit.models import count_parameters, create, load_checkpoint, save_checkpoint
 from apkit.training import evaluate, fit, seed_everything
 
@@ -219,14 +219,14 @@ def _evaluation_stage(run: BenchRun, key: str) -> None:
         is_teacher = teacher_key == key
         result = audit_model(
             run.load_model(key), run.datasets["seg"], teacher=None if is_teacher else run.load_model(teacher_key),
-            cache=run.map_cache(key) if is_teacher else None,
+            classification_set=run.datasets["val"], cache=run.map_cache(key) if is_teacher else None,
             teacher_cache=None if is_teacher else run.map_cache(teacher_key),
-            attribution_methods=evaluated_methods(run.settings, key), protocol=run.settings["protocol"],
-            tolerances=evaluation["tolerances"], classification_set=run.datasets["val"],
-            batch_size=evaluation["batch_size"], device=run.device, progress=run.progress,
+            settings=AuditSettings(attribution_methods=evaluated_methods(run.settings, key),
+                                   protocol=run.settings["protocol"], tolerances=evaluation["tolerances"],
+                                   batch_size=evaluation["batch_size"], device=run.device, progress=run.progress),
         )
         if is_main_process():
-            atomic_write_json(run.out / "pairs" / f"{key}.json", result.pairs)
+            atomic_write_json(run.out / "pairs" / f"{key}.json", result.pair_lists())
         return {"predictive": result.predictive, "methods": result.methods}
 
     def summary(result: dict[str, Any]) -> str:

@@ -6,7 +6,8 @@ over the seeds and the half-width of the 95 % Student's t interval of that mean
 the Naive cell of the same compression, seed by seed (the same seed means the same student
 initialisation and data order): for every seed the difference of the two models' means over the
 (image, class) pairs that *both* keep (so the less accurate model is not scored on an easier
-subset), then the t interval of those per-seed differences.
+subset), then the t interval of those per-seed differences.  The per-seed differences come from
+:func:`apkit.evaluation.comparison.paired_difference`, the audit's comparison of two per-pair tables.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from typing import Any
 
 from apkit.bench.stages import cell_keys, model_key, training_seeds
 from apkit.core.names import ATTRIBUTION_TITLES, NAIVE, REGULARIZER_TITLES
-from apkit.evaluation.comparison import common_pairs, pair_column
+from apkit.evaluation.comparison import paired_difference, score_columns
+from apkit.evaluation.pairs import PairTable
 from apkit.metrics.statistics import t_interval
 
-__all__ = ["cell_summaries", "metric_label", "paired_difference", "sentence", "verdicts"]
+__all__ = ["cell_summaries", "metric_label", "sentence", "verdicts"]
 
 CONFIDENCE = 0.95
 
@@ -61,37 +63,18 @@ def _number(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
-def paired_difference(a: Mapping[str, list], b: Mapping[str, list], column: str) -> tuple[float, int]:
-    """Mean of ``column`` for model ``a`` minus model ``b`` over the pairs both keep (value defined in both).
-
-    ``a`` and ``b`` are per-pair tables of the localization protocol (``image``, ``class``, ``kept``
-    and the value columns).  Returns the difference and the number of common pairs.
-
-    Examples
-    --------
-    >>> a = {"image": [0, 0, 1], "class": [1, 2, 1], "kept": [True, True, True], "auc": [0.9, 0.8, 0.7]}
-    >>> b = {"image": [0, 1, 1], "class": [1, 1, 3], "kept": [True, False, True], "auc": [0.6, 0.9, 0.5]}
-    >>> paired_difference(a, b, "auc")  # only (0, 1) is kept by both
-    (0.30000000000000004, 1)
-    """
-    in_a, in_b, _ = common_pairs(a, b, column=column)
-    if not len(in_a):
-        return math.nan, 0
-    return float(pair_column(a, column)[in_a].mean() - pair_column(b, column)[in_b].mean()), len(in_a)
-
-
 def verdicts(settings: Mapping[str, Any], evaluation: Mapping[str, dict],
              pairs_of: Callable[[str], Mapping[str, dict]]) -> dict[str, dict[str, Any]]:
     """Each regularized cell against Naive: paired differences with intervals, and a plain sentence.
 
-    ``pairs_of(key)`` gives a model's per-pair tables, ``{method: columns}``.
+    ``pairs_of(key)`` gives a model's per-pair tables, ``{method: PairTable or {column: list}}``.
     """
     if NAIVE not in settings["regularizers"]:
         return {}
     primary = settings["evaluation"]["primary"]
     predictive = predictive_metric(settings)
-    tolerances = settings["evaluation"]["tolerances"]
-    columns = {"auc": "auc", "pointing": "hit", **{f"pointing@{t}": f"hit@{t}" for t in tolerances[1:]}, "cos": "cos"}
+    # The audit's localization scores (auc, pointing, pointing@t), and the similarity to the teacher.
+    columns = {**score_columns(settings["evaluation"]["tolerances"]), "cos": "cos"}
     results = {}
     for compression, regularizer in cell_keys(settings):
         if regularizer == NAIVE:
@@ -101,7 +84,7 @@ def verdicts(settings: Mapping[str, Any], evaluation: Mapping[str, dict],
         seeds = training_seeds(settings, compression)
         for seed in seeds:
             key, naive = model_key(compression, regularizer, seed), model_key(compression, NAIVE, seed)
-            ours, theirs = pairs_of(key)[primary], pairs_of(naive)[primary]
+            ours, theirs = PairTable.from_dict(pairs_of(key)[primary]), PairTable.from_dict(pairs_of(naive)[primary])
             for name, column in columns.items():
                 difference, count = paired_difference(ours, theirs, column)
                 per_seed[name].append(difference)

@@ -50,8 +50,7 @@ GATE_EXIT_CODE = 3
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="apkit-audit", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def audit_command(teacher, students, num_classes, data_spec, split, methods, protocol, tolerances,
-                  samples, image_size, mean, std, gates, resamples, seed, batch_size, device, out_dir, quiet):
+def audit_command(**options):
     """Audit compressed models against their original: accuracy, attribution quality against the masks
     (ROC-AUC, pointing game) and similarity to the original's maps (cosine, normalised L2), per method,
     each student's differences from the original with 95 % intervals, and release gates.
@@ -60,25 +59,41 @@ def audit_command(teacher, students, num_classes, data_spec, split, methods, pro
     report.csv and report.json (with every per-pair value) to --out.  Exit status: 0, 1 for bad
     input, 3 when a --fail-under gate fails.
     """
-    from apkit.core.distributed import init_from_environment, is_main_process
-    from apkit.core.errors import ValidationError
+    from apkit.core.distributed import init_from_environment
     from apkit.core.io import check_writable
     from apkit.evaluation import audit_checkpoints, parse_gates
 
-    init_from_environment(device)  # under torchrun: join the process group
-    gates = parse_gates(gates)  # a malformed gate stops the command before any work
+    init_from_environment(options["device"])  # under torchrun: join the process group
+    gates = parse_gates(options["gates"])  # a malformed gate stops the command before any work
+    out_dir = options["out_dir"]
     check_writable(out_dir)
+    report = audit_checkpoints(options["teacher"], options["students"], **_audit_options(options))
+    _write_and_judge(report, gates, out_dir)
+
+
+def _audit_options(options: dict) -> dict:
+    """The command's options as keyword arguments of :func:`apkit.evaluation.audit_checkpoints`."""
+    from apkit.core.errors import ValidationError
+
     try:
-        tolerance_list = [int(t) for t in comma_list(tolerances, "--tolerances")]
+        tolerances = [int(t) for t in comma_list(options["tolerances"], "--tolerances")]
     except ValueError:
-        raise ValidationError(f"--tolerances must be comma-separated integers such as 0,3, got {tolerances!r}") \
-            from None
-    report = audit_checkpoints(
-        teacher, students, data=data_spec, split=split, attribution_methods=comma_list(methods, "--methods"),
-        protocol=protocol, tolerances=tolerance_list, samples=samples, num_classes=num_classes,
-        image_size=image_size, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
-        batch_size=batch_size, device=device, resamples=resamples, seed=seed, progress=not quiet,
-    )
+        raise ValidationError(f"--tolerances must be comma-separated integers such as 0,3, got "
+                              f"{options['tolerances']!r}") from None
+    return {
+        "data": options["data_spec"], "split": options["split"],
+        "attribution_methods": comma_list(options["methods"], "--methods"), "protocol": options["protocol"],
+        "tolerances": tolerances, "samples": options["samples"], "num_classes": options["num_classes"],
+        "image_size": options["image_size"], "mean": _floats(options["mean"], "--mean"),
+        "std": _floats(options["std"], "--std"), "batch_size": options["batch_size"], "device": options["device"],
+        "resamples": options["resamples"], "seed": options["seed"], "progress": not options["quiet"],
+    }
+
+
+def _write_and_judge(report, gates, out_dir) -> None:
+    """Write the report (one process under torchrun), print it and the failed gates; exit 3 on a failure."""
+    from apkit.core.distributed import is_main_process
+
     failures = report.gate(gates)
     if is_main_process():  # under torchrun every process holds the whole report; one writes it
         paths = report.save(out_dir)

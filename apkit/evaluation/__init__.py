@@ -5,7 +5,9 @@
   map (cosine, normalised L2);
 * :func:`roar` -- RemOve And Retrain (supplement E), with :func:`plot_roar`;
 * :func:`audit` / :func:`audit_model` -- a teacher and its compressed students, every metric, as an
-  :class:`AuditReport`; :func:`audit_checkpoints` does the same from files, as ``apkit audit``.
+  :class:`AuditReport`; :func:`audit_checkpoints` does the same from files, as ``apkit audit``;
+* :class:`PairTable` -- the per-(image, class) table every step reads (:mod:`apkit.evaluation.pairs`),
+  and :mod:`apkit.evaluation.tables`, the one renderer of the report's and the benchmark's tables.
 
 The metrics themselves are pure functions of tensors in :mod:`apkit.metrics`.
 
@@ -14,15 +16,21 @@ Examples
 >>> from apkit.evaluation import audit, localization_scores, roar
 """
 
-from apkit.evaluation.audit import AuditReport, ModelAudit, audit, audit_model
-from apkit.evaluation.localization import LocalizationResult, LocalizationTotals, localization_scores
+from apkit.evaluation.audit import AuditReport, AuditSettings, ModelAudit, audit, audit_model
+from apkit.evaluation.localization import (
+    LocalizationResult,
+    LocalizationSettings,
+    LocalizationTotals,
+    localization_scores,
+)
 from apkit.evaluation.maps import MapCache
+from apkit.evaluation.pairs import PairTable
 from apkit.evaluation.pipeline import audit_checkpoints
 from apkit.evaluation.report import Gate, parse_gates
 from apkit.evaluation.roar import RemovedPixels, RoarResult, plot_roar, roar, roar_maps
 
 __all__ = [
-    "AuditReport", "Gate", "LocalizationResult", "LocalizationTotals", "MapCache", "ModelAudit", "RemovedPixels",
-    "RoarResult", "audit", "audit_checkpoints", "audit_model", "localization_scores", "parse_gates", "plot_roar",
-    "roar", "roar_maps",
+    "AuditReport", "AuditSettings", "Gate", "LocalizationResult", "LocalizationSettings", "LocalizationTotals",
+    "MapCache", "ModelAudit", "PairTable", "RemovedPixels", "RoarResult", "audit", "audit_checkpoints", "audit_model",
+    "localization_scores", "parse_gates", "plot_roar", "roar", "roar_maps",
 ]

@@ -10,12 +10,16 @@ and, for every student, the paired difference of each of these against the teach
 interval from a seeded paired bootstrap over images, the per-class breakdown and the pairs whose
 maps changed most (:class:`~apkit.evaluation.report.AuditReport`).  The teacher's predictions and
 maps are computed once and shared by every student (:class:`~apkit.evaluation.maps.MapCache`).
+
+:func:`audit` measures each model with :func:`audit_model`, which the benchmark calls too (one model
+per stage); both compare per-pair tables (:class:`~apkit.evaluation.pairs.PairTable`) with the
+code of :mod:`apkit.evaluation.comparison`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -23,18 +27,21 @@ from torch import nn
 
 from apkit import attribution
 from apkit.core.distributed import all_gather_rows
-from apkit.core.errors import ValidationError
+from apkit.core.errors import ValidationError, unknown_name
 from apkit.core.names import PROTOCOL_NAMES
 from apkit.core.validation import check_choice, check_int, check_module, resolve_device
 from apkit.evaluation.comparison import compare_attribution, compare_predictions, most_changed, per_class
-from apkit.evaluation.localization import localization_scores
+from apkit.evaluation.localization import VOID, localization_scores
 from apkit.evaluation.maps import MapCache
+from apkit.evaluation.pairs import PairTable
 from apkit.evaluation.report import AuditReport
 from apkit.training import classification_metrics, predict, resolve_task
+from apkit.viz import denormalize
 
-__all__ = ["AuditReport", "ModelAudit", "audit", "audit_model"]
+__all__ = ["AuditReport", "AuditSettings", "ModelAudit", "audit", "audit_model", "object_masks"]
 
 TEACHER = "teacher"
+MASK_KINDS = ("class", "object")  # how a dataset's masks read: value k + 1 = class k, or any value = the object
 
 
 def _named_students(students: nn.Module | Sequence[nn.Module] | Mapping[str, nn.Module]) -> dict[str, nn.Module]:
@@ -64,7 +71,7 @@ class ModelAudit:
     methods : dict
         ``{attribution method: {auc, pointing, pointing@t, cos, l2, kept, skipped, ...}}``.
     pairs : dict
-        ``{attribution method: {column: list}}``, the per-(image, class) values behind ``methods``.
+        ``{attribution method: PairTable}``, the per-(image, class) values behind ``methods``.
     logits, labels : Tensor or None
         The model's logits and the labels of the classification set (every process's share), for
         paired comparisons; not part of :meth:`to_dict`.
@@ -72,13 +79,17 @@ class ModelAudit:
 
     predictive: dict[str, float] = field(default_factory=dict)
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
-    pairs: dict[str, dict[str, list]] = field(default_factory=dict)
+    pairs: dict[str, PairTable] = field(default_factory=dict)
     logits: torch.Tensor | None = field(default=None, repr=False)
     labels: torch.Tensor | None = field(default=None, repr=False)
 
+    def pair_lists(self) -> dict[str, dict[str, list]]:
+        """``{method: {column: list}}``: the per-pair tables, JSON-ready."""
+        return {method: table.to_dict() for method, table in self.pairs.items()}
+
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-ready data."""
-        return {"predictive": self.predictive, "methods": self.methods, "pairs": self.pairs}
+        return {"predictive": self.predictive, "methods": self.methods, "pairs": self.pair_lists()}
 
 
 def _check_tolerances(tolerances) -> tuple[int, ...]:
@@ -88,50 +99,85 @@ def _check_tolerances(tolerances) -> tuple[int, ...]:
     return tuple(check_int(t, "tolerances", minimum=0) for t in tolerances)
 
 
+def _check_methods(methods: Sequence[str]) -> None:
+    if not methods:
+        raise ValidationError("attribution_methods is empty: name at least one, e.g. ['gradcam'] (apkit list)")
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """The options of an audit (see :func:`audit` for each)."""
+
+    attribution_methods: Sequence[str] = ("gradcam",)
+    protocol: str = "voc"
+    tolerances: Sequence[int] = (0,)
+    batch_size: int = 32
+    device: str | torch.device | None = None
+    resamples: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+    examples: int = 6
+    progress: bool = True
+
+    @classmethod
+    def from_options(cls, settings: AuditSettings | None = None, **options: Any) -> AuditSettings:
+        """``settings`` (default: the defaults) with the keyword ``options`` replaced; unknown names raise."""
+        known = [f.name for f in fields(cls)]
+        for name in options:
+            if name not in known:
+                raise unknown_name(name, "audit option", known)
+        return replace(settings if settings is not None else cls(), **options)
+
+    @property
+    def bootstrap(self) -> dict[str, Any]:
+        """The options of every paired bootstrap: ``resamples``, ``confidence``, ``seed``."""
+        return {"resamples": self.resamples, "confidence": self.confidence, "seed": self.seed}
+
+
 def audit_model(
     model: nn.Module,
     dataset,
     *,
     teacher: nn.Module | None = None,
-    attribution_methods: Sequence[str] = ("gradcam",),
-    protocol: str = "voc",
-    tolerances: Sequence[int] = (0,),
     classification_set=None,
-    batch_size: int = 32,
-    device: str | torch.device | None = None,
     cache: MapCache | None = None,
     teacher_cache: MapCache | None = None,
-    progress: bool = True,
+    settings: AuditSettings | None = None,
+    **options: Any,
 ) -> ModelAudit:
     """Audit one model: its predictive metrics and, per attribution method, its attribution scores.
 
-    Parameters are those of :func:`audit`; ``teacher=None`` skips the similarity columns.
-    ``cache`` and ``teacher_cache`` (:class:`~apkit.evaluation.maps.MapCache`) keep the model's and
-    the teacher's logits and maps across calls (see :func:`localization_scores`).
+    Parameters are those of :func:`audit` (``settings`` or its fields as keywords: only
+    ``attribution_methods``, ``protocol``, ``tolerances``, ``batch_size``, ``device`` and
+    ``progress`` matter here); ``teacher=None`` skips the similarity columns.  ``cache`` and
+    ``teacher_cache`` (:class:`~apkit.evaluation.maps.MapCache`) keep the model's and the
+    teacher's logits and maps across calls (see :func:`localization_scores`).
 
     Returns
     -------
     ModelAudit
     """
-    tolerances = _check_tolerances(tolerances)
-    if not attribution_methods:
-        raise ValidationError("attribution_methods is empty: name at least one, e.g. ['gradcam'] (apkit list)")
+    settings = AuditSettings.from_options(settings, **options)
+    tolerances = _check_tolerances(settings.tolerances)
+    _check_methods(settings.attribution_methods)
     scoring_set = dataset if classification_set is None else classification_set
     task = resolve_task(getattr(scoring_set, "task", None), scoring_set)
-    logits, labels = predict(model, scoring_set, device=device, batch_size=batch_size, progress=progress)
+    logits, labels = predict(model, scoring_set, device=settings.device, batch_size=settings.batch_size,
+                             progress=settings.progress)
     classes = getattr(scoring_set, "num_classes", None)
     if classes is not None and logits.shape[1] != classes:
         raise ValidationError(f"the model has {logits.shape[1]} outputs but the data has {classes} classes; "
                               "audit it on data of its own classes (or pass num_classes that match)")
     result = ModelAudit(predictive=classification_metrics(logits, labels, task=task),
                         logits=all_gather_rows(logits), labels=all_gather_rows(labels))
-    for method in attribution_methods:
+    for method in settings.attribution_methods:
         # One set of maps serves every tolerance.
-        scores = localization_scores(model, dataset, method=method, teacher=teacher, protocol=protocol,
-                                     tolerances=tolerances, batch_size=batch_size, device=device, cache=cache,
-                                     teacher_cache=teacher_cache, progress=progress)
+        scores = localization_scores(model, dataset, teacher=teacher, cache=cache, teacher_cache=teacher_cache,
+                                     method=method, protocol=settings.protocol, tolerances=tolerances,
+                                     batch_size=settings.batch_size, device=settings.device,
+                                     progress=settings.progress)
         result.methods[method] = {k: v for k, v in scores.summary().items() if not isinstance(v, (list, dict))}
-        result.pairs[method] = scores.pair_values()
+        result.pairs[method] = scores.pairs
     return result
 
 
@@ -140,30 +186,67 @@ def _layers(model: nn.Module, methods: Sequence[str]) -> dict[str, str | None]:
     return {m: getattr(attribution.ATTRIBUTION_METHODS.get(m)(model), "layer", None) for m in methods}
 
 
-def _examples(teacher, named, dataset, pairs, method, count, device) -> dict[str, Any]:
-    """Images, masks and every model's maps of the pairs whose maps changed most, for the figures."""
+def _most_changed_pairs(pairs: Mapping[tuple[str, str], PairTable], students: Sequence[str], method: str,
+                        count: int) -> list[tuple[int, int]]:
+    """The ``count`` (image, class) pairs with the lowest cosine to the teacher's map over all students."""
     lowest: dict[tuple[int, int], float] = {}
-    for name in named:
+    for name in students:
         for row in most_changed(pairs[(name, method)], count):
             key = (row["image"], row["class"])
             lowest[key] = min(lowest.get(key, 2.0), row["cos"])
-    chosen = sorted(lowest, key=lowest.get)[:count]
+    return sorted(lowest, key=lowest.get)[:count]
+
+
+def object_masks(masks: torch.Tensor, classes: torch.Tensor, mask_kind: str = "class") -> torch.Tensor:
+    """The pixels of each pair's object, as the dataset's ``mask_kind`` says to read its masks.
+
+    ``"class"``: value ``k + 1`` marks class ``k``; ``"object"``: any value but 0 (background) and
+    255 (void) marks the object, whatever its class (ImageNet's masks).
+
+    Examples
+    --------
+    >>> masks = torch.tensor([[[0, 1], [3, 255]]])
+    >>> object_masks(masks, torch.tensor([2])).int().tolist()
+    [[[0, 0], [1, 0]]]
+    >>> object_masks(masks, torch.tensor([2]), "object").int().tolist()
+    [[[0, 1], [1, 0]]]
+    """
+    check_choice(mask_kind, "mask_kind", MASK_KINDS)
+    if mask_kind == "object":
+        return (masks > 0) & (masks != VOID)
+    return masks.long() == (classes.long() + 1).view(-1, 1, 1)
+
+
+def _examples(teacher: nn.Module, named: Mapping[str, nn.Module], dataset, *,
+              pairs: Mapping[tuple[str, str], PairTable], method: str, count: int, device) -> dict[str, Any]:
+    """Images, masks and every model's maps of the pairs whose maps changed most, for the figures."""
+    chosen = _most_changed_pairs(pairs, list(named), method, count)
     if not chosen:
         return {}
     items = [dataset[i] for i, _ in chosen]
     images = torch.stack([item[0] for item in items]).to(device)
-    masks = torch.stack([item[2] for item in items])
-    targets = torch.stack([torch.arange(len(chosen)), torch.tensor([c for _, c in chosen])], 1).to(device)
+    classes = torch.tensor([c for _, c in chosen])
+    targets = torch.stack([torch.arange(len(chosen)), classes], 1).to(device)
     maps = {name: attribution.explain(model, images, targets, method=method).cpu()
             for name, model in {TEACHER: teacher, **named}.items()}
     mean, std = getattr(dataset, "mean", None), getattr(dataset, "std", None)
-    shown = images.cpu()
-    if mean is not None and std is not None:
-        shown = (shown * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1)).clamp(0, 1)
+    shown = images.cpu() if mean is None or std is None else denormalize(images.cpu(), mean, std)
     names = getattr(dataset, "classes", None)
     titles = [f"{i}: {names[c] if names else c}" for i, c in chosen]
-    objects = masks.long() == torch.tensor([c + 1 for _, c in chosen]).view(-1, 1, 1)
+    objects = object_masks(torch.stack([item[2] for item in items]), classes, getattr(dataset, "mask_kind", "class"))
     return {"images": shown, "masks": objects, "maps": maps, "titles": titles, "pairs": chosen}
+
+
+def _check_audit(settings: AuditSettings) -> AuditSettings:
+    """The settings checked before any model runs, with the tolerances as a tuple of ints."""
+    _check_methods(settings.attribution_methods)
+    for method in settings.attribution_methods:
+        attribution.ATTRIBUTION_METHODS.get(method)
+    check_choice(settings.protocol, "protocol", PROTOCOL_NAMES)
+    tolerances = _check_tolerances(settings.tolerances)
+    check_int(settings.resamples, "resamples", minimum=1)
+    check_int(settings.examples, "examples", minimum=0)
+    return replace(settings, tolerances=tolerances, device=resolve_device(settings.device))
 
 
 def audit(
@@ -171,17 +254,9 @@ def audit(
     students: nn.Module | Sequence[nn.Module] | Mapping[str, nn.Module],
     dataset,
     *,
-    attribution_methods: Sequence[str] = ("gradcam",),
-    protocol: str = "voc",
     classification_set=None,
-    tolerances: Sequence[int] = (0,),
-    batch_size: int = 32,
-    device: str | torch.device | None = None,
-    resamples: int = 1000,
-    confidence: float = 0.95,
-    seed: int = 0,
-    examples: int = 6,
-    progress: bool = True,
+    settings: AuditSettings | None = None,
+    **options: Any,
 ) -> AuditReport:
     """Compare compressed models with their original on predictions and attribution maps.
 
@@ -192,47 +267,48 @@ def audit(
     students : module, sequence of modules, or mapping name -> module
         The compressed models.
     dataset : torch.utils.data.Dataset
-        A segmentation dataset whose items are ``(image, label, mask)``.
-    attribution_methods : sequence of str
-        Attribution methods (``apkit list`` shows them); the first is the one of the figures.
-    protocol : {"voc", "imagenet"}
-        ``"voc"``: maps for every ground-truth class the model predicts correctly;
-        ``"imagenet"``: the model's top-1 class for every image.
+        A segmentation dataset whose items are ``(image, label, mask)``; its ``mask_kind``
+        (``"class"``, the default, or ``"object"``) says how the figures read its masks.
     classification_set : Dataset, optional
         Where to measure predictive metrics; default ``dataset``.
-    tolerances : sequence of int
-        Pointing-game tolerances in pixels (0 = the paper's strict pointing), scored on the same
-        maps: the first is reported as ``pointing``, every other ``t`` as ``pointing@t``.
-    batch_size : int
-        Images per batch.
-    device : str or torch.device, optional
-        ``"cpu"``, ``"cuda"`` or ``None`` for CUDA when available.
-    resamples, confidence, seed : int, float, int
-        The paired bootstrap over images behind every interval of the comparisons.
-    examples : int
-        How many of the most-changed pairs the figures show.
-    progress : bool
-        Show progress bars.
+    settings : AuditSettings, optional
+        The options below as one value; keyword ``options`` override its fields.
+    **options
+        The fields of :class:`AuditSettings`:
+
+        attribution_methods : sequence of str
+            Attribution methods (``apkit list`` shows them); the first is the one of the figures.
+        protocol : {"voc", "imagenet"}
+            ``"voc"``: maps for every ground-truth class the model predicts correctly;
+            ``"imagenet"``: the model's top-1 class for every image.
+        tolerances : sequence of int
+            Pointing-game tolerances in pixels (0 = the paper's strict pointing), scored on the same
+            maps: the first is reported as ``pointing``, every other ``t`` as ``pointing@t``.
+        batch_size : int
+            Images per batch.
+        device : str or torch.device, optional
+            ``"cpu"``, ``"cuda"`` or ``None`` for CUDA when available.
+        resamples, confidence, seed : int, float, int
+            The paired bootstrap over images behind every interval of the comparisons.
+        examples : int
+            How many of the most-changed pairs the figures show.
+        progress : bool
+            Show progress bars.
 
     Returns
     -------
     AuditReport
     """
+    settings = AuditSettings.from_options(settings, **options)
     check_module(teacher, "teacher")
     named = _named_students(students)
-    if not attribution_methods:
-        raise ValidationError("attribution_methods is empty: name at least one, e.g. ['gradcam'] (apkit list)")
-    for method in attribution_methods:
-        attribution.ATTRIBUTION_METHODS.get(method)
-    check_choice(protocol, "protocol", PROTOCOL_NAMES)
-    tolerances = _check_tolerances(tolerances)
-    check_int(resamples, "resamples", minimum=1)
-    check_int(examples, "examples", minimum=0)
-    device = resolve_device(device)
+    settings = _check_audit(settings)
+    methods = list(settings.attribution_methods)
     report = AuditReport(settings={
-        "attribution_methods": list(attribution_methods), "primary": attribution_methods[0], "protocol": protocol,
-        "tolerances": list(tolerances), "batch_size": batch_size, "device": str(device), "students": list(named),
-        "resamples": resamples, "confidence": confidence, "seed": seed,
+        "attribution_methods": methods, "primary": methods[0], "protocol": settings.protocol,
+        "tolerances": list(settings.tolerances), "batch_size": settings.batch_size, "device": str(settings.device),
+        "students": list(named), "resamples": settings.resamples, "confidence": settings.confidence,
+        "seed": settings.seed,
     })
     # The teacher's logits and maps are computed once and read by every student's comparison.
     teacher_cache = MapCache(teacher)
@@ -240,41 +316,39 @@ def audit(
     for name, model in {TEACHER: teacher, **named}.items():
         is_teacher = name == TEACHER
         results[name] = audit_model(
-            model, dataset, teacher=None if is_teacher else teacher, attribution_methods=attribution_methods,
-            protocol=protocol, tolerances=tolerances, classification_set=classification_set, batch_size=batch_size,
-            device=device, cache=teacher_cache if is_teacher else None,
-            teacher_cache=None if is_teacher else teacher_cache, progress=progress,
+            model, dataset, teacher=None if is_teacher else teacher, classification_set=classification_set,
+            cache=teacher_cache if is_teacher else None, teacher_cache=None if is_teacher else teacher_cache,
+            settings=settings,
         )
         report.predictive[name] = results[name].predictive
-        report.layers[name] = _layers(model, attribution_methods)
-        for method in attribution_methods:
+        report.layers[name] = _layers(model, methods)
+        for method in methods:
             report.rows.append({"model": name, "method": method, **results[name].methods[method]})
             report.pairs[(name, method)] = results[name].pairs[method]
-    _compare(report, results, named, dataset, classification_set, tolerances)
-    report.examples = _examples(teacher, named, dataset, report.pairs, attribution_methods[0], examples, device)
+    scoring_set = dataset if classification_set is None else classification_set
+    _compare(report, results, named, settings, task=resolve_task(getattr(scoring_set, "task", None), scoring_set),
+             classes=getattr(dataset, "classes", None))
+    report.examples = _examples(teacher, named, dataset, pairs=report.pairs, method=methods[0],
+                                count=settings.examples, device=settings.device)
     return report
 
 
-def _compare(report: AuditReport, results: Mapping[str, ModelAudit], named, dataset, classification_set,
-             tolerances) -> None:
+def _compare(report: AuditReport, results: Mapping[str, ModelAudit], named, settings: AuditSettings, *, task: str,
+             classes) -> None:
     """Fill the report's comparisons of every student with the teacher."""
-    settings = report.settings
-    options = {"resamples": settings["resamples"], "confidence": settings["confidence"], "seed": settings["seed"]}
-    scoring_set = dataset if classification_set is None else classification_set
-    task = resolve_task(getattr(scoring_set, "task", None), scoring_set)
     teacher = results[TEACHER]
-    classes = getattr(dataset, "classes", None)
-    for method in settings["attribution_methods"]:
+    methods = settings.attribution_methods
+    for method in methods:
         report.per_class += [{"model": TEACHER, "method": method, **row}
                              for row in per_class(teacher.pairs[method], classes)]
     for name in named:
         mine = results[name]
         report.predictive_comparisons[name] = compare_predictions(
-            mine.logits, teacher.logits, teacher.labels, task=task, **options)
-        for method in settings["attribution_methods"]:
-            comparison = compare_attribution(mine.pairs[method], teacher.pairs[method], tolerances=tolerances,
-                                             **options)
+            mine.logits, teacher.logits, teacher.labels, task=task, **settings.bootstrap)
+        for method in methods:
+            comparison = compare_attribution(mine.pairs[method], teacher.pairs[method],
+                                             tolerances=settings.tolerances, **settings.bootstrap)
             report.comparisons.append({"model": name, "method": method, **comparison})
-            report.per_class += [{"model": name, "method": method, **row} for row in per_class(mine.pairs[method],
-                                                                                               classes)]
+            report.per_class += [{"model": name, "method": method, **row}
+                                 for row in per_class(mine.pairs[method], classes)]
             report.changed += [{"model": name, "method": method, **row} for row in most_changed(mine.pairs[method])]

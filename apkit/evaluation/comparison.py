@@ -1,6 +1,7 @@
 """A student against its teacher, with confidence: paired differences on the same pairs and images.
 
-* :func:`common_pairs` joins two per-pair tables of the localization protocol on (image, class);
+* :func:`paired_values` and :func:`paired_difference` read a column of two per-pair tables
+  (:class:`~apkit.evaluation.pairs.PairTable`) on the pairs both keep;
 * :func:`compare_attribution` gives, on the pairs both models keep, the paired difference of the
   localization scores (AUC, pointing) and the student's similarity to the teacher (cosine, L2),
   each with a paired-bootstrap interval over images (:func:`apkit.metrics.statistics.paired_bootstrap`);
@@ -13,11 +14,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
+from apkit.evaluation.pairs import PairTable
 from apkit.metrics.classification import f1_samples, per_image_average_precision, top1_accuracy
 from apkit.metrics.localization import per_class_mean
 from apkit.metrics.statistics import (
@@ -27,50 +29,54 @@ from apkit.metrics.statistics import (
     weighted_average_precision,
 )
 
-__all__ = ["common_pairs", "compare_attribution", "compare_predictions", "most_changed", "pair_column", "per_class"]
-
-_KEY_SPAN = 1 << 20  # pair key = image * span + class
-
-
-def pair_column(pairs: Mapping[str, list], name: str, dtype=torch.float64) -> torch.Tensor:
-    """One column of a per-pair table as a tensor (float64 with NaN for missing values, unless ``dtype``)."""
-    values = pairs[name]
-    if dtype == torch.float64:
-        return torch.tensor([math.nan if v is None else float(v) for v in values], dtype=dtype)
-    return torch.tensor(values, dtype=dtype)
+__all__ = ["SCORE_COLUMNS", "compare_attribution", "compare_predictions", "most_changed", "paired_difference",
+           "paired_values", "per_class", "score_columns"]
 
 
-def common_pairs(a: Mapping[str, list], b: Mapping[str, list], *, column: str | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Positions in ``a`` and ``b`` of the pairs both keep (with ``column`` defined in both), and their images.
+def score_columns(tolerances: Sequence[int]) -> dict[str, str]:
+    """The localization scores compared between two models and their per-pair columns:
+    ``{"auc": "auc", "pointing": "hit", "pointing@t": "hit@t" for every tolerance after the first}``."""
+    return {"auc": "auc", "pointing": "hit", **{f"pointing@{t}": f"hit@{t}" for t in tolerances[1:]}}
+
+
+SCORE_COLUMNS = score_columns((0,))
+
+
+def paired_values(a: PairTable, b: PairTable, column: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``column`` of ``a`` and of ``b`` on the pairs both keep (value defined in both), and the pairs' images.
 
     Examples
     --------
-    >>> a = {"image": [0, 0, 1], "class": [1, 2, 1], "kept": [True, True, True], "auc": [0.9, 0.8, None]}
-    >>> b = {"image": [0, 1, 1], "class": [1, 1, 3], "kept": [True, True, True], "auc": [0.6, 0.9, 0.5]}
-    >>> [t.tolist() for t in common_pairs(a, b, column="auc")]
-    [[0], [0], [0]]
+    >>> a = PairTable.from_dict({"image": [0, 0, 1], "class": [1, 2, 1], "auc": [0.9, 0.8, None]})
+    >>> b = PairTable.from_dict({"image": [0, 1, 1], "class": [1, 1, 3], "auc": [0.6, 0.9, 0.5]})
+    >>> [t.tolist() for t in paired_values(a, b, "auc")]
+    [[0.9], [0.6], [0]]
     """
-
-    def usable(pairs):
-        keys = pair_column(pairs, "image", torch.int64) * _KEY_SPAN + pair_column(pairs, "class", torch.int64)
-        keep = pair_column(pairs, "kept", torch.bool)
-        if column is not None:
-            keep &= ~torch.isnan(pair_column(pairs, column))
-        where = keep.nonzero().squeeze(1)
-        return keys[where], where
-
-    keys_a, where_a = usable(a)
-    keys_b, where_b = usable(b)
-    order_b = torch.argsort(keys_b)
-    sorted_b = keys_b[order_b]
-    position = torch.searchsorted(sorted_b, keys_a).clamp(max=max(len(sorted_b) - 1, 0))
-    hit = sorted_b[position] == keys_a if len(sorted_b) else torch.zeros(len(keys_a), dtype=torch.bool)
-    in_a, in_b = where_a[hit], where_b[order_b[position[hit]]]
-    return in_a, in_b, pair_column(a, "image", torch.int64)[in_a]
+    in_a, in_b = a.common(b, column=column)
+    return a.column(column)[in_a], b.column(column)[in_b], a.column("image")[in_a]
 
 
-def compare_attribution(student: Mapping[str, list], teacher: Mapping[str, list], *, tolerances: Sequence[int],
+def paired_difference(a: PairTable, b: PairTable, column: str) -> tuple[float, int]:
+    """Mean of ``column`` for model ``a`` minus its mean for model ``b`` over the pairs both keep.
+
+    Returns the difference (NaN without a common pair) and the number of common pairs.
+
+    Examples
+    --------
+    >>> a = PairTable.from_dict({"image": [0, 0, 1], "class": [1, 2, 1], "kept": [True, True, True],
+    ...                          "auc": [0.9, 0.8, 0.7]})
+    >>> b = PairTable.from_dict({"image": [0, 1, 1], "class": [1, 1, 3], "kept": [True, False, True],
+    ...                          "auc": [0.6, 0.9, 0.5]})
+    >>> paired_difference(a, b, "auc")  # only (0, 1) is kept by both
+    (0.30000000000000004, 1)
+    """
+    ours, theirs, _ = paired_values(a, b, column)
+    if not len(ours):
+        return math.nan, 0
+    return float(ours.mean() - theirs.mean()), len(ours)
+
+
+def compare_attribution(student: PairTable, teacher: PairTable, *, tolerances: Sequence[int],
                         resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
     """The student's localization scores minus the teacher's on the pairs both keep, and its similarity.
 
@@ -79,17 +85,15 @@ def compare_attribution(student: Mapping[str, list], teacher: Mapping[str, list]
     means for cos and l2 over the student's compared pairs).
     """
     options = {"resamples": resamples, "confidence": confidence, "seed": seed}
-    columns = {"auc": "auc", "pointing": "hit", **{f"pointing@{t}": f"hit@{t}" for t in tolerances[1:]}}
     result: dict[str, Any] = {}
-    for name, column in columns.items():
-        in_s, in_t, images = common_pairs(student, teacher, column=column)
-        difference = pair_column(student, column)[in_s] - pair_column(teacher, column)[in_t]
-        result[name] = paired_bootstrap(difference, images, **options).to_dict()
+    for name, column in score_columns(tolerances).items():
+        ours, theirs, images = paired_values(student, teacher, column)
+        result[name] = paired_bootstrap(ours - theirs, images, **options).to_dict()
         if name == "auc":
-            result["common_pairs"] = len(in_s)
-    images = pair_column(student, "image", torch.int64)
+            result["common_pairs"] = len(ours)
+    images = student.column("image")
     for name in ("cos", "l2"):
-        result[name] = paired_bootstrap(pair_column(student, name), images, **options).to_dict()
+        result[name] = paired_bootstrap(student.column(name), images, **options).to_dict()
     return result
 
 
@@ -122,11 +126,12 @@ def compare_predictions(student_logits: torch.Tensor, teacher_logits: torch.Tens
         result[name] = {"estimate": float(difference[valid].mean()) if valid.any() else math.nan,
                         "low": low, "high": high}
     if task != "multiclass":
-        result["map_class"] = _per_class_map_difference(student_logits, teacher_logits, labels, counts, confidence)
+        result["map_class"] = _per_class_map_difference(student_logits, teacher_logits, labels, counts=counts,
+                                                       confidence=confidence)
     return result
 
 
-def _per_class_map_difference(student_logits, teacher_logits, labels, counts, confidence) -> dict[str, float]:
+def _per_class_map_difference(student_logits, teacher_logits, labels, *, counts, confidence) -> dict[str, float]:
     """Per-class mAP of the student minus the teacher's, under every resample's image counts."""
     present = labels.sum(0) > 0
     full = torch.ones(1, len(labels), dtype=torch.float64, device=labels.device)
@@ -143,25 +148,26 @@ def _per_class_map_difference(student_logits, teacher_logits, labels, counts, co
     return {"estimate": estimate, "low": low, "high": high}
 
 
-def per_class(pairs: Mapping[str, list], classes: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def per_class(pairs: PairTable, classes: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Kept pairs, mean AUC, pointing and cosine per class of one model's per-pair table."""
-    kept = pair_column(pairs, "kept", torch.bool)
-    klass = pair_column(pairs, "class", torch.int64)[kept]
+    kept = pairs.column("kept")
+    klass = pairs.column("class")[kept]
     if not len(klass):
         return []
     size = int(klass.max()) + 1
     counts = torch.bincount(klass, minlength=size)
-    means = {name: per_class_mean(pair_column(pairs, column)[kept], klass, num_classes=size)
+    means = {name: per_class_mean(pairs.column(column)[kept], klass, num_classes=size)
              for name, column in (("auc", "auc"), ("pointing", "hit"), ("cos", "cos"))}
     return [{"class": classes[c] if classes is not None and c < len(classes) else str(c), "kept": int(counts[c]),
              **{name: float(values[c]) for name, values in means.items()}}
             for c in counts.nonzero().squeeze(1).tolist()]
 
 
-def most_changed(pairs: Mapping[str, list], k: int = 6) -> list[dict[str, Any]]:
+def most_changed(pairs: PairTable, k: int = 6) -> list[dict[str, Any]]:
     """The ``k`` pairs whose map is least like the teacher's (lowest cosine): image, class, cos, auc."""
-    cos = pair_column(pairs, "cos")
+    cos = pairs.column("cos")
     order = torch.argsort(torch.nan_to_num(cos, nan=math.inf))[:k]
     order = order[~torch.isnan(cos[order])]
-    return [{"image": int(pairs["image"][i]), "class": int(pairs["class"][i]), "cos": float(cos[i]),
-             "auc": float(pair_column(pairs, "auc")[i])} for i in order.tolist()]
+    images, classes, auc = pairs.column("image"), pairs.column("class"), pairs.column("auc")
+    return [{"image": int(images[i]), "class": int(classes[i]), "cos": float(cos[i]), "auc": float(auc[i])}
+            for i in order.tolist()]

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -42,16 +42,17 @@ from tqdm.auto import tqdm
 
 from apkit import attribution
 from apkit.core.distributed import all_gather_rows, all_reduce_sum, local_device, world_info
-from apkit.core.errors import DataError, ValidationError
+from apkit.core.errors import DataError, ValidationError, unknown_name
 from apkit.core.modules import evaluating
 from apkit.core.names import PROTOCOL_NAMES, SIMILARITY_PAIR_NAMES
 from apkit.core.validation import check_choice, check_dataset, check_int, check_module, resolve_device
 from apkit.evaluation.maps import MapCache
+from apkit.evaluation.pairs import PairTable
 from apkit.metrics.localization import normalize_maps, pointing_game, roc_auc
 from apkit.metrics.similarity import cosine_similarity, normalized_l2
 
-__all__ = ["LocalizationResult", "LocalizationTotals", "PairSelection", "localization_scores", "score_maps",
-           "select_pairs"]
+__all__ = ["LocalizationResult", "LocalizationSettings", "LocalizationTotals", "PairSelection",
+           "localization_scores", "score_maps", "select_pairs"]
 
 VOID = 255
 # Columns of the per-pair table; every tolerance after the first adds a column "hit@t".
@@ -117,7 +118,7 @@ class LocalizationTotals:
         """Sum over all processes under ``torch.distributed`` (a copy in a single process)."""
         return self._from_vector(all_reduce_sum(self._vector()))
 
-    def add(self, classes: torch.Tensor, kept: torch.Tensor, auc: torch.Tensor, hits: torch.Tensor,
+    def add(self, classes: torch.Tensor, kept: torch.Tensor, *, auc: torch.Tensor, hits: torch.Tensor,
             cos: torch.Tensor, l2: torch.Tensor) -> None:
         """Add one batch's scored pairs (in place); ``hits`` has one column per tolerance."""
         hit = hits[:, 0]
@@ -171,8 +172,8 @@ class LocalizationResult:
     ----------
     totals : LocalizationTotals
         Sums and counts over the whole dataset (all processes).
-    pairs : dict of str to Tensor
-        One entry per candidate pair (CPU tensors): ``image`` (dataset index), ``class``,
+    pairs : PairTable
+        One row per candidate pair (CPU tensors): ``image`` (dataset index), ``class``,
         ``correct`` and ``teacher_correct`` (the model / teacher predicts the class; for
         "imagenet": the teacher's top-1 equals the model's), ``kept``, ``auc``, ``hit``, ``cos``,
         ``l2`` (NaN where not computed), and ``hit@t`` for every tolerance after the first.
@@ -181,7 +182,7 @@ class LocalizationResult:
     """
 
     totals: LocalizationTotals
-    pairs: dict[str, torch.Tensor] = field(default_factory=dict)
+    pairs: PairTable = field(default_factory=lambda: PairTable.empty(PAIR_COLUMNS))
     settings: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -194,13 +195,9 @@ class LocalizationResult:
             summary[f"pointing@{tolerance}"] = hits / kept if kept > 0 else math.nan
         return summary
 
-    def pair_values(self) -> dict[str, list]:
-        """The per-pair table as plain lists (JSON-ready; NaN stays a float NaN)."""
-        return {name: values.tolist() for name, values in self.pairs.items()}
-
     def to_dict(self) -> dict[str, Any]:
         """The summary, the per-pair table and the settings, as plain JSON-ready data."""
-        return {"summary": self.summary(), "pairs": self.pair_values(), "settings": dict(self.settings)}
+        return {"summary": self.summary(), "pairs": self.pairs.to_dict(), "settings": dict(self.settings)}
 
 
 # ------------------------------------------------------------------------------------------ pair selection
@@ -330,7 +327,7 @@ class _Scoring:
     cache: MapCache | None = None
     teacher_cache: MapCache | None = None
 
-    def explain(self, which: str, image_index, images, pairs, method) -> torch.Tensor:
+    def explain(self, which: str, image_index, images, *, pairs, method) -> torch.Tensor:
         """Maps of the model or the teacher (``which``), from its cache when it has one."""
         model, layer, cache = ((self.model, self.layer, self.cache) if which == "model"
                                else (self.teacher, self.teacher_layer, self.teacher_cache))
@@ -354,7 +351,7 @@ class _Scoring:
         where = need.nonzero().squeeze(1)
         maps = None
         if where.numel():
-            maps = self.explain("model", image_index, images, chosen.pairs[where], self.method)
+            maps = self.explain("model", image_index, images, pairs=chosen.pairs[where], method=self.method)
             if maps.shape[-2:] != chosen.objects.shape[-2:]:
                 raise ValidationError(f"attribution maps of size {tuple(maps.shape[-2:])} do not match the "
                                       f"masks' {tuple(chosen.objects.shape[-2:])}")
@@ -367,19 +364,20 @@ class _Scoring:
             picked = where[scored]
             scores["auc"][picked], scores["hits"][picked] = score_maps(
                 maps[scored], chosen.objects[picked], chosen.void[picked], self.tolerances)
-        self._similarity(image_index, images, chosen, scores, maps if shared else None, where)
+        self._similarity(image_index, images, chosen, scores=scores, maps=maps if shared else None, where=where)
         return scores
 
-    def _similarity(self, image_index, images, chosen, scores, maps, where) -> None:
+    def _similarity(self, image_index, images, chosen, *, scores, maps, where) -> None:
         sim_where = chosen.similar.nonzero().squeeze(1)
         if not sim_where.numel():
             return
         if maps is not None:
             student_maps = maps[torch.searchsorted(where, sim_where)]
         else:
-            student_maps = self.explain("model", image_index, images, chosen.pairs[sim_where],
-                                        self.similarity_method)
-        teacher_maps = self.explain("teacher", image_index, images, chosen.pairs[sim_where], self.similarity_method)
+            student_maps = self.explain("model", image_index, images, pairs=chosen.pairs[sim_where],
+                                        method=self.similarity_method)
+        teacher_maps = self.explain("teacher", image_index, images, pairs=chosen.pairs[sim_where],
+                                    method=self.similarity_method)
         both = _finite(student_maps) & _finite(teacher_maps)
         sim_where, student_maps, teacher_maps = sim_where[both], student_maps[both], teacher_maps[both]
         if sim_where.numel():
@@ -400,18 +398,100 @@ def _split_batch(batch, device) -> tuple[torch.Tensor, torch.Tensor]:
     return images, masks
 
 
-def _check_options(method, similarity_method, protocol, similarity, tolerances) -> tuple[int, ...]:
-    attribution.ATTRIBUTION_METHODS.get(method)
-    attribution.ATTRIBUTION_METHODS.get(similarity_method)
-    check_choice(protocol, "protocol", PROTOCOL_NAMES)
-    check_choice(similarity, "similarity", SIMILARITY_PAIR_NAMES)
-    if isinstance(tolerances, (str, bytes)) or not isinstance(tolerances, Sequence) or not tolerances:
-        raise ValidationError(f"tolerances must list at least one pointing-game tolerance, e.g. (0,), "
-                              f"got {tolerances!r}")
-    return tuple(check_int(t, "each of tolerances", minimum=0) for t in tolerances)
+@dataclass(frozen=True)
+class LocalizationSettings:
+    """The options of one run of the protocol (see :func:`localization_scores` for each)."""
+
+    method: str = "gradcam"
+    layer: str | None = None
+    teacher_layer: str | None = None
+    protocol: str = "voc"
+    similarity: str = "kept"
+    similarity_method: str | None = None
+    tolerances: Sequence[int] = (0,)
+    batch_size: int = 16
+    num_workers: int = 0
+    device: str | torch.device | None = None
+    explain_options: Mapping[str, Any] | None = None
+    progress: bool = True
+
+    @classmethod
+    def from_options(cls, settings: LocalizationSettings | None = None, **options: Any) -> LocalizationSettings:
+        """``settings`` (default: the defaults) with the keyword ``options`` replaced; unknown names raise."""
+        known = [f.name for f in fields(cls)]
+        for name in options:
+            if name not in known:
+                raise unknown_name(name, "localization option", known)
+        return replace(settings if settings is not None else cls(), **options)
+
+    def checked(self) -> LocalizationSettings:
+        """The settings validated, with ``similarity_method`` filled in and ``tolerances`` a tuple of ints."""
+        similarity_method = self.method if self.similarity_method is None else self.similarity_method
+        attribution.ATTRIBUTION_METHODS.get(self.method)
+        attribution.ATTRIBUTION_METHODS.get(similarity_method)
+        check_choice(self.protocol, "protocol", PROTOCOL_NAMES)
+        check_choice(self.similarity, "similarity", SIMILARITY_PAIR_NAMES)
+        tolerances = self.tolerances
+        if isinstance(tolerances, (str, bytes)) or not isinstance(tolerances, Sequence) or not tolerances:
+            raise ValidationError(f"tolerances must list at least one pointing-game tolerance, e.g. (0,), "
+                                  f"got {tolerances!r}")
+        tolerances = tuple(check_int(t, "each of tolerances", minimum=0) for t in tolerances)
+        check_int(self.batch_size, "batch_size", minimum=1)
+        check_int(self.num_workers, "num_workers", minimum=0)
+        return replace(self, similarity_method=similarity_method, tolerances=tolerances)
+
+    def record(self, *, teacher: bool, num_images: int) -> dict[str, Any]:
+        """The options a result keeps, for the record."""
+        return {"method": self.method, "layer": self.layer, "protocol": self.protocol, "similarity": self.similarity,
+                "similarity_method": self.similarity_method, "tolerances": list(self.tolerances),
+                "teacher": teacher, "num_images": num_images}
 
 
-def _gather_table(columns: dict[str, list[torch.Tensor]], device, world: int, num_classes: int) -> dict:
+class _Accumulator:
+    """The totals and per-pair columns of one process's share, batch after batch."""
+
+    def __init__(self, settings: LocalizationSettings, num_classes: int | None, device: torch.device):
+        self.settings, self.num_classes, self.device = settings, num_classes, device
+        self.names = PAIR_COLUMNS + tuple(f"hit@{t}" for t in settings.tolerances[1:])
+        self.columns: dict[str, list[torch.Tensor]] = {name: [] for name in self.names}
+        self.totals: LocalizationTotals | None = None
+
+    def classes_of(self, logits: torch.Tensor) -> int:
+        """The class count (the dataset's, else the model's), checked against the model's outputs."""
+        self.num_classes = logits.shape[1] if self.num_classes is None else self.num_classes
+        if logits.shape[1] != self.num_classes:
+            raise ValidationError(f"the model has {logits.shape[1]} outputs but the dataset has "
+                                  f"{self.num_classes} classes; use a model trained on this dataset")
+        if self.totals is None:
+            self.totals = LocalizationTotals.zeros(self.num_classes, self.device,
+                                                   tolerances=len(self.settings.tolerances))
+        return self.num_classes
+
+    def add(self, image_index: torch.Tensor, chosen: PairSelection, scores: dict[str, torch.Tensor]) -> None:
+        """Add one batch's pairs and scores."""
+        totals = self.totals
+        totals.candidates += len(chosen.pairs)
+        totals.skipped_wrong += chosen.skipped_wrong
+        totals.skipped_invalid += chosen.skipped_invalid
+        totals.add(chosen.pairs[:, 1], chosen.kept, auc=scores["auc"], hits=scores["hits"], cos=scores["cos"],
+                   l2=scores["l2"])
+        values = (image_index[chosen.pairs[:, 0]], chosen.pairs[:, 1], chosen.correct, chosen.teacher_correct,
+                  chosen.kept, scores["auc"], scores["hits"][:, 0], scores["cos"], scores["l2"],
+                  *scores["hits"][:, 1:].unbind(1))
+        for name, column in zip(self.names, values):
+            self.columns[name].append(column)
+
+    def result(self, world: int, record: dict[str, Any]) -> LocalizationResult:
+        """The totals and the per-pair table of every process."""
+        totals = self.totals
+        if totals is None:  # an empty dataset, or an empty share of one
+            totals = LocalizationTotals.zeros(self.num_classes or 0, self.device,
+                                              tolerances=len(self.settings.tolerances))
+        return LocalizationResult(totals=totals.all_reduce(), pairs=_gather_table(self.columns, self.device, world),
+                                  settings=record)
+
+
+def _gather_table(columns: dict[str, list[torch.Tensor]], device, world: int) -> PairTable:
     """The per-pair table of every process, in dataset order, on the CPU."""
     table = {}
     for name, parts in columns.items():
@@ -420,31 +500,34 @@ def _gather_table(columns: dict[str, list[torch.Tensor]], device, world: int, nu
             table[name] = all_gather_rows(values.to(torch.uint8)).bool().cpu()
         else:
             table[name] = all_gather_rows(values).cpu()
+    pairs = PairTable(table)
     if world > 1:  # the shares interleave; put the pairs back in dataset order
-        order = torch.argsort(table["image"] * num_classes + table["class"], stable=True)
-        table = {name: values[order] for name, values in table.items()}
-    return table
+        pairs = pairs.select(torch.argsort(pairs.keys(), stable=True))
+    return pairs
+
+
+def _check_inputs(model, dataset, teacher) -> None:
+    check_module(model)
+    if teacher is not None:
+        check_module(teacher, "teacher")
+    check_dataset(dataset, allow_empty=True)
+
+
+def _check_caches(model, teacher, cache, teacher_cache) -> None:
+    for name, given, owner in (("cache", cache, model), ("teacher_cache", teacher_cache, teacher)):
+        if given is not None and given.model is not owner:
+            raise ValidationError(f"{name} holds the outputs of another model; pass a MapCache of this one")
 
 
 def localization_scores(
     model: nn.Module,
     dataset,
     *,
-    method: str = "gradcam",
-    layer: str | None = None,
     teacher: nn.Module | None = None,
-    teacher_layer: str | None = None,
-    protocol: str = "voc",
-    similarity: str = "kept",
-    similarity_method: str | None = None,
-    tolerances: Sequence[int] = (0,),
-    batch_size: int = 16,
-    num_workers: int = 0,
-    device: str | torch.device | None = None,
-    explain_options: Mapping[str, Any] | None = None,
     cache: MapCache | None = None,
     teacher_cache: MapCache | None = None,
-    progress: bool = True,
+    settings: LocalizationSettings | None = None,
+    **options: Any,
 ) -> LocalizationResult:
     """Score a model's attribution maps against ground-truth masks with the paper's protocol.
 
@@ -455,45 +538,49 @@ def localization_scores(
     dataset : Dataset
         Items ``(image, label, mask)``: mask ``(H, W)`` integer, 0 background, ``k + 1`` class
         ``k``, 255 void.  ``dataset.num_classes`` (or the model's output size) gives the classes.
-    method : str
-        Attribution method (``apkit list``), passed to :func:`apkit.explain`.
-    layer : str, optional
-        Layer of layer methods (default: the model's attribution layer).
     teacher : torch.nn.Module, optional
         The original model: adds the cosine similarity and normalised L2 of the two maps.
-    teacher_layer : str, optional
-        The teacher's layer (default: its attribution layer).
-    protocol : {"voc", "imagenet"}
-        Which pairs are scored (see the module documentation).
-    similarity : {"kept", "both", "all"}
-        Which pairs the similarity uses (see the module documentation).
-    similarity_method : str, optional
-        Attribution method of the similarity maps; default ``method``.
-    tolerances : sequence of int
-        Pointing-game tolerances in pixels, all scored on the same maps; 0 is the paper's strict
-        rule.  The first is reported as ``pointing`` (per pair ``hit``), every other ``t`` as
-        ``pointing@t`` (``hit@t``).
-    batch_size : int
-        Images per batch (per process under ``torchrun``); memory stays bounded by it.
-    num_workers : int
-        DataLoader worker processes.
-    device : str or torch.device, optional
-        ``"cpu"``, ``"cuda"``; ``None`` picks CUDA when available.
-    explain_options : mapping, optional
-        Extra keyword arguments of :func:`apkit.explain` (e.g. ``{"batch_size": 32}``).
     cache, teacher_cache : MapCache, optional
         Where the model's and the teacher's logits and maps are read from and kept (a
         :class:`~apkit.evaluation.maps.MapCache` of that model, on this dataset): an audit passes
         one teacher cache to every student, so the teacher's work is done once.
-    progress : bool
-        Show a progress bar.
+    settings : LocalizationSettings, optional
+        The options below as one value; keyword ``options`` override its fields.
+    **options
+        The fields of :class:`LocalizationSettings`:
+
+        method : str
+            Attribution method (``apkit list``), passed to :func:`apkit.explain` (default "gradcam").
+        layer, teacher_layer : str, optional
+            Layer of layer methods for the model and the teacher (default: their attribution layer).
+        protocol : {"voc", "imagenet"}
+            Which pairs are scored (see the module documentation).
+        similarity : {"kept", "both", "all"}
+            Which pairs the similarity uses (see the module documentation).
+        similarity_method : str, optional
+            Attribution method of the similarity maps; default ``method``.
+        tolerances : sequence of int
+            Pointing-game tolerances in pixels, all scored on the same maps; 0 is the paper's strict
+            rule.  The first is reported as ``pointing`` (per pair ``hit``), every other ``t`` as
+            ``pointing@t`` (``hit@t``).
+        batch_size : int
+            Images per batch (per process under ``torchrun``); memory stays bounded by it.
+        num_workers : int
+            DataLoader worker processes.
+        device : str or torch.device, optional
+            ``"cpu"``, ``"cuda"``; ``None`` picks CUDA when available.
+        explain_options : mapping, optional
+            Extra keyword arguments of :func:`apkit.explain` (e.g. ``{"batch_size": 32}``).
+        progress : bool
+            Show a progress bar.
 
     Returns
     -------
     LocalizationResult
         ``.summary()`` gives ``auc``, ``pointing``, ``cos``, ``l2`` and the pair counts;
-        ``.pairs`` the per-pair values.  Under ``torchrun`` every process scores a disjoint share
-        of the images and returns the totals and pairs of the whole dataset.
+        ``.pairs`` the per-pair :class:`~apkit.evaluation.pairs.PairTable`.  Under ``torchrun``
+        every process scores a disjoint share of the images and returns the totals and pairs of
+        the whole dataset.
 
     Examples
     --------
@@ -508,59 +595,37 @@ def localization_scores(
     >>> result.summary()["kept"]
     2
     """
-    check_module(model)
-    if teacher is not None:
-        check_module(teacher, "teacher")
-    check_dataset(dataset, allow_empty=True)
-    similarity_method = method if similarity_method is None else similarity_method
-    tolerances = _check_options(method, similarity_method, protocol, similarity, tolerances)
-    check_int(batch_size, "batch_size", minimum=1)
-    check_int(num_workers, "num_workers", minimum=0)
-    device = local_device(resolve_device(device))
-    num_classes = getattr(dataset, "num_classes", None)
-    for name, given, owner in (("cache", cache, model), ("teacher_cache", teacher_cache, teacher)):
-        if given is not None and given.model is not owner:
-            raise ValidationError(f"{name} holds the outputs of another model; pass a MapCache of this one")
-    scoring = _Scoring(model, method, layer, teacher, teacher_layer, similarity_method, tolerances,
-                       dict(explain_options or {}), cache, teacher_cache)
-
+    _check_inputs(model, dataset, teacher)
+    settings = LocalizationSettings.from_options(settings, **options).checked()
+    device = local_device(resolve_device(settings.device))
+    _check_caches(model, teacher, cache, teacher_cache)
+    scoring = _Scoring(model, settings.method, settings.layer, teacher, settings.teacher_layer,
+                       settings.similarity_method, settings.tolerances, dict(settings.explain_options or {}),
+                       cache, teacher_cache)
     rank, world = world_info()
     indices = list(range(rank, len(dataset), world))
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=indices, shuffle=False, num_workers=num_workers)
-    pair_columns = PAIR_COLUMNS + tuple(f"hit@{t}" for t in tolerances[1:])
-    columns: dict[str, list[torch.Tensor]] = {name: [] for name in pair_columns}
-    totals, position = None, 0
+    loader = DataLoader(dataset, batch_size=settings.batch_size, sampler=indices, shuffle=False,
+                        num_workers=settings.num_workers)
+    accumulator = _Accumulator(settings, getattr(dataset, "num_classes", None), device)
+    position = 0
     models = [model] + ([teacher] if teacher is not None else [])
     with evaluating(*models, device=device), torch.no_grad():
-        for batch in tqdm(loader, desc=f"localization ({method})", leave=False, disable=not (progress and rank == 0)):
+        for batch in tqdm(loader, desc=f"localization ({settings.method})", leave=False,
+                          disable=not (settings.progress and rank == 0)):
             images, masks = _split_batch(batch, device)
             image_index = torch.tensor(indices[position:position + len(images)], device=device)
             position += len(images)
-            logits = scoring.logits("model", image_index, images)
-            num_classes = logits.shape[1] if num_classes is None else num_classes
-            if logits.shape[1] != num_classes:
-                raise ValidationError(f"the model has {logits.shape[1]} outputs but the dataset has "
-                                      f"{num_classes} classes; use a model trained on this dataset")
-            if totals is None:
-                totals = LocalizationTotals.zeros(num_classes, device, tolerances=len(tolerances))
-            chosen = select_pairs(
-                protocol, masks, logits, num_classes=num_classes, similarity=similarity,
-                teacher_logits=scoring.logits("teacher", image_index, images) if teacher is not None else None)
-            scores = scoring.score(image_index, images, chosen)
-            totals.candidates += len(chosen.pairs)
-            totals.skipped_wrong += chosen.skipped_wrong
-            totals.skipped_invalid += chosen.skipped_invalid
-            totals.add(chosen.pairs[:, 1], chosen.kept, scores["auc"], scores["hits"], scores["cos"], scores["l2"])
-            values = (image_index[chosen.pairs[:, 0]], chosen.pairs[:, 1], chosen.correct, chosen.teacher_correct,
-                      chosen.kept, scores["auc"], scores["hits"][:, 0], scores["cos"], scores["l2"],
-                      *scores["hits"][:, 1:].unbind(1))
-            for name, column in zip(pair_columns, values):
-                columns[name].append(column)
+            _score_batch(scoring, accumulator, image_index=image_index, images=images, masks=masks)
+    return accumulator.result(world, settings.record(teacher=teacher is not None, num_images=len(dataset)))
 
-    if totals is None:  # an empty dataset, or an empty share of one
-        totals = LocalizationTotals.zeros(num_classes or 0, device, tolerances=len(tolerances))
-    settings = {"method": method, "layer": layer, "protocol": protocol, "similarity": similarity,
-                "similarity_method": similarity_method, "tolerances": list(tolerances),
-                "teacher": teacher is not None, "num_images": len(dataset)}
-    return LocalizationResult(totals=totals.all_reduce(),
-                              pairs=_gather_table(columns, device, world, num_classes or 1), settings=settings)
+
+def _score_batch(scoring: _Scoring, accumulator: _Accumulator, *, image_index: torch.Tensor, images: torch.Tensor,
+                 masks: torch.Tensor) -> None:
+    """Select, explain and score the pairs of one batch, and add them to ``accumulator``."""
+    logits = scoring.logits("model", image_index, images)
+    num_classes = accumulator.classes_of(logits)
+    settings = accumulator.settings
+    teacher_logits = scoring.logits("teacher", image_index, images) if scoring.teacher is not None else None
+    chosen = select_pairs(settings.protocol, masks, logits, num_classes=num_classes,
+                          similarity=settings.similarity, teacher_logits=teacher_logits)
+    accumulator.add(image_index, chosen, scoring.score(image_index, images, chosen))

@@ -18,10 +18,9 @@ from torch import nn
 
 from apkit import attribution
 from apkit.core.validation import check_module
+from apkit.evaluation.pairs import pair_keys
 
 __all__ = ["MapCache"]
-
-_CLASS_SPAN = 1 << 20  # pair key = image index * span + class: room for a million classes
 
 
 class _KeyedStore:
@@ -109,7 +108,7 @@ class MapCache:
     def maps(self, method: str, image_index: torch.Tensor, images: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
         """The model's ``method`` maps of ``pairs`` (image position in ``images``, class)."""
         store = self._maps.setdefault(method, _KeyedStore())
-        keys = image_index.long()[pairs[:, 0]] * _CLASS_SPAN + pairs[:, 1]
+        keys = pair_keys(image_index[pairs[:, 0]], pairs[:, 1])
 
         def compute(missing: torch.Tensor) -> torch.Tensor:
             return attribution.explain(self.model, images, pairs[missing], method=method, layer=self.layer,

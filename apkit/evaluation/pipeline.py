@@ -48,6 +48,16 @@ def _unique_names(specs: Sequence[str | os.PathLike]) -> list[str]:
     return names
 
 
+def _folder_options(data: str, **given: Any) -> dict[str, Any]:
+    """The options given for ``folder:`` data (those not ``None``); refused for other data."""
+    folder_options = {k: v for k, v in given.items() if v is not None}
+    if folder_options and spec_name(data) != "folder":
+        verb = "apply" if len(folder_options) > 1 else "applies"
+        raise ValidationError(f"{' and '.join(folder_options)} {verb} only to folder:ROOT data, not to {data!r}; "
+                              "drop them or audit on a folder of your images")
+    return folder_options
+
+
 def audit_checkpoints(
     teacher: str | os.PathLike,
     students: Sequence[str | os.PathLike],
@@ -91,11 +101,7 @@ def audit_checkpoints(
         ``tolerances``, ``batch_size``, ``device``, ``progress``.
     """
     check_synthetic_only(data, samples=samples)
-    folder_options = {k: v for k, v in {"image_size": image_size, "mean": mean, "std": std}.items() if v is not None}
-    if folder_options and spec_name(data) != "folder":
-        verb = "apply" if len(folder_options) > 1 else "applies"
-        raise ValidationError(f"{' and '.join(folder_options)} {verb} only to folder:ROOT data, not to {data!r}; "
-                              "drop them or audit on a folder of your images")
+    folder_options = _folder_options(data, image_size=image_size, mean=mean, std=std)
     names = _unique_names(students)  # a bad spec fails before any model is built
     teacher_model = resolve_model(teacher, num_classes=num_classes)
     dataset = datasets_for(teacher_model, data, {split: samples}, **folder_options)[split]

@@ -8,8 +8,6 @@ judges ``--fail-under`` thresholds on the pessimistic end of each interval.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -17,18 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from apkit.core.errors import ValidationError
 from apkit.core.io import atomic_write, atomic_write_json, atomic_write_text
 from apkit.core.names import ATTRIBUTION_TITLES, GATE_NAMES
 from apkit.core.validation import parse_overrides
 from apkit.evaluation.html import render_html
+from apkit.evaluation.pairs import PairTable
+from apkit.evaluation.tables import Interval, Table, format_cell, is_missing, to_csv, to_markdown
 from apkit.viz import plot_attribution_grid, plot_histograms
 
 __all__ = ["ATTRIBUTION_COLUMNS", "AuditReport", "Gate", "parse_gates"]
 
 ATTRIBUTION_COLUMNS = ("auc", "pointing", "cos", "l2")
+ATTRIBUTION_HEADINGS = ("AUC", "Point Acc", "Cos", "L2")  # the tables' names of ATTRIBUTION_COLUMNS
 # Gates on attribution differences read these comparisons; the predictive ones these metrics.
 _GATE_SOURCES = {"cos": "cos", "l2": "l2", "auc_drop": "auc", "pointing_drop": "pointing", "map_drop": "map_image",
                  "map_class_drop": "map_class", "f1_drop": "f1", "top1_drop": "top1"}
@@ -69,28 +68,6 @@ def parse_gates(items: Iterable[str]) -> list[Gate]:
     return gates
 
 
-def _interval_text(interval: Mapping[str, float] | None, *, signed: bool = False, digits: int = 4) -> str:
-    if not interval or _missing(interval.get("estimate")):
-        return "–"
-    sign = "+" if signed else ""
-    text = f"{interval['estimate']:{sign}.{digits}f}"
-    if _missing(interval.get("low")):
-        return text
-    return f"{text} [{interval['low']:{sign}.{digits}f}, {interval['high']:{sign}.{digits}f}]"
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _fmt(value: Any) -> str:
-    if _missing(value):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
-
-
 @dataclass
 class AuditReport:
     """Results of :func:`apkit.evaluation.audit`.
@@ -102,7 +79,8 @@ class AuditReport:
     rows : list of dict
         One row per (model, method): ``auc``, ``pointing``, ``cos``, ``l2`` and the pair counts.
     pairs : dict
-        ``{(model, method): {column: list}}`` — the per-(image, class) values behind each row.
+        ``{(model, method): PairTable}`` — the per-(image, class) values behind each row (plain
+        ``{column: list}`` mappings, as in ``report.json``, are read into tables).
     settings : dict
         The audit's options, for the record.
     comparisons : list of dict
@@ -123,7 +101,7 @@ class AuditReport:
 
     predictive: dict[str, dict[str, float]] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
-    pairs: dict[tuple[str, str], dict[str, list]] = field(default_factory=dict)
+    pairs: dict[tuple[str, str], PairTable] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     comparisons: list[dict[str, Any]] = field(default_factory=list)
     predictive_comparisons: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
@@ -131,6 +109,9 @@ class AuditReport:
     changed: list[dict[str, Any]] = field(default_factory=list)
     layers: dict[str, dict[str, str | None]] = field(default_factory=dict)
     examples: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        self.pairs = {key: PairTable.from_dict(table) for key, table in self.pairs.items()}
 
     def row(self, model: str, method: str) -> dict[str, Any]:
         """The row of ``model`` and ``method``."""
@@ -152,7 +133,7 @@ class AuditReport:
             "settings": self.settings,
             "predictive": self.predictive,
             "rows": self.rows,
-            "pairs": [{"model": m, "method": k, **values} for (m, k), values in self.pairs.items()],
+            "pairs": [{"model": m, "method": k, **table.to_dict()} for (m, k), table in self.pairs.items()],
         }
         if self.comparisons or self.predictive_comparisons:
             data.update(comparisons=self.comparisons, predictive_comparisons=self.predictive_comparisons,
@@ -173,8 +154,8 @@ class AuditReport:
             for who, interval in self._gate_intervals(gate):
                 worst, ok = _pessimistic(gate, interval)
                 if not ok:
-                    failures.append(f"gate {gate} failed for {who}: {_GATE_SOURCES[gate.name]} "
-                                    f"{_interval_text(interval, signed=gate.name.endswith('_drop'))}, pessimistic "
+                    shown = format_cell(Interval.from_dict(interval, signed=gate.name.endswith("_drop")))
+                    failures.append(f"gate {gate} failed for {who}: {_GATE_SOURCES[gate.name]} {shown}, pessimistic "
                                     f"{'drop ' if gate.name.endswith('_drop') else ''}{worst:.4f}")
         return failures
 
@@ -189,84 +170,68 @@ class AuditReport:
             raise ValidationError(f"gate {gate} has nothing to judge in this audit (no {source} was measured)")
         return found
 
-    # -- text ----------------------------------------------------------------------------------
-    def to_markdown(self, *, figures: Mapping[str, str] | None = None) -> str:
-        """The tables (and links to ``figures``, ``{title: relative path}``) as Markdown."""
-        lines = self._predictive_table() + [""] + self._attribution_table()
-        lines += self._comparison_tables() + self._per_class_table() + self._changed_table()
-        for title, link in (figures or {}).items():
-            lines += ["", f"![{title}]({link})"]
-        return "\n".join(lines) + "\n"
+    # -- tables --------------------------------------------------------------------------------
+    def tables(self) -> list[Table]:
+        """The report's tables, in the order of ``report.md``: predictions, attribution, and for an
+        audit with students their comparisons with the teacher, per class, and the most-changed pairs."""
+        predictive = _predictive_columns(self.predictive)
+        tables = [
+            Table(None, ["model", *predictive],
+                  [[name, *[values.get(c) for c in predictive]] for name, values in self.predictive.items()]),
+            Table(None, ["model", "method", *ATTRIBUTION_HEADINGS, "pairs kept"],
+                  [[row["model"], row["method"], *[row[c] for c in ATTRIBUTION_COLUMNS], row["kept"]]
+                   for row in self.rows]),
+        ]
+        tables += self._comparison_tables() + self._predictive_comparison_tables()
+        if self.per_class:
+            tables.append(Table("Per class", ["model", "method", "class", "pairs kept", "AUC", "Point Acc", "Cos"],
+                                [[r["model"], r["method"], r["class"], r["kept"], r["auc"], r["pointing"], r["cos"]]
+                                 for r in self.per_class]))
+        if self.changed:
+            tables.append(Table("The pairs whose maps changed most (lowest cosine to the teacher's)",
+                                ["student", "method", "image", "class", "Cos", "AUC"],
+                                [[r["model"], r["method"], r["image"], r["class"], r["cos"], r["auc"]]
+                                 for r in self.changed]))
+        return tables
 
-    def _predictive_table(self) -> list[str]:
-        columns = _predictive_columns(self.predictive)
-        lines = ["| model | " + " | ".join(columns) + " |", "|---" * (1 + len(columns)) + "|"]
-        for name, values in self.predictive.items():
-            lines.append(f"| {name} | " + " | ".join(_fmt(values.get(c)) for c in columns) + " |")
-        return lines
-
-    def _attribution_table(self) -> list[str]:
-        lines = ["| model | method | AUC | Point Acc | Cos | L2 | pairs kept |", "|---|---|---|---|---|---|---|"]
-        for row in self.rows:
-            cells = [_fmt(row[c]) for c in ATTRIBUTION_COLUMNS]
-            lines.append(f"| {row['model']} | {row['method']} | " + " | ".join(cells) + f" | {row['kept']} |")
-        return lines
-
-    def _comparison_tables(self) -> list[str]:
+    def _comparison_tables(self) -> list[Table]:
         if not self.comparisons:
             return []
         level = f"{100 * self.settings.get('confidence', 0.95):g} %"
-        resamples = self.settings.get("resamples")
         scores = [k for k in self.comparisons[0] if k.startswith("pointing") or k == "auc"]
-        lines = ["", f"## Each student against the teacher ({level} intervals, paired bootstrap over images, "
-                     f"{resamples} resamples)", "",
-                 "Differences (student minus teacher) on the (image, class) pairs both keep; Cos and L2 compare "
-                 "the student's maps with the teacher's.", "",
-                 "| student | method | " + " | ".join(f"Δ {k}" for k in scores) + " | Cos | L2 | common pairs |",
-                 "|---" * (5 + len(scores)) + "|"]
-        for row in self.comparisons:
-            cells = [_interval_text(row[k], signed=True) for k in scores]
-            cells += [_interval_text(row["cos"]), _interval_text(row["l2"])]
-            lines.append(f"| {row['model']} | {row['method']} | " + " | ".join(cells) + f" | {row['common_pairs']} |")
-        if self.predictive_comparisons:
-            names = _predictive_columns(self.predictive_comparisons)
-            lines += ["", "| student | " + " | ".join(f"Δ {n}" for n in names) + " |", "|---" * (1 + len(names)) + "|"]
-            for student, metrics in self.predictive_comparisons.items():
-                lines.append(f"| {student} | " + " | ".join(_interval_text(metrics.get(n), signed=True)
-                                                             for n in names) + " |")
-        return lines
+        tables = [Table(
+            f"Each student against the teacher ({level} intervals, paired bootstrap over images, "
+            f"{self.settings.get('resamples')} resamples)",
+            ["student", "method", *[f"Δ {k}" for k in scores], "Cos", "L2", "common pairs"],
+            [[row["model"], row["method"], *[Interval.from_dict(row[k], signed=True) for k in scores],
+              Interval.from_dict(row["cos"]), Interval.from_dict(row["l2"]), row["common_pairs"]]
+             for row in self.comparisons],
+            note="Differences (student minus teacher) on the (image, class) pairs both keep; Cos and L2 compare "
+                 "the student's maps with the teacher's.")]
+        return tables
 
-    def _per_class_table(self) -> list[str]:
-        if not self.per_class:
+    def _predictive_comparison_tables(self) -> list[Table]:
+        if not (self.comparisons and self.predictive_comparisons):
             return []
-        lines = ["", "## Per class", "", "| model | method | class | pairs kept | AUC | Point Acc | Cos |",
-                 "|---|---|---|---|---|---|---|"]
-        for row in self.per_class:
-            lines.append(f"| {row['model']} | {row['method']} | {row['class']} | {row['kept']} | {_fmt(row['auc'])} "
-                         f"| {_fmt(row['pointing'])} | {_fmt(row['cos'])} |")
-        return lines
+        names = _predictive_columns(self.predictive_comparisons)
+        return [Table(None, ["student", *[f"Δ {n}" for n in names]],
+                      [[student, *[Interval.from_dict(metrics.get(n), signed=True) for n in names]]
+                       for student, metrics in self.predictive_comparisons.items()])]
 
-    def _changed_table(self) -> list[str]:
-        if not self.changed:
-            return []
-        lines = ["", "## The pairs whose maps changed most (lowest cosine to the teacher's)", "",
-                 "| student | method | image | class | Cos | AUC |", "|---|---|---|---|---|---|"]
-        for row in self.changed:
-            lines.append(f"| {row['model']} | {row['method']} | {row['image']} | {row['class']} | {_fmt(row['cos'])} "
-                         f"| {_fmt(row['auc'])} |")
-        return lines
+    # -- text ----------------------------------------------------------------------------------
+    def to_markdown(self, *, figures: Mapping[str, str] | None = None) -> str:
+        """The tables (and links to ``figures``, ``{title: relative path}``) as Markdown."""
+        blocks = [to_markdown(table) for table in self.tables()]
+        blocks += [f"![{title}]({link})" for title, link in (figures or {}).items()]
+        return "\n\n".join(blocks) + "\n"
 
     def to_csv(self) -> str:
         """The per-(model, method) rows as CSV, with the model's predictive metrics repeated on each row."""
-        buffer = io.StringIO()
         columns = ["model", "method", *ATTRIBUTION_COLUMNS, "kept", "skipped"]
         predictive = _predictive_columns(self.predictive)
-        writer = csv.writer(buffer)
-        writer.writerow(columns + predictive)
-        for row in self.rows:
-            extra = self.predictive.get(row["model"], {})
-            writer.writerow([row[c] for c in columns] + [extra.get(c) for c in predictive])
-        return buffer.getvalue()
+        rows = [[row[c] for c in columns] + [self.predictive.get(row["model"], {}).get(c) for c in predictive]
+                for row in self.rows]
+        return to_csv(Table(None, columns + predictive, rows))
 
     # -- files ---------------------------------------------------------------------------------
     def figures(self, folder: str | os.PathLike) -> dict[str, Path]:
@@ -278,8 +243,7 @@ class AuditReport:
             maps = {**examples["maps"], "mask": examples["masks"].float()}
             drawn["The pairs whose maps changed most: image, teacher, each student, mask"] = plot_attribution_grid(
                 examples["images"], maps, folder / "changed_pairs.png", row_titles=examples["titles"])
-        cosines = {row["model"]: torch.tensor([math.nan if v is None else v for v in
-                                               self.pairs[(row["model"], row["method"])]["cos"]])
+        cosines = {row["model"]: self.pairs[(row["model"], row["method"])].column("cos")
                    for row in self.comparisons if row["method"] == self.settings.get("primary")}
         if cosines:
             method = ATTRIBUTION_TITLES.get(self.settings.get("primary"), self.settings.get("primary"))
@@ -304,9 +268,9 @@ class AuditReport:
 def _pessimistic(gate: Gate, interval: Mapping[str, float]) -> tuple[float, bool]:
     """The interval's worst value for the gate, and whether it passes."""
     low, high = interval.get("low"), interval.get("high")
-    if _missing(low):  # no interval (too few pairs): judge the estimate itself
+    if is_missing(low):  # no interval (too few pairs): judge the estimate itself
         low = high = interval.get("estimate")
-    if _missing(low):
+    if is_missing(low):
         return math.nan, False
     if gate.name == "cos":
         return low, low >= gate.value

@@ -59,6 +59,7 @@ def _command(out: Path) -> list[str]:
             "--device", "cpu", *[a for item in TINY for a in ("--set", item)]]
 
 
+@pytest.mark.slow
 def test_interrupted_bench_resumes_to_identical_results(tmp_path):
     # Both runs in fresh processes with the same environment, so that only the interruption differs.
     env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
@@ -132,6 +133,7 @@ def _tiny_voc(root: Path, count: int = 8, size: int = 48) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_voc_profile_runs_on_a_tiny_voc_folder(tmp_path):
     root = _tiny_voc(tmp_path / "data")
     overrides = [

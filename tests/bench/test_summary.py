@@ -3,9 +3,12 @@
 import math
 
 import pytest
+import torch
 
 from apkit.bench.stages import stage_keys
-from apkit.bench.summary import cell_summaries, paired_difference, sentence, verdicts
+from apkit.bench.summary import cell_summaries, sentence, verdicts
+from apkit.evaluation.comparison import paired_difference
+from apkit.evaluation.pairs import PairTable
 from apkit.metrics.statistics import student_t_quantile
 
 SETTINGS = {
@@ -20,12 +23,13 @@ def _pairs(auc, hit, kept, cos):
 
 
 def test_paired_difference_uses_only_the_pairs_both_keep():
-    a = _pairs([0.9, 0.8, 0.7, 0.6], [1, 0, 1, 1], [True, True, True, False], [0.9, 0.9, 0.9, 0.9])["gradcam"]
+    a = PairTable.from_dict(_pairs([0.9, 0.8, 0.7, 0.6], [1, 0, 1, 1], [True, True, True, False], [0.9] * 4)["gradcam"])
     b = _pairs([0.5, 0.7, 0.6, 0.1], [0, 0, 1, 0], [True, False, True, True], [0.8, 0.8, 0.7, math.nan])["gradcam"]
+    b = PairTable.from_dict(b)
     difference, count = paired_difference(a, b, "auc")
     assert count == 2 and difference == pytest.approx((0.9 + 0.7) / 2 - (0.5 + 0.6) / 2)
     assert paired_difference(a, b, "hit") == (pytest.approx(1.0 - 0.5), 2)
-    b["kept"] = [False] * 4
+    b.columns["kept"] = torch.zeros(4, dtype=torch.bool)
     assert math.isnan(paired_difference(a, b, "auc")[0])
 
 

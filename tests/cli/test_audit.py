@@ -1,5 +1,5 @@
-"""`apkit audit` launched by torchrun with two CPU processes: one process writes, and the report is the
-single-process one."""
+"""`apkit audit`: its release gates and exit status, and a run launched by torchrun with two CPU processes (one
+process writes, and the report is the single-process one)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import sys
 import pytest
 import torch
 import torch.distributed as dist
+from helpers import run_cli
 
 from apkit import models
 
-pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+needs_distributed = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 
 
 def _checkpoints(folder):
@@ -38,6 +39,8 @@ def _audit(paths, out, *, launcher):
     return proc
 
 
+@pytest.mark.slow
+@needs_distributed
 def test_torchrun_audit_equals_one_process_and_rank0_writes(tmp_path):
     paths = _checkpoints(tmp_path)
     _audit(paths, tmp_path / "single", launcher=[sys.executable])
@@ -62,3 +65,35 @@ def test_torchrun_audit_equals_one_process_and_rank0_writes(tmp_path):
     # The per-pair table comes back in dataset order, whole.
     for pairs_one, pairs_two in zip(one["pairs"], two["pairs"]):
         assert pairs_two["image"] == pairs_one["image"] and pairs_two["class"] == pairs_one["class"]
+
+
+def _gated(paths, out, capsys, *gates):
+    """``apkit audit`` in this process with ``--fail-under`` gates; returns (exit code, stderr)."""
+    args = ["audit", "--teacher", paths["teacher"], "--student", paths["student"], "--data", "synthetic",
+            "--samples", "8", "--batch-size", "8", "--resamples", "50", "--device", "cpu", "--quiet", "--out", out]
+    for gate in gates:
+        args += ["--fail-under", gate]
+    code, _, err = run_cli(args, capsys)
+    return code, err
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_failed_gates_exit_with_status_3_and_still_write_the_report(tmp_path, capsys):
+    paths = _checkpoints(tmp_path)
+    # An impossible similarity and an impossible drop: both gates fail, one line each, status 3.
+    code, err = _gated(paths, tmp_path / "gated", capsys, "cos=1.01", "auc_drop=-1")
+    failed = [line for line in err.splitlines() if line.startswith("apkit: gate")]
+    assert code == 3 and len(failed) == 2 and "cos=1.01" in failed[0] and "auc_drop=-1" in failed[1]
+    assert (tmp_path / "gated" / "report.json").exists()  # the report is written all the same
+    # Generous gates pass.
+    code, err = _gated(paths, tmp_path / "passed", capsys, "cos=-1", "map_drop=1")
+    assert code == 0 and "apkit: gate" not in err
+
+
+@pytest.mark.parametrize("gate,fragment", [("cos", "NAME=VALUE"), ("cosine=0.9", "unknown gate 'cosine'"),
+                                           ("cos=high", "needs a number")])
+def test_malformed_gates_are_refused_before_any_work(capsys, gate, fragment, tmp_path):
+    code, _, err = run_cli(["audit", "--teacher", tmp_path / "absent.pt", "--student", "x.pt", "--fail-under", gate,
+                            "--out", tmp_path / "never"], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and fragment in err and "Traceback" not in err
+    assert not (tmp_path / "never").exists()

@@ -39,6 +39,7 @@ def test_page_is_self_contained(page):
     assert "src=\"http" not in text and "<script" not in text and "<link" not in text
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(BROWSER is None, reason="no Chromium on this machine (Debian: apt-get install chromium)")
 def test_chromium_renders_the_tables_and_a_figure(page, tmp_path):
     profile = tmp_path / "profile"

@@ -17,7 +17,7 @@ import apkit
 import apkit.attribution
 from apkit import models
 from apkit.core.errors import DataError, UnknownNameError, ValidationError
-from apkit.evaluation.localization import LocalizationTotals, localization_scores
+from apkit.evaluation.localization import LocalizationSettings, LocalizationTotals, localization_scores
 from apkit.metrics import normalize_maps
 
 NUM_CLASSES = 4
@@ -256,3 +256,16 @@ def test_errors(fake):
     no_masks = TensorDataset(data.tensors[0], data.tensors[1])
     with pytest.raises(DataError, match="mask"):
         localization_scores(fake, no_masks, device="cpu", progress=False)
+
+
+def test_options_come_as_keywords_or_as_one_settings_value(fake):
+    data = _dataset()
+    settings = LocalizationSettings(tolerances=(0, 2), batch_size=3, device="cpu", progress=False)
+    given = localization_scores(fake, data, settings=settings)
+    keywords = localization_scores(fake, data, tolerances=(0, 2), batch_size=3, device="cpu", progress=False)
+    assert given.summary() == pytest.approx(keywords.summary(), nan_ok=True)
+    assert given.settings == keywords.settings and given.settings["similarity_method"] == "gradcam"
+    # A keyword overrides the settings' field.
+    assert localization_scores(fake, data, settings=settings, tolerances=(0,)).settings["tolerances"] == [0]
+    with pytest.raises(UnknownNameError, match="did you mean method"):
+        localization_scores(fake, data, methd="gradcam", device="cpu", progress=False)

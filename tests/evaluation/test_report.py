@@ -11,6 +11,7 @@ import pytest
 
 from apkit import AuditReport
 from apkit.core.errors import ValidationError
+from apkit.evaluation import Gate, parse_gates
 
 NAN = float("nan")
 DASH = "\u2013"  # the en dash that marks a missing value in the markdown tables
@@ -113,7 +114,7 @@ def test_to_dict_holds_everything_with_pairs_keyed_by_model_and_method():
     for entry, ((model, method), columns) in zip(data["pairs"], expected.pairs.items()):
         assert entry["model"] == model and entry["method"] == method
         assert set(entry) == {"model", "method", *columns}
-        for column, values in columns.items():  # every per-pair list, value for value
+        for column, values in columns.to_dict().items():  # every per-pair list, value for value
             assert same(entry[column], values), (model, method, column)
     assert same(report.to_dict(), data)  # to_dict leaves the report as it was
 
@@ -225,3 +226,82 @@ def test_failed_save_leaves_no_temporary_file_and_the_previous_json(tmp_path):
         report.save(tmp_path)
     assert sorted(os.listdir(tmp_path)) == ["report.csv", "report.html", "report.json", "report.md"]
     assert (tmp_path / "report.json").read_bytes() == before
+
+
+# ------------------------------------------------------------------------------------------------ gates
+# Hand-made intervals, asymmetric around the estimate, so that a gate judged on the wrong end fails a test.
+
+GATE_INTERVALS = {
+    # name of the gate: (where its interval lives, the interval, the pessimistic value, "at least" or "at most")
+    "cos": ("attribution", {"estimate": 0.875, "low": 0.75, "high": 0.9375}, 0.75, "at least"),
+    "l2": ("attribution", {"estimate": 0.25, "low": 0.125, "high": 0.5}, 0.5, "at most"),
+    "auc_drop": ("attribution", {"estimate": -0.0625, "low": -0.25, "high": 0.125}, 0.25, "at most"),
+    "pointing_drop": ("attribution", {"estimate": 0.0625, "low": -0.125, "high": 0.375}, 0.125, "at most"),
+    "map_drop": ("predictive", {"estimate": -0.03125, "low": -0.0625, "high": 0.25}, 0.0625, "at most"),
+    "map_class_drop": ("predictive", {"estimate": -0.125, "low": -0.5, "high": 0.0625}, 0.5, "at most"),
+    "f1_drop": ("predictive", {"estimate": 0.125, "low": 0.0625, "high": 0.25}, -0.0625, "at most"),
+    "top1_drop": ("predictive", {"estimate": -0.375, "low": -0.4375, "high": -0.25}, 0.4375, "at most"),
+}
+_SOURCES = {"cos": "cos", "l2": "l2", "auc_drop": "auc", "pointing_drop": "pointing", "map_drop": "map_image",
+            "map_class_drop": "map_class", "f1_drop": "f1", "top1_drop": "top1"}
+
+
+def gated_report(name, interval):
+    where = GATE_INTERVALS[name][0]
+    report = AuditReport()
+    if where == "attribution":
+        report.comparisons = [{"model": "small", "method": "gradcam", _SOURCES[name]: interval}]
+    else:
+        report.predictive_comparisons = {"small": {_SOURCES[name]: interval}}
+    return report
+
+
+def test_every_gate_is_tested():
+    from apkit.core.names import GATE_NAMES
+
+    assert set(GATE_INTERVALS) == set(GATE_NAMES)
+
+
+@pytest.mark.parametrize("name", list(GATE_INTERVALS))
+def test_a_gate_passes_at_its_pessimistic_value_and_fails_just_beyond(name):
+    _, interval, worst, direction = GATE_INTERVALS[name]
+    report = gated_report(name, interval)
+    assert report.gate([f"{name}={worst}"]) == []  # exactly the pessimistic end: passes
+    beyond = worst + 1e-4 if direction == "at least" else worst - 1e-4
+    failures = report.gate([f"{name}={beyond}"])
+    assert len(failures) == 1 and f"gate {name}={beyond:g} failed for student small" in failures[0]
+    assert f"{_SOURCES[name]} " in failures[0] and f"{worst:.4f}" in failures[0]
+    # A threshold on the generous side of the pessimistic end passes too.
+    generous = worst - 0.5 if direction == "at least" else worst + 0.5
+    assert report.gate([f"{name}={generous}"]) == []
+
+
+def test_a_gate_without_bounds_judges_the_estimate_and_a_missing_estimate_fails():
+    report = gated_report("cos", {"estimate": 0.8125, "low": NAN, "high": NAN})
+    assert report.gate(["cos=0.8125"]) == [] and len(report.gate(["cos=0.82"])) == 1
+    report = gated_report("auc_drop", {"estimate": -0.125, "low": None, "high": None})
+    assert report.gate(["auc_drop=0.125"]) == [] and len(report.gate(["auc_drop=0.1"])) == 1
+    failures = gated_report("l2", {"estimate": NAN, "low": NAN, "high": NAN}).gate(["l2=10"])
+    assert len(failures) == 1 and "pessimistic nan" in failures[0]
+
+
+def test_a_gate_with_nothing_to_judge_raises():
+    with pytest.raises(ValidationError, match="nothing to judge"):
+        gated_report("cos", {"estimate": 0.9}).gate(["map_drop=0.1"])
+
+
+def test_gate_objects_and_strings_are_the_same_gate():
+    report = gated_report("l2", GATE_INTERVALS["l2"][1])
+    assert report.gate([Gate("l2", 0.4)]) == report.gate(["l2=0.4"]) and len(report.gate(["l2=0.4"])) == 1
+
+
+def test_parse_gates_reads_every_name_and_refuses_bad_ones():
+    from apkit.core.names import GATE_NAMES
+
+    assert parse_gates([f"{name}=0.5" for name in GATE_NAMES]) == [Gate(name, 0.5) for name in GATE_NAMES]
+    assert parse_gates(["auc_drop=-1"]) == [Gate("auc_drop", -1.0)] and str(Gate("cos", 0.95)) == "cos=0.95"
+    refused = (("cos", "NAME=VALUE"), ("cosine=0.9", "unknown gate 'cosine'"), ("cos=high", "needs a number"),
+               ("cos=nan", "needs a number"), ("cos=true", "needs a number"))
+    for item, fragment in refused:
+        with pytest.raises(ValidationError, match=fragment):
+            parse_gates([item])
