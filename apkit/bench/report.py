@@ -13,6 +13,7 @@ from typing import Any
 from apkit.bench import paper
 from apkit.bench.figures import plot_map_grid, plot_roar_figure
 from apkit.bench.stages import (
+    TEACHER,
     BenchRun,
     first_seed_or_teacher,
     model_key,
@@ -228,11 +229,18 @@ def _imagenet_published(settings, compression, regularizer):
 
 
 def _first_seed_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(title, model key, paper family) of the teacher and each compression's naive model (first seed)."""
+    """(title, model key, paper family) of each compression's naive model (first seed), each after the
+    full network it was compressed from (the imagenet profile prunes ResNet-34 and VGG16)."""
     settings = results["settings"]
-    rows = [("Full network", "teacher", "teacher")]
-    rows += [(COMPRESSION_TITLES.get(c, c), model_key(c, "none", training_seeds(settings, c)[0]), c)
-             for c in settings["compressions"] if "none" in settings["regularizers"]]
+    compressions = [c for c in settings["compressions"] if "none" in settings["regularizers"]]
+    teachers = list(dict.fromkeys(settings["compressions"][c].get("teacher", TEACHER) for c in compressions))
+    teachers = teachers or [TEACHER]
+    rows = []
+    for teacher in teachers:
+        name = settings["teachers"][teacher]["model"]
+        rows.append(("Full network" if len(teachers) == 1 else f"Full network ({name})", teacher, "teacher"))
+        rows += [(COMPRESSION_TITLES.get(c, c), model_key(c, "none", training_seeds(settings, c)[0]), c)
+                 for c in compressions if settings["compressions"][c].get("teacher", TEACHER) == teacher]
     return rows
 
 

@@ -2,7 +2,7 @@
 
 import math
 
-from apkit.bench.report import _roar_table, _verdict_section
+from apkit.bench.report import _first_seed_rows, _roar_table, _verdict_section
 
 
 def _difference(mean, half):
@@ -35,3 +35,21 @@ def test_roar_table_in_percent_with_missing_scores_as_dashes():
     assert text.startswith("## ROAR (supplement Figure 3 setting)") and "Score: map_image." in text
     assert text.endswith("| Maps from | k=0.1 | k=0.5 |\n|---|---|---|\n| gradcam | 87.50 | – |\n"
                          "| random | 90.00 | – |\n")
+
+
+def test_each_naive_model_follows_the_full_network_it_was_compressed_from():
+    # The imagenet profile prunes ResNet-34 (structured) and VGG16 (unstructured): each row under its own teacher.
+    settings = {"teachers": {"teacher": {"model": "vgg16_bn"}, "resnet34": {"model": "resnet34"}},
+                "compressions": {"unstructured": {"method": "unstructured"},
+                                 "structured": {"method": "structured", "teacher": "resnet34"}},
+                "regularizers": ["none", "swa"], "seeds": [0]}
+    assert _first_seed_rows({"settings": settings}) == [
+        ("Full network (vgg16_bn)", "teacher", "teacher"),
+        ("Unstructured pruning", "unstructured-none-s0", "unstructured"),
+        ("Full network (resnet34)", "resnet34", "teacher"),
+        ("Structured pruning", "structured-none-s0", "structured"),
+    ]
+    # One teacher, as in the default profile: one "Full network" row first.
+    del settings["compressions"]["structured"]["teacher"]
+    assert [row[0] for row in _first_seed_rows({"settings": settings})] == [
+        "Full network", "Unstructured pruning", "Structured pruning"]
