@@ -176,9 +176,9 @@ class AuditReport:
         audit with students their comparisons with the teacher, per class, and the most-changed pairs."""
         predictive = _predictive_columns(self.predictive)
         tables = [
-            Table(None, ["model", *predictive],
+            Table("Predictions", ["model", *predictive],
                   [[name, *[values.get(c) for c in predictive]] for name, values in self.predictive.items()]),
-            Table(None, ["model", "method", *ATTRIBUTION_HEADINGS, "pairs kept"],
+            Table("Attribution", ["model", "method", *ATTRIBUTION_HEADINGS, "pairs kept"],
                   [[row["model"], row["method"], *[row[c] for c in ATTRIBUTION_COLUMNS], row["kept"]]
                    for row in self.rows]),
         ]

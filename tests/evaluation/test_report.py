@@ -130,10 +130,14 @@ def test_to_dict_is_json_serialisable():
 
 
 EXPECTED_MARKDOWN = """\
+## Predictions
+
 | model | map | f1 | images | top1 |
 |---|---|---|---|---|
 | teacher | 0.9500 | 0.8750 | 20 | – |
 | student | 0.8123 | – | 20 | 0.5000 |
+
+## Attribution
 
 | model | method | AUC | Point Acc | Cos | L2 | pairs kept |
 |---|---|---|---|---|---|---|
