@@ -99,6 +99,24 @@ def parse_overrides(items: Iterable[str]) -> list[tuple[list[str], Any]]:
     return parsed
 
 
+def check_known(keys: Iterable[object], what: str, known: Iterable[str]) -> None:
+    """Refuse the first of ``keys`` not among ``known`` (e.g. a keyword that is no field of a settings
+    dataclass) with the one unknown-name error.
+
+    Examples
+    --------
+    >>> check_known(["epochs"], "training setting", ["epochs", "lr"])
+    >>> check_known(["epoch"], "training setting", ["epochs", "lr"])
+    Traceback (most recent call last):
+    ...
+    apkit.core.errors.UnknownNameError: unknown training setting 'epoch'; did you mean epochs? choose one of: epochs, lr
+    """
+    known = list(known)
+    for key in keys:
+        if key not in known:
+            raise unknown_name(key, what, known)
+
+
 def check_choice(value: object, name: str, choices: Iterable[str]) -> str:
     """Check ``value`` is one of ``choices``; an unknown value gets :func:`unknown_name`'s error."""
     options = list(choices)

@@ -27,9 +27,9 @@ from torch import nn
 
 from apkit import attribution
 from apkit.core.distributed import all_gather_rows
-from apkit.core.errors import ValidationError, unknown_name
+from apkit.core.errors import ValidationError
 from apkit.core.names import PROTOCOL_NAMES
-from apkit.core.validation import check_choice, check_int, check_module, resolve_device
+from apkit.core.validation import check_choice, check_int, check_known, check_module, resolve_device
 from apkit.evaluation.comparison import compare_attribution, compare_predictions, most_changed, per_class
 from apkit.evaluation.localization import VOID, localization_scores
 from apkit.evaluation.maps import MapCache
@@ -122,10 +122,7 @@ class AuditSettings:
     @classmethod
     def from_options(cls, settings: AuditSettings | None = None, **options: Any) -> AuditSettings:
         """``settings`` (default: the defaults) with the keyword ``options`` replaced; unknown names raise."""
-        known = [f.name for f in fields(cls)]
-        for name in options:
-            if name not in known:
-                raise unknown_name(name, "audit option", known)
+        check_known(options, "audit option", [f.name for f in fields(cls)])
         return replace(settings if settings is not None else cls(), **options)
 
     @property

@@ -42,10 +42,10 @@ from tqdm.auto import tqdm
 
 from apkit import attribution
 from apkit.core.distributed import all_gather_rows, all_reduce_sum, local_device, world_info
-from apkit.core.errors import DataError, ValidationError, unknown_name
+from apkit.core.errors import DataError, ValidationError
 from apkit.core.modules import evaluating
 from apkit.core.names import PROTOCOL_NAMES, SIMILARITY_PAIR_NAMES
-from apkit.core.validation import check_choice, check_dataset, check_int, check_module, resolve_device
+from apkit.core.validation import check_choice, check_dataset, check_int, check_known, check_module, resolve_device
 from apkit.evaluation.maps import MapCache
 from apkit.evaluation.pairs import PairTable
 from apkit.metrics.localization import normalize_maps, pointing_game, roc_auc
@@ -418,10 +418,7 @@ class LocalizationSettings:
     @classmethod
     def from_options(cls, settings: LocalizationSettings | None = None, **options: Any) -> LocalizationSettings:
         """``settings`` (default: the defaults) with the keyword ``options`` replaced; unknown names raise."""
-        known = [f.name for f in fields(cls)]
-        for name in options:
-            if name not in known:
-                raise unknown_name(name, "localization option", known)
+        check_known(options, "localization option", [f.name for f in fields(cls)])
         return replace(settings if settings is not None else cls(), **options)
 
     def checked(self) -> LocalizationSettings:

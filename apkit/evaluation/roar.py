@@ -39,10 +39,18 @@ from tqdm.auto import tqdm
 from apkit import attribution, models
 from apkit.attribution.targets import target_pairs
 from apkit.core.distributed import is_main_process
-from apkit.core.errors import DataError, ValidationError, unknown_name
+from apkit.core.errors import DataError, ValidationError
 from apkit.core.io import atomic_write_json
 from apkit.core.modules import evaluating
-from apkit.core.validation import check_choice, check_dataset, check_fraction, check_int, check_module, resolve_device
+from apkit.core.validation import (
+    check_choice,
+    check_dataset,
+    check_fraction,
+    check_int,
+    check_known,
+    check_module,
+    resolve_device,
+)
 from apkit.training import METRIC_NAMES, Recipe, evaluate, fit, resolve_task, seed_everything
 from apkit.viz import plot_roar_curves
 
@@ -429,10 +437,7 @@ class RoarSettings:
     @classmethod
     def from_keywords(cls, options: Mapping[str, Any]) -> RoarSettings:
         """The settings of ``roar(..., **options)``; an unknown keyword is refused with the known ones."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in options:
-            if key not in names:
-                raise unknown_name(key, "ROAR setting", names)
+        check_known(options, "ROAR setting", [f.name for f in dataclasses.fields(cls)])
         return cls(**options)
 
     def metric_for(self, task: str) -> str:

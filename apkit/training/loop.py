@@ -28,8 +28,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from apkit.core.distributed import all_reduce_sum, broadcast_buffers, is_distributed, local_device, world_info
-from apkit.core.errors import ApkitError, ValidationError, unknown_name
-from apkit.core.validation import check_choice, check_dataset, check_int, check_module, resolve_device
+from apkit.core.errors import ApkitError, ValidationError
+from apkit.core.validation import check_choice, check_dataset, check_int, check_known, check_module, resolve_device
 from apkit.training.evaluate import DEFAULT_SELECT, METRIC_NAMES, evaluate, resolve_task, split_batch
 from apkit.training.objectives import TaskObjective
 from apkit.training.recipes import Recipe
@@ -155,10 +155,7 @@ class FitOptions:
     @classmethod
     def from_keywords(cls, options: Mapping[str, Any]) -> FitOptions:
         """The options of ``fit(..., **options)``; an unknown keyword is refused with the known ones."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in options:
-            if key not in names:
-                raise unknown_name(key, "fit option", names)
+        check_known(options, "fit option", [f.name for f in dataclasses.fields(cls)])
         return cls(**options)
 
 

@@ -25,10 +25,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from apkit.core.errors import ValidationError, unknown_name
+from apkit.core.errors import ValidationError
 from apkit.core.names import SCHEDULE_NAMES
 from apkit.core.registry import Registry
-from apkit.core.validation import check_choice, check_float, check_int
+from apkit.core.validation import check_choice, check_float, check_int, check_known
 
 __all__ = ["RECIPES", "Recipe"]
 
@@ -106,9 +106,7 @@ class Recipe:
         if not isinstance(values, Mapping):
             raise ValidationError(f"training settings must be a mapping such as {{'epochs': 10, 'lr': 0.01}}, "
                                   f"got {type(values).__name__}")
-        for key in values:
-            if key not in cls.field_names():
-                raise unknown_name(key, "training setting", cls.field_names())
+        check_known(values, "training setting", cls.field_names())
         missing = [name for name in ("epochs", "lr") if name not in values]
         if missing:
             raise ValidationError(f"training settings lack {', '.join(missing)}; give at least epochs and lr")

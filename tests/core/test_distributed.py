@@ -88,7 +88,7 @@ def _audit(teacher: nn.Module, model: nn.Module, seg) -> dict:
     report = apkit.audit(teacher, {"pruned": model}, seg, attribution_methods=["gradcam"], batch_size=3, device="cpu",
                          progress=False)
     return {"report": report, "predictive": report.predictive, "rows": report.rows,
-            "pairs": {f"{m}/{k}": v for (m, k), v in report.pairs.items()}}
+            "pairs": {f"{m}/{k}": table.to_dict() for (m, k), table in report.pairs.items()}}
 
 
 def _run(out_dir: Path, batchnorm: bool) -> tuple[dict, nn.Module]:
