@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from apkit.cli.group import DEVICE_HELP, cli
 from apkit.core.errors import ValidationError
-from apkit.core.names import SCHEDULE_NAMES
 
 
 def _milestones(value: str | None) -> tuple[int, ...] | None:
@@ -19,8 +20,27 @@ def _milestones(value: str | None) -> tuple[int, ...] | None:
         raise ValidationError(f"--milestones must be comma-separated epochs such as 10,30,40, got {value!r}") from None
 
 
+def _recipe_options(command):
+    """One option per field of :class:`apkit.training.Recipe`, named, typed and described by the field
+    itself; unset options keep the recipe's value, and the recipe checks the values."""
+    from apkit.training import Recipe
+
+    kinds = {"int": int, "float": float}
+    for spec in reversed(dataclasses.fields(Recipe)):
+        flag = "--" + spec.name.replace("_", "-")
+        help_text = f"{spec.metadata['help']} (overrides the recipe)."
+        if "choices" in spec.metadata:
+            command = click.option(flag, type=click.Choice(spec.metadata["choices"]), default=None,
+                                   help=help_text)(command)
+        elif spec.type in kinds:
+            command = click.option(flag, type=kinds[spec.type], default=None, help=help_text)(command)
+        else:  # a sequence of epochs
+            command = click.option(flag, default=None, metavar="E1,E2,...", help=help_text)(command)
+    return command
+
+
 class _TrainCommand(click.Command):
-    """Lists the training recipes under --help (imported only then: the registry pulls in torch)."""
+    """Lists the training recipes under --help."""
 
     def format_epilog(self, ctx, formatter):
         from apkit.training import RECIPES
@@ -40,16 +60,7 @@ class _TrainCommand(click.Command):
 @click.option("--recipe", default=None,
               help="Named optimisation settings (listed below) [default: synthetic for the synthetic data, "
                    "else teacher].")
-@click.option("--epochs", type=int, default=None, help="Epochs (overrides the recipe).")
-@click.option("--batch-size", type=int, default=None, help="Images per optimiser step (overrides the recipe).")
-@click.option("--lr", type=float, default=None, help="Initial learning rate (overrides the recipe).")
-@click.option("--momentum", type=float, default=None, help="SGD momentum (overrides the recipe).")
-@click.option("--weight-decay", type=float, default=None, help="SGD weight decay (overrides the recipe).")
-@click.option("--schedule", type=click.Choice(SCHEDULE_NAMES), default=None,
-              help="Learning-rate schedule: step (x gamma at each milestone) or cosine (overrides the recipe).")
-@click.option("--milestones", default=None, metavar="E1,E2,...",
-              help="Epochs after which a step schedule multiplies the rate by --gamma; '' for none.")
-@click.option("--gamma", type=float, default=None, help="Step-schedule factor (overrides the recipe).")
+@_recipe_options
 @click.option("--width-divisor", type=int, default=None, help="VGG channel divisor (1, 2, 4, 8).")
 @click.option("--train-samples", type=int, default=None, help="synthetic: number of training images [4000].")
 @click.option("--val-samples", type=int, default=None, help="synthetic: number of validation images [500].")
@@ -80,7 +91,7 @@ def train_command(**options):
 
     init_from_environment(options["device"])  # under torchrun: join the process group
     recipe_changes = {name: options.pop(name) for name in Recipe.field_names()}  # one option per recipe field
-    recipe_changes["milestones"] = _milestones(recipe_changes["milestones"])
+    recipe_changes["milestones"] = _milestones(recipe_changes["milestones"])  # the one sequence field
     width_divisor, image_size = options.pop("width_divisor"), options.pop("image_size")
     summary = train_model(
         options.pop("model"), options.pop("data_spec"), out_dir=options.pop("out_dir"), recipe=options.pop("recipe"),

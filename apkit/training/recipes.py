@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from apkit.core.errors import ValidationError
@@ -70,14 +70,17 @@ class Recipe:
         A value out of range, named with its requirement.
     """
 
-    epochs: int
-    lr: float
-    batch_size: int = 64
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    schedule: str = "step"
+    # The help of each field is the command line's (`apkit train --epochs ...`), which is made from these fields.
+    epochs: int = field(metadata={"help": "Epochs"})
+    lr: float = field(metadata={"help": "Initial learning rate"})
+    batch_size: int = field(default=64, metadata={"help": "Images per optimiser step"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "SGD weight decay"})
+    milestones: tuple[int, ...] = field(
+        default=(), metadata={"help": "Epochs after which a step schedule multiplies the rate by --gamma; '' for none"})
+    gamma: float = field(default=0.1, metadata={"help": "Step-schedule factor"})
+    schedule: str = field(default="step", metadata={
+        "help": "Learning-rate schedule: step (x gamma at each milestone) or cosine", "choices": SCHEDULE_NAMES})
 
     def __post_init__(self) -> None:
         check_int(self.epochs, "epochs", minimum=1)
