@@ -10,12 +10,13 @@ from apkit.cli.group import cli
 @cli.command("list")
 def list_command() -> None:
     """List the datasets, models, methods, metrics, compressions, regularizers and profiles apkit knows."""
-    from apkit import attribution, bench, compression, data, metrics, models, regularizers
+    from apkit import attribution, bench, compression, data, evaluation, metrics, models, regularizers
 
     registries = (
         ("datasets", data.DATASETS), ("models", models.MODELS),
         ("attribution methods", attribution.ATTRIBUTION_METHODS),
-        ("metrics", metrics.METRICS), ("compression methods", compression.COMPRESSION_METHODS),
+        ("metrics", metrics.METRICS), ("faithfulness metrics", evaluation.FAITHFULNESS_METRICS),
+        ("compression methods", compression.COMPRESSION_METHODS),
         ("regularizers", regularizers.REGULARIZERS), ("bench profiles", bench.PROFILES),
     )
     for heading, registry in registries:

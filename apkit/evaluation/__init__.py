@@ -4,6 +4,8 @@
   (image, class) pair's map against its mask (ROC-AUC, pointing game) and against the teacher's
   map (cosine, normalised L2);
 * :func:`roar` -- RemOve And Retrain (supplement E), with :func:`plot_roar`;
+* :func:`deletion`, :func:`insertion` and :func:`road` -- faithfulness without retraining, batched on
+  the device (:mod:`apkit.evaluation.faithfulness`), named in :data:`FAITHFULNESS_METRICS`;
 * :func:`audit` / :func:`audit_model` -- a teacher and its compressed students, every metric, as an
   :class:`AuditReport`; :func:`audit_checkpoints` does the same from files, as ``apkit audit``;
 * :class:`PairTable` -- the per-(image, class) table every step reads (:mod:`apkit.evaluation.pairs`),
@@ -17,6 +19,14 @@ Examples
 """
 
 from apkit.evaluation.audit import AuditReport, AuditSettings, ModelAudit, audit, audit_model
+from apkit.evaluation.faithfulness import (
+    FAITHFULNESS_METRICS,
+    deletion,
+    deletion_curve,
+    insertion,
+    insertion_curve,
+    road,
+)
 from apkit.evaluation.localization import (
     LocalizationResult,
     LocalizationSettings,
@@ -30,7 +40,8 @@ from apkit.evaluation.report import Gate, parse_gates
 from apkit.evaluation.roar import RemovedPixels, RoarResult, plot_roar, roar, roar_maps
 
 __all__ = [
-    "AuditReport", "AuditSettings", "Gate", "LocalizationResult", "LocalizationSettings", "LocalizationTotals",
-    "MapCache", "ModelAudit", "PairTable", "RemovedPixels", "RoarResult", "audit", "audit_checkpoints", "audit_model",
-    "localization_scores", "parse_gates", "plot_roar", "roar", "roar_maps",
+    "FAITHFULNESS_METRICS", "AuditReport", "AuditSettings", "Gate", "LocalizationResult", "LocalizationSettings",
+    "LocalizationTotals", "MapCache", "ModelAudit", "PairTable", "RemovedPixels", "RoarResult", "audit",
+    "audit_checkpoints", "audit_model", "deletion", "deletion_curve", "insertion", "insertion_curve",
+    "localization_scores", "parse_gates", "plot_roar", "road", "roar", "roar_maps",
 ]

@@ -2,7 +2,7 @@
 
 from helpers import run_cli
 
-from apkit import attribution, bench, compression, data, metrics, models, regularizers
+from apkit import attribution, bench, compression, data, evaluation, metrics, models, regularizers
 
 
 def test_list_names_every_entry_of_every_registry(capsys):
@@ -10,6 +10,7 @@ def test_list_names_every_entry_of_every_registry(capsys):
     assert code == 0
     registries = [("datasets", data.DATASETS), ("models", models.MODELS),
                   ("attribution methods", attribution.ATTRIBUTION_METHODS), ("metrics", metrics.METRICS),
+                  ("faithfulness metrics", evaluation.FAITHFULNESS_METRICS),
                   ("compression methods", compression.COMPRESSION_METHODS),
                   ("regularizers", regularizers.REGULARIZERS), ("bench profiles", bench.PROFILES)]
     lines = out.splitlines()

@@ -1,0 +1,507 @@
+"""Faithfulness without retraining: deletion, insertion and ROAD, batched on the inputs' device.
+
+Does the model really use the pixels its map ranks first?  These metrics perturb the image in the
+order of the map and watch the probability of the explained class:
+
+* :func:`deletion` / :func:`insertion` (Petsiuk et al., BMVC 2018, "RISE"): pixels are removed from
+  (replaced by a baseline), or added to (taken from the image into the baseline), the image in the
+  order of the map, highest first, in ``steps`` steps; the score is the area under the curve of the
+  target's probability.  A faithful map gives a low deletion and a high insertion score.
+  :func:`deletion_curve` / :func:`insertion_curve` return the curves themselves.
+* :func:`road` (Rong et al., ICML 2022, "A Consistent and Efficient Evaluation Strategy for
+  Attribution Methods"): remove a fraction of the pixels, most relevant first (MoRF) or least
+  relevant first (LeRF), and fill them by **noisy linear imputation** (:func:`noisy_linear_imputation`:
+  each removed pixel is the weighted mean of its eight neighbours, solved jointly for all removed
+  pixels, plus Gaussian noise), so that the shape of the removed region tells the model little.
+  A faithful map gives low MoRF and high LeRF probabilities.
+
+How the pixels are ordered (all three metrics): by the map's value, highest first; ties are broken
+by the pixel's row-major index (a stable sort), so a map with ties gives one fixed order.
+
+All perturbed images of a chunk of ``batch_size`` source images (each with all its steps or
+percentages) go through the model in one forward pass; nothing loops over single images or steps
+in Python.  The model runs in eval mode under :func:`torch.no_grad` and is restored afterwards,
+never modified.  :data:`FAITHFULNESS_METRICS` names the metrics for ``apkit list``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.transforms.functional import gaussian_blur
+
+from apkit.core.errors import ValidationError
+from apkit.core.modules import evaluating
+from apkit.core.registry import Registry
+from apkit.core.validation import (
+    check_choice,
+    check_float,
+    check_fraction,
+    check_int,
+    check_module,
+    check_tensor,
+)
+
+__all__ = ["DEFAULT_PERCENTAGES", "DEFAULT_STEPS", "FAITHFULNESS_METRICS", "ORDERS", "TASKS", "curve_auc",
+           "deletion", "deletion_curve", "insertion", "insertion_curve", "noisy_linear_imputation", "removal_rank",
+           "road", "road_images", "target_probability"]
+
+#: How the model's outputs become probabilities: softmax over classes, or a sigmoid per class.
+TASKS = ("multiclass", "multilabel")
+#: ROAD's removal orders: most relevant first, least relevant first.
+ORDERS = ("morf", "lerf")
+DEFAULT_STEPS = 20
+DEFAULT_BATCH_SIZE = 8
+#: ROAD's fractions of removed pixels (the paper's 10 % to 90 %).
+DEFAULT_PERCENTAGES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+#: Standard deviation of the noise added to every imputed pixel (the ROAD authors' value).
+DEFAULT_NOISE = 0.01
+#: Petsiuk et al.'s blurred baseline: a Gaussian of kernel 11 and sigma 5.
+BLUR_KERNEL = 11
+BLUR_SIGMA = 5.0
+#: Noisy linear imputation's neighbour weights (the ROAD paper): 1/6 for the four direct
+#: neighbours, 1/12 for the four diagonal ones, summing to 1.
+NEIGHBOUR_WEIGHTS = ((1 / 12, 1 / 6, 1 / 12), (1 / 6, 0.0, 1 / 6), (1 / 12, 1 / 6, 1 / 12))
+#: The imputation's conjugate-gradient solve stops when every system's residual is this small
+#: relative to its right-hand side (checked every few iterations), or after MAX_ITERATIONS.
+SOLVER_TOLERANCE = 1e-6
+MAX_ITERATIONS = 2000
+_CHECK_EVERY = 10
+
+FAITHFULNESS_METRICS: Registry = Registry("faithfulness metric")
+
+
+# ----------------------------------------------------------------------------------------- checks
+
+
+def _check_case(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, target: torch.Tensor) -> None:
+    """Refuse a model, images, maps and targets that do not fit together, saying which and how."""
+    check_module(model)
+    check_tensor(inputs, "inputs", ndim=4, floating=True)
+    check_tensor(maps, "maps", ndim=3, floating=True)
+    check_tensor(target, "target", ndim=1)
+    if maps.shape != (inputs.shape[0], *inputs.shape[2:]):
+        raise ValidationError(
+            f"maps must be (N, H, W) = {(inputs.shape[0], *inputs.shape[2:])} to match inputs of shape "
+            f"{tuple(inputs.shape)}, got {tuple(maps.shape)}; upsample the maps to the input resolution")
+    if target.shape[0] != inputs.shape[0] or target.is_floating_point() or target.dtype == torch.bool:
+        raise ValidationError(
+            f"target must be an integer tensor of shape ({inputs.shape[0]},), one class per image, got "
+            f"{target.dtype} of shape {tuple(target.shape)}")
+    if maps.device != inputs.device or target.device != inputs.device:
+        raise ValidationError(f"inputs, maps and target must be on one device, got {inputs.device}, "
+                              f"{maps.device} and {target.device}; move them with .to({inputs.device!s})")
+
+
+def _check_percentages(percentages: Sequence[float]) -> tuple[float, ...]:
+    if isinstance(percentages, (str, bytes)) or not isinstance(percentages, Sequence) or not percentages:
+        raise ValidationError(f"percentages must be a non-empty sequence of fractions in [0, 1], got {percentages!r}")
+    return tuple(check_fraction(p, "each of percentages", allow_one=True) for p in percentages)
+
+
+def _check_baseline(baseline: object, shape: torch.Size) -> None:
+    channels = shape[1]
+    if baseline == "blur":
+        if min(shape[2:]) <= BLUR_KERNEL // 2:
+            raise ValidationError(f"baseline 'blur' needs images larger than {BLUR_KERNEL // 2} pixels a side, got "
+                                  f"{tuple(shape[2:])}; use a constant baseline such as 0.0")
+        return
+    if isinstance(baseline, Sequence) and not isinstance(baseline, (str, bytes)):
+        if len(baseline) != channels:
+            raise ValidationError(f"baseline must give one value per channel ({channels}), got {len(baseline)}")
+        for value in baseline:
+            check_float(value, "each baseline value")
+        return
+    if isinstance(baseline, str) or isinstance(baseline, bool) or not isinstance(baseline, (int, float)):
+        raise ValidationError(f"baseline must be a number, one number per channel, or 'blur', got {baseline!r}")
+    check_float(baseline, "baseline")
+
+
+# ----------------------------------------------------------------------------------------- shared steps
+
+
+def _chunks(count: int, batch_size: int) -> Iterator[slice]:
+    for start in range(0, count, batch_size):
+        yield slice(start, min(start + batch_size, count))
+
+
+def target_probability(model: nn.Module, images: torch.Tensor, target: torch.Tensor, *,
+                       task: str = "multiclass") -> torch.Tensor:
+    """The probability of each image's ``target`` class: softmax (multiclass) or sigmoid (multilabel).
+
+    Examples
+    --------
+    >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    >>> target_probability(net, torch.zeros(2, 1, 2, 2), torch.tensor([0, 2])).shape
+    torch.Size([2])
+    """
+    check_choice(task, "task", TASKS)
+    with torch.no_grad():
+        logits = model(images)
+    chosen = logits.gather(1, target.reshape(-1, 1).to(logits.device)).squeeze(1)
+    if task == "multilabel":
+        return torch.sigmoid(chosen)
+    return torch.softmax(logits, dim=1).gather(1, target.reshape(-1, 1).to(logits.device)).squeeze(1)
+
+
+def removal_rank(maps: torch.Tensor) -> torch.Tensor:
+    """Each pixel's position in the removal order, ``(N, H*W)``: 0 for the highest value of the map.
+
+    Ties are broken by the row-major pixel index (a stable sort), so equal values go first to last
+    from the top-left corner.
+
+    Examples
+    --------
+    >>> removal_rank(torch.tensor([[[0.1, 0.9], [0.5, 0.5]]]))
+    tensor([[3, 0, 1, 2]])
+    """
+    flat = maps.reshape(maps.shape[0], -1)
+    order = torch.sort(flat, dim=1, descending=True, stable=True).indices
+    positions = torch.arange(flat.shape[1], device=flat.device).expand_as(order)
+    return torch.empty_like(order).scatter_(1, order, positions)
+
+
+def curve_auc(curve: torch.Tensor) -> torch.Tensor:
+    """Area under each row of ``curve`` ``(N, steps + 1)``: the trapezoid rule over the fractions 0..1.
+
+    Examples
+    --------
+    >>> curve_auc(torch.tensor([[1.0, 0.5, 0.0]]))
+    tensor([0.5000])
+    """
+    steps = curve.shape[1] - 1
+    if steps == 0:
+        return curve[:, 0].clone()
+    return (curve[:, :-1] + curve[:, 1:]).sum(dim=1) / (2 * steps)
+
+
+# ----------------------------------------------------------------------------------------- deletion / insertion
+
+
+def _baseline_images(inputs: torch.Tensor, baseline: float | Sequence[float] | str) -> torch.Tensor:
+    if baseline == "blur":
+        return gaussian_blur(inputs, [BLUR_KERNEL, BLUR_KERNEL], [BLUR_SIGMA, BLUR_SIGMA])
+    value = torch.as_tensor(baseline, dtype=inputs.dtype, device=inputs.device)
+    return value.reshape(1, -1, 1, 1).expand_as(inputs) if value.dim() else value.expand_as(inputs)
+
+
+def _perturbation_curve(model, inputs, maps, target, *, steps, baseline, batch_size, task, insert) -> torch.Tensor:
+    """The target's probability after each step, ``(N, steps + 1)``; step 0 is the untouched start."""
+    _check_case(model, inputs, maps, target)
+    check_int(steps, "steps", minimum=1)
+    check_int(batch_size, "batch_size", minimum=1)
+    check_choice(task, "task", TASKS)
+    _check_baseline(baseline, inputs.shape)
+    count, (height, width) = inputs.shape[0], inputs.shape[2:]
+    pixels = height * width
+    # After step k, the first floor(k * H * W / steps) pixels of the order are removed (or inserted).
+    done = torch.div(torch.arange(steps + 1, device=inputs.device) * pixels, steps, rounding_mode="floor")
+    curves = []
+    with evaluating(model):
+        for part in _chunks(count, batch_size):
+            images, start = inputs[part], _baseline_images(inputs[part], baseline)
+            chosen = removal_rank(maps[part])[:, None, :] < done[None, :, None]  # (B, steps + 1, H*W)
+            chosen = chosen.reshape(*chosen.shape[:2], 1, height, width)
+            source, filler = (start, images) if insert else (images, start)
+            perturbed = torch.where(chosen, filler[:, None], source[:, None]).flatten(0, 1)
+            labels = target[part].repeat_interleave(steps + 1)
+            curves.append(target_probability(model, perturbed, labels, task=task).reshape(-1, steps + 1))
+    return torch.cat(curves)
+
+
+def deletion_curve(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, target: torch.Tensor, *,
+                   steps: int = DEFAULT_STEPS, baseline: float | Sequence[float] | str = 0.0,
+                   batch_size: int = DEFAULT_BATCH_SIZE, task: str = "multiclass") -> torch.Tensor:
+    """The deletion curve: the target's probability as pixels are removed, ``(N, steps + 1)``.
+
+    Point ``k`` (``k = 0 .. steps``) is the probability once the first ``floor(k * H * W / steps)``
+    pixels of the map's order (highest first, ties by pixel index) are replaced by ``baseline``
+    in every channel; point 0 is the untouched image, point ``steps`` the baseline alone.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The classifier; run in eval mode, restored afterwards.
+    inputs : Tensor
+        Images ``(N, C, H, W)``, on the model's device.
+    maps : Tensor
+        Attribution maps ``(N, H, W)`` at input resolution (as :func:`apkit.explain` returns).
+    target : Tensor
+        The explained class of each image, integers ``(N,)``.
+    steps : int
+        Number of removal steps (>= 1).
+    baseline : float, sequence of float or "blur"
+        What a removed pixel becomes: a constant, one constant per channel, or ``"blur"``, the
+        image blurred by a Gaussian (kernel 11, sigma 5, as in the paper).
+    batch_size : int
+        Images per forward pass, each with all its steps: ``batch_size * (steps + 1)`` perturbed images.
+    task : {"multiclass", "multilabel"}
+        Softmax over the classes, or a sigmoid of the target's logit.
+
+    Returns
+    -------
+    Tensor
+        ``(N, steps + 1)`` probabilities.
+
+    Examples
+    --------
+    >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 2))
+    >>> images, maps = torch.rand(2, 3, 4, 4), torch.rand(2, 4, 4)
+    >>> deletion_curve(net, images, maps, torch.tensor([0, 1]), steps=4).shape
+    torch.Size([2, 5])
+    """
+    return _perturbation_curve(model, inputs, maps, target, steps=steps, baseline=baseline,
+                               batch_size=batch_size, task=task, insert=False)
+
+
+def insertion_curve(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, target: torch.Tensor, *,
+                    steps: int = DEFAULT_STEPS, baseline: float | Sequence[float] | str = "blur",
+                    batch_size: int = DEFAULT_BATCH_SIZE, task: str = "multiclass") -> torch.Tensor:
+    """The insertion curve: the target's probability as pixels are added, ``(N, steps + 1)``.
+
+    Point ``k`` is the probability of the ``baseline`` image (blurred by default, as in the paper)
+    into which the first ``floor(k * H * W / steps)`` pixels of the map's order are copied from the
+    image; point 0 is the baseline alone, point ``steps`` the image.  The parameters are those of
+    :func:`deletion_curve`.
+
+    Examples
+    --------
+    >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
+    >>> images, maps = torch.rand(2, 3, 8, 8), torch.rand(2, 8, 8)
+    >>> insertion_curve(net, images, maps, torch.tensor([0, 1]), steps=2).shape
+    torch.Size([2, 3])
+    """
+    return _perturbation_curve(model, inputs, maps, target, steps=steps, baseline=baseline,
+                               batch_size=batch_size, task=task, insert=True)
+
+
+@FAITHFULNESS_METRICS.register("deletion", help="area under the probability as the map's top pixels are "
+                               "removed (Petsiuk et al. 2018); lower is more faithful")
+def deletion(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, target: torch.Tensor, *,
+             steps: int = DEFAULT_STEPS, baseline: float | Sequence[float] | str = 0.0,
+             batch_size: int = DEFAULT_BATCH_SIZE, task: str = "multiclass") -> torch.Tensor:
+    """Deletion score (Petsiuk et al., 2018): the area under :func:`deletion_curve`, ``(N,)``.
+
+    The area is the trapezoid rule over the ``steps + 1`` points at the removed fractions
+    ``0, 1/steps, ..., 1`` (:func:`curve_auc`), so it lies in [0, 1]; lower means the probability
+    falls sooner as the map's top pixels go, i.e. a more faithful map.  The parameters are those of
+    :func:`deletion_curve`.
+
+    Examples
+    --------
+    >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 2))
+    >>> images, maps = torch.rand(2, 3, 4, 4), torch.rand(2, 4, 4)
+    >>> deletion(net, images, maps, torch.tensor([0, 1])).shape
+    torch.Size([2])
+    """
+    return curve_auc(deletion_curve(model, inputs, maps, target, steps=steps, baseline=baseline,
+                                    batch_size=batch_size, task=task))
+
+
+@FAITHFULNESS_METRICS.register("insertion", help="area under the probability as the map's top pixels are "
+                               "added to a blurred image (Petsiuk et al. 2018); higher is more faithful")
+def insertion(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, target: torch.Tensor, *,
+              steps: int = DEFAULT_STEPS, baseline: float | Sequence[float] | str = "blur",
+              batch_size: int = DEFAULT_BATCH_SIZE, task: str = "multiclass") -> torch.Tensor:
+    """Insertion score (Petsiuk et al., 2018): the area under :func:`insertion_curve`, ``(N,)``.
+
+    The trapezoid rule over the inserted fractions ``0, 1/steps, ..., 1`` (:func:`curve_auc`);
+    higher means the probability rises sooner, i.e. a more faithful map.  The parameters are those
+    of :func:`deletion_curve` (the baseline defaults to ``"blur"``).
+
+    Examples
+    --------
+    >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 2))
+    >>> images, maps = torch.rand(2, 3, 4, 4), torch.rand(2, 4, 4)
+    >>> insertion(net, images, maps, torch.tensor([0, 1]), baseline=0.0).shape
+    torch.Size([2])
+    """
+    return curve_auc(insertion_curve(model, inputs, maps, target, steps=steps, baseline=baseline,
+                                     batch_size=batch_size, task=task))
+
+
+# ----------------------------------------------------------------------------------------- ROAD
+
+
+def _neighbour_sum(values: torch.Tensor) -> torch.Tensor:
+    """The weighted sum of each pixel's eight neighbours (zero outside the image), per channel."""
+    channels = values.shape[1]
+    kernel = torch.tensor(NEIGHBOUR_WEIGHTS, dtype=values.dtype, device=values.device)
+    return F.conv2d(values, kernel.expand(channels, 1, 3, 3), padding=1, groups=channels)
+
+
+def _per_system(values: torch.Tensor) -> torch.Tensor:
+    return values.sum(dim=(2, 3), keepdim=True)
+
+
+def _solve_imputation(images: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
+    """Solve ``W_i x_i = sum_j w_j v_j`` for every removed pixel ``i`` by conjugate gradients.
+
+    ``v_j`` is the neighbour's image value when kept and its unknown ``x_j`` when removed; ``W_i``
+    is the sum of the weights of ``i``'s neighbours inside the image.  The system is symmetric and
+    positive (semi)definite, one per image and channel, all solved at once.
+    """
+    kept = 1.0 - removed
+    total_weight = _neighbour_sum(torch.ones_like(images[:1, :1]))
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        return removed * (total_weight * x - _neighbour_sum(removed * x))
+
+    right = removed * _neighbour_sum(kept * images)
+    solution = torch.zeros_like(images)
+    residual, direction = right.clone(), right.clone()
+    squared = _per_system(residual * residual)
+    limit = (SOLVER_TOLERANCE ** 2) * squared
+    for iteration in range(MAX_ITERATIONS):
+        product = apply(direction)
+        curvature = _per_system(direction * product)
+        step = torch.where(curvature > 0, squared / curvature.clamp(min=torch.finfo(images.dtype).tiny), 0.0)
+        solution += step * direction
+        residual -= step * product
+        updated = _per_system(residual * residual)
+        if iteration % _CHECK_EVERY == _CHECK_EVERY - 1 and bool((updated <= limit).all()):
+            break
+        direction = residual + torch.where(squared > 0, updated / squared.clamp(min=torch.finfo(images.dtype).tiny),
+                                           0.0) * direction
+        squared = updated
+    return solution
+
+
+def noisy_linear_imputation(images: torch.Tensor, removed: torch.Tensor, *, noise: float = DEFAULT_NOISE,
+                            generator: torch.Generator | None = None) -> torch.Tensor:
+    """ROAD's noisy linear imputation (Rong et al., 2022) of the ``removed`` pixels of ``images``.
+
+    Every removed pixel becomes the weighted mean of its neighbours inside the image (weights 1/6
+    for the direct and 1/12 for the diagonal neighbours), where removed neighbours are themselves
+    unknowns: one sparse linear system per image and channel, solved jointly by conjugate gradients
+    to a relative residual of :data:`SOLVER_TOLERANCE` (the test holds it to a sparse direct solve
+    within 1e-4).  Then Gaussian noise of standard deviation ``noise`` is added to the removed
+    pixels.  A region of removed pixels that touches no kept pixel (e.g. the whole image) becomes 0
+    plus noise.
+
+    Parameters
+    ----------
+    images : Tensor
+        ``(M, C, H, W)``.
+    removed : Tensor
+        ``(M, H, W)`` booleans, True where a pixel is removed (in every channel).
+    noise : float
+        Standard deviation of the added noise (>= 0).
+    generator : torch.Generator, optional
+        Source of the noise, on the images' device; draws from the global generator when None.
+
+    Examples
+    --------
+    >>> image = torch.tensor([[[[1.0, 2.0, 3.0]] * 3]])
+    >>> removed = torch.zeros(1, 3, 3, dtype=torch.bool)
+    >>> removed[0, 1, 1] = True
+    >>> round(noisy_linear_imputation(image, removed, noise=0.0)[0, 0, 1, 1].item(), 4)
+    2.0
+    """
+    check_tensor(images, "images", ndim=4, floating=True)
+    check_tensor(removed, "removed", ndim=3)
+    check_float(noise, "noise", minimum=0.0)
+    if removed.shape != (images.shape[0], *images.shape[2:]):
+        raise ValidationError(f"removed must be (M, H, W) = {(images.shape[0], *images.shape[2:])}, "
+                              f"got {tuple(removed.shape)}")
+    mask = removed.to(images.dtype)[:, None]
+    filled = _solve_imputation(images, mask)
+    if noise > 0:
+        filled = filled + noise * torch.randn(images.shape, generator=generator, dtype=images.dtype,
+                                              device=images.device)
+    return torch.where(mask.bool(), filled, images)
+
+
+def _road_removed(maps: torch.Tensor, percentages: tuple[float, ...], order: str) -> torch.Tensor:
+    """``(N, P, H, W)`` booleans: the ``floor(p * H * W)`` first (MoRF) or last (LeRF) pixels of the order."""
+    pixels = maps.shape[1] * maps.shape[2]
+    # Rounded first, so that e.g. 0.29 * 100 = 28.999999999999996 removes 29 pixels, not 28.
+    counts = torch.tensor([math.floor(round(p * pixels, 6)) for p in percentages], device=maps.device)
+    rank = removal_rank(maps)[:, None, :]
+    removed = rank < counts[None, :, None] if order == "morf" else rank >= pixels - counts[None, :, None]
+    return removed.reshape(maps.shape[0], len(percentages), *maps.shape[1:])
+
+
+def road_images(inputs: torch.Tensor, maps: torch.Tensor, *, percentages: Sequence[float] = DEFAULT_PERCENTAGES,
+                order: str = "morf", noise: float = DEFAULT_NOISE,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """ROAD's perturbed images ``(N, P, C, H, W)``: per percentage, the removed pixels imputed.
+
+    See :func:`road` for the parameters; this is its input to the model, for inspection or for a
+    score of one's own.
+
+    Examples
+    --------
+    >>> road_images(torch.rand(1, 3, 8, 8), torch.rand(1, 8, 8), percentages=[0.5]).shape
+    torch.Size([1, 1, 3, 8, 8])
+    """
+    check_tensor(inputs, "inputs", ndim=4, floating=True)
+    check_tensor(maps, "maps", ndim=3, floating=True)
+    chosen = _check_percentages(percentages)
+    check_choice(order, "order", ORDERS)
+    removed = _road_removed(maps, chosen, order).flatten(0, 1)
+    repeated = inputs.repeat_interleave(len(chosen), dim=0)
+    imputed = noisy_linear_imputation(repeated, removed, noise=noise, generator=generator)
+    return imputed.reshape(inputs.shape[0], len(chosen), *inputs.shape[1:])
+
+
+@FAITHFULNESS_METRICS.register("road", help="probability after removing a fraction of pixels by noisy linear "
+                               "imputation, MoRF or LeRF (Rong et al. 2022)")
+def road(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, target: torch.Tensor, *,
+         percentages: Sequence[float] = DEFAULT_PERCENTAGES, order: str = "morf", task: str = "multiclass",
+         noise: float = DEFAULT_NOISE, seed: int = 0, batch_size: int = DEFAULT_BATCH_SIZE) -> torch.Tensor:
+    """ROAD, RemOve And Debias (Rong et al., 2022): the target's probability per removed fraction, ``(N, P)``.
+
+    For each fraction ``p`` of ``percentages``, the ``floor(p * H * W)`` pixels that come first
+    (``order="morf"``, most relevant first) or last (``"lerf"``) in the map's order are filled by
+    :func:`noisy_linear_imputation`, and the model scores the result.  A faithful map gives low
+    MoRF and high LeRF probabilities; the paper summarises a curve by its mean over ``p``.
+
+    Parameters
+    ----------
+    model, inputs, maps, target
+        As for :func:`deletion_curve`.
+    percentages : sequence of float
+        Fractions of removed pixels, each in [0, 1].
+    order : {"morf", "lerf"}
+        Remove the most relevant pixels first, or the least relevant.
+    task : {"multiclass", "multilabel"}
+        Softmax over the classes, or a sigmoid of the target's logit.
+    noise : float
+        Standard deviation of the imputation's noise (0: none).
+    seed : int
+        Seed of the noise, drawn on the inputs' device; equal seeds and batch sizes give equal results.
+    batch_size : int
+        Images per forward pass, each with all its percentages.
+
+    Returns
+    -------
+    Tensor
+        ``(N, P)`` probabilities of the target class.
+
+    Examples
+    --------
+    >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
+    >>> images, maps = torch.rand(2, 3, 8, 8), torch.rand(2, 8, 8)
+    >>> road(net, images, maps, torch.tensor([0, 1]), percentages=[0.2, 0.5]).shape
+    torch.Size([2, 2])
+    """
+    _check_case(model, inputs, maps, target)
+    chosen = _check_percentages(percentages)
+    check_choice(order, "order", ORDERS)
+    check_choice(task, "task", TASKS)
+    check_int(seed, "seed", minimum=0)
+    check_int(batch_size, "batch_size", minimum=1)
+    generator = torch.Generator(device=inputs.device).manual_seed(seed)
+    scores = []
+    with evaluating(model):
+        for part in _chunks(inputs.shape[0], batch_size):
+            perturbed = road_images(inputs[part], maps[part], percentages=chosen, order=order, noise=noise,
+                                    generator=generator).flatten(0, 1)
+            labels = target[part].repeat_interleave(len(chosen))
+            scores.append(target_probability(model, perturbed, labels, task=task).reshape(-1, len(chosen)))
+    return torch.cat(scores)
