@@ -13,7 +13,9 @@ are those of the ``bench_*.py`` scripts beside this file (which still run on the
   Captum and pytorch-grad-cam, LRP vs zennit, Excitation Backprop vs TorchRay (each batched over
   repeated images; a peer that is not installed gives a row that says so);
 * ``regularizer`` - a KD training step with the SWA regularizer vs the plain step;
-* ``audit``       - the full audit of one student with four methods vs the paper's per-image protocol.
+* ``audit``       - the full audit of one student with four methods vs the paper's per-image protocol;
+* ``faithfulness`` - deletion and ROAD batched on the device vs Quantus's PixelFlipping and ROAD and
+  pytorch-grad-cam's ROAD, which compute image by image (ResNet-18, random weights, 2 threads).
 
 The peers table of benchmarks/README.md is ``--only metrics,peers,audit``.
 
@@ -37,6 +39,7 @@ from pathlib import Path
 
 import bench_attribution
 import bench_audit
+import bench_faithfulness
 import bench_metrics
 import bench_peers
 import bench_regularizer_step
@@ -54,10 +57,12 @@ SUITES: dict[str, Callable[..., list[Measurement]]] = {
     "peers": bench_peers.measure,
     "regularizer": bench_regularizer_step.measure,
     "audit": bench_audit.measure,
+    "faithfulness": bench_faithfulness.measure,
 }
 # Keyword arguments of each suite's measure() per size; "full" is each script's own default.
 SIZES: dict[str, dict[str, dict]] = {
-    "full": {"synthetic": {}, "metrics": {}, "attribution": {}, "peers": {}, "regularizer": {}, "audit": {}},
+    "full": {"synthetic": {}, "metrics": {}, "attribution": {}, "peers": {}, "regularizer": {}, "audit": {},
+             "faithfulness": {}},
     "quick": {
         "synthetic": {"images": 500, "repeats": 2},
         "metrics": {"maps": 500, "size": 112, "repeats": 2},
@@ -67,6 +72,7 @@ SIZES: dict[str, dict[str, dict]] = {
                         "repeats": 5},
         "audit": {"model": "vgg_small", "width_divisor": 2, "size": 64, "images": 32, "batch_size": 16,
                   "repeats": 2},
+        "faithfulness": {"size": 64, "images": 8, "steps": 16},
     },
     "smoke": {
         "synthetic": {"images": 32, "size": 32, "repeats": 1},
@@ -76,6 +82,7 @@ SIZES: dict[str, dict[str, dict]] = {
         "regularizer": {"teacher": "vgg_small", "width_divisor": 2, "size": 32, "classes": 4, "batch_size": 4,
                         "repeats": 1},
         "audit": {"model": "vgg_small", "width_divisor": 2, "size": 32, "images": 4, "batch_size": 4},
+        "faithfulness": {"size": 32, "images": 2, "steps": 4, "percentages": (0.2, 0.6), "threads": 0},
     },
 }
 # Suites whose measure() takes no device: they run on the CPU.
