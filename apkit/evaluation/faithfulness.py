@@ -63,14 +63,14 @@ DEFAULT_NOISE = 0.01
 #: Petsiuk et al.'s blurred baseline: a Gaussian of kernel 11 and sigma 5.
 BLUR_KERNEL = 11
 BLUR_SIGMA = 5.0
-#: Noisy linear imputation's neighbour weights (the ROAD paper): 1/6 for the four direct
-#: neighbours, 1/12 for the four diagonal ones, summing to 1.
-NEIGHBOUR_WEIGHTS = ((1 / 12, 1 / 6, 1 / 12), (1 / 6, 0.0, 1 / 6), (1 / 12, 1 / 6, 1 / 12))
+#: Noisy linear imputation's neighbour weights (the ROAD paper): 1/6 for each of the four direct
+#: neighbours, 1/12 for each of the four diagonal ones, summing to 1 (see :func:`_neighbour_sum`).
+DIAGONAL_WEIGHT = 1 / 12
 #: The imputation's conjugate-gradient solve stops when every system's residual is this small
 #: relative to its right-hand side (checked every few iterations), or after MAX_ITERATIONS.
 SOLVER_TOLERANCE = 1e-6
 MAX_ITERATIONS = 2000
-_CHECK_EVERY = 10
+_CHECK_EVERY = 5
 
 FAITHFULNESS_METRICS: Registry = Registry("faithfulness metric")
 
@@ -328,14 +328,29 @@ def insertion(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, target
 
 
 def _neighbour_sum(values: torch.Tensor) -> torch.Tensor:
-    """The weighted sum of each pixel's eight neighbours (zero outside the image), per channel."""
-    channels = values.shape[1]
-    kernel = torch.tensor(NEIGHBOUR_WEIGHTS, dtype=values.dtype, device=values.device)
-    return F.conv2d(values, kernel.expand(channels, 1, 3, 3), padding=1, groups=channels)
+    """The weighted sum of each pixel's eight neighbours (zero outside the image), per channel.
+
+    The weights 1/6 (direct) and 1/12 (diagonal) are the separable kernel [1, 2, 1] x [1, 2, 1] / 12
+    without its centre (4 / 12): two passes of shifted in-place additions, many times faster on the
+    CPU than a grouped convolution, and the solver calls this once per iteration.
+    """
+    rows = 2 * values
+    rows[..., 1:, :] += values[..., :-1, :]
+    rows[..., :-1, :] += values[..., 1:, :]
+    both = 2 * rows
+    both[..., 1:] += rows[..., :-1]
+    both[..., :-1] += rows[..., 1:]
+    return (both - 4 * values) * DIAGONAL_WEIGHT
 
 
 def _per_system(values: torch.Tensor) -> torch.Tensor:
     return values.sum(dim=(2, 3), keepdim=True)
+
+
+def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    """``numerator / denominator``, 0 where the denominator is 0 (a system already solved, or empty)."""
+    tiny = torch.finfo(denominator.dtype).tiny
+    return torch.where(denominator > 0, numerator / denominator.clamp(min=tiny), 0.0)
 
 
 def _solve_imputation(images: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
@@ -343,30 +358,27 @@ def _solve_imputation(images: torch.Tensor, removed: torch.Tensor) -> torch.Tens
 
     ``v_j`` is the neighbour's image value when kept and its unknown ``x_j`` when removed; ``W_i``
     is the sum of the weights of ``i``'s neighbours inside the image.  The system is symmetric and
-    positive (semi)definite, one per image and channel, all solved at once.
+    positive (semi)definite, one per image and channel, all solved at once.  Every iterate, residual
+    and direction is zero outside the removed pixels, which the operator keeps so.
     """
-    kept = 1.0 - removed
     total_weight = _neighbour_sum(torch.ones_like(images[:1, :1]))
 
     def apply(x: torch.Tensor) -> torch.Tensor:
-        return removed * (total_weight * x - _neighbour_sum(removed * x))
+        return torch.addcmul(-_neighbour_sum(x), total_weight, x).mul_(removed)
 
-    right = removed * _neighbour_sum(kept * images)
-    solution = torch.zeros_like(images)
-    residual, direction = right.clone(), right.clone()
+    residual = _neighbour_sum(images * (1.0 - removed)).mul_(removed)
+    solution, direction = torch.zeros_like(images), residual.clone()
     squared = _per_system(residual * residual)
     limit = (SOLVER_TOLERANCE ** 2) * squared
     for iteration in range(MAX_ITERATIONS):
         product = apply(direction)
-        curvature = _per_system(direction * product)
-        step = torch.where(curvature > 0, squared / curvature.clamp(min=torch.finfo(images.dtype).tiny), 0.0)
-        solution += step * direction
-        residual -= step * product
+        step = _ratio(squared, _per_system(direction * product))
+        solution.addcmul_(step, direction)
+        residual.addcmul_(step, product, value=-1.0)
         updated = _per_system(residual * residual)
         if iteration % _CHECK_EVERY == _CHECK_EVERY - 1 and bool((updated <= limit).all()):
             break
-        direction = residual + torch.where(squared > 0, updated / squared.clamp(min=torch.finfo(images.dtype).tiny),
-                                           0.0) * direction
+        direction.mul_(_ratio(updated, squared)).add_(residual)
         squared = updated
     return solution
 
