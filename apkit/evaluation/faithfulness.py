@@ -30,7 +30,6 @@ import math
 from collections.abc import Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
