@@ -190,7 +190,7 @@ def measure(*, size: int = 224, images: int = 100, steps: int = 16, percentages=
     if threads:
         torch.set_num_threads(threads)
     try:
-        net, inputs, maps, target = make_case(size, images, seed, device)
+        net, inputs, maps, target = make_case(size, images, seed, device)  # its forward pass is the warm-up
         percentages = tuple(percentages)
         return [deletion_row(net, inputs, maps, target, steps, device, repeats),
                 road_quantus_row(net, inputs, maps, target, percentages, device, repeats),
