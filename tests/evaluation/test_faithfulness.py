@@ -373,3 +373,13 @@ def test_unknown_order_and_task_suggest_the_known_ones():
         road(model, inputs, maps, target, order="mrf")
     with pytest.raises(UnknownNameError, match="choose one of: multiclass, multilabel"):
         deletion(model, inputs, maps, target, task="binary")
+
+
+def test_an_unfinished_solve_says_so(monkeypatch):
+    from apkit.evaluation import faithfulness
+
+    monkeypatch.setattr(faithfulness, "MAX_ITERATIONS", 3)
+    gen = torch.Generator().manual_seed(4)
+    images, removed = torch.randn(1, 3, 32, 32, generator=gen), torch.rand(1, 32, 32, generator=gen) < 0.9
+    with pytest.warns(RuntimeWarning, match="stopped after 3 iterations with a relative residual"):
+        noisy_linear_imputation(images, removed, noise=0.0)
