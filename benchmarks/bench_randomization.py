@@ -5,8 +5,9 @@ Quantus's ``seed + 1``, see :mod:`apkit.evaluation.randomization`) and explain w
 function, ``apkit.explain`` (Grad-CAM by default), so the row times what each adds around the
 attributions -- Quantus: a batch loop through NumPy on the CPU, a rescaling, SciPy's Spearman over the
 full cross-correlation matrix of every batch; apkit: one call per layer and the rank correlation on
-the device.  The value check compares the per-image Spearman correlations of every layer (to 1e-4:
-Quantus rescales the maps in float32 first, which can turn near-equal values into ties).
+the device.  Both explain the same layer (for Grad-CAM, chosen once).  The value check compares the
+per-image Spearman correlations of every layer (to 1e-4: Quantus rescales the maps in float32 first,
+which can turn near-equal values into ties).
 
 Quantus has no option to randomise only some layers: the script stops its layer generator after the
 top ``layers`` layers (the order and the draws are Quantus's own).  The model is a torchvision ResNet-18
@@ -34,9 +35,11 @@ from torchvision.models import resnet18
 
 import apkit
 from apkit.evaluation.randomization import randomizable_layers, randomization_test
+from apkit.models import default_layer
 
 TOLERANCE = 1e-4
 SEED = 0
+LAYER_METHODS = ("gradcam", "excitation")
 # Keyword arguments of measure() for the script's smaller sizes (the defaults are the full size).
 SIZES = {
     "quick": {"images": 8, "size": 112, "layers": 3},
@@ -69,13 +72,14 @@ def _quantus_top_layers(count: int) -> Iterator[None]:
         yield
 
 
-def quantus_mprt(net, inputs, target, *, method: str, layers: int, device: torch.device) -> dict[str, list[float]]:
-    """Quantus's MPRT over the top ``layers`` layers, explaining with ``apkit.explain``."""
+def quantus_mprt(net, inputs, target, *, method: str, options: dict, layers: int,
+                 device: torch.device) -> dict[str, list[float]]:
+    """Quantus's MPRT over the top ``layers`` layers, explaining with ``apkit.explain(..., **options)``."""
     import quantus
 
     def explain_func(model, inputs, targets, **_):
         maps = apkit.explain(model, torch.as_tensor(inputs, device=device), torch.as_tensor(targets, device=device),
-                             method=method, batch_size=len(inputs))
+                             method=method, batch_size=len(inputs), **options)
         return maps.detach().cpu().numpy()[:, None]
 
     metric = quantus.MPRT(layer_order="top_down", seed=SEED - 1, abs=True, normalise=True, disable_warnings=True)
@@ -112,13 +116,16 @@ def measure(*, images: int = 16, size: int = 224, layers: int = 3, method: str =
     try:
         net, inputs, target = make_case(images, size, classes, device)
         names = randomizable_layers(net)[:layers]
+        # Both sides explain the same layer, chosen once (apkit's default for a layer method).
+        options = {"layer": default_layer(net, "attribution", inputs[:1])} if method in LAYER_METHODS else {}
 
         def ours():
             return randomization_test(net, inputs, target, method=method, layers=names, seed=SEED,
-                                      batch_size=images)
+                                      batch_size=images, explain_options=options)
 
         def theirs():
-            return quantus_mprt(copy.deepcopy(net), inputs, target, method=method, layers=layers, device=device)
+            return quantus_mprt(copy.deepcopy(net), inputs, target, method=method, options=options, layers=layers,
+                                device=device)
 
         ours(), theirs()  # warm-up at the timed shapes
         row.apkit_s, row.apkit_peak, mine = timed(ours, repeats=repeats, device=device)

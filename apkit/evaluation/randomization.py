@@ -59,6 +59,7 @@ from apkit.attribution.targets import as_pairs
 from apkit.core.errors import ValidationError, unknown_name
 from apkit.core.modules import unwrap
 from apkit.core.validation import check_int, check_module
+from apkit.models import default_layer
 
 __all__ = ["RandomizationResult", "randomizable_layers", "randomization_test", "spearman_rows"]
 
@@ -82,6 +83,8 @@ class RandomizationResult:
         The values of every image at every step.
     method : str
         The attribution method (a callable's name for a function).
+    layer : str or None
+        The layer a layer method (Grad-CAM, Excitation Backprop) explained; None for the others.
     absolute : bool
         Whether absolute values of the maps were compared.
     """
@@ -92,6 +95,7 @@ class RandomizationResult:
     spearman_per_image: torch.Tensor
     cosine_per_image: torch.Tensor
     method: str
+    layer: str | None
     absolute: bool
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,6 +107,7 @@ class RandomizationResult:
             "spearman_per_image": self.spearman_per_image.tolist(),
             "cosine_per_image": self.cosine_per_image.tolist(),
             "method": self.method,
+            "layer": self.layer,
             "absolute": self.absolute,
         }
 
@@ -223,6 +228,16 @@ class _Explainer:
         return maps.abs() if self.absolute else maps
 
 
+def _explain_options(method: str | AttributionFunction, model: nn.Module, inputs: torch.Tensor,
+                     options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``options`` with the layer of a layer method fixed once: the probe that :func:`apkit.explain` would run on
+    every call reads only the model's structure, which randomisation does not change."""
+    options = dict(options or {})
+    if isinstance(method, str) and getattr(ATTRIBUTION_METHODS.get(method), "is_layer_method", False):
+        options.setdefault("layer", default_layer(model, "attribution", inputs[:1]))
+    return options
+
+
 def _redraw(module: nn.Module, seed: int) -> None:
     """Re-draw ``module``'s parameters with its default initialisation under ``seed``, leaving the caller's random
     state untouched."""
@@ -297,8 +312,9 @@ def randomization_test(
     target = _check_target(target, inputs)
     method_name = _check_method(method)
     check_int(seed, "seed")
-    explainer = _Explainer(method, check_batch_size(batch_size), dict(explain_options or {}), bool(absolute))
     copied = copy.deepcopy(unwrap(model))
+    options = _explain_options(method, copied, inputs, explain_options)
+    explainer = _Explainer(method, check_batch_size(batch_size), options, bool(absolute))
     names = _check_layers(copied, layers)
     modules = dict(copied.named_modules())
     original = explainer(copied, inputs, target)
@@ -311,5 +327,6 @@ def randomization_test(
     spearman_all, cosine_all = torch.stack(spearman), torch.stack(cosine)
     return RandomizationResult(
         layers=names, spearman=spearman_all.nanmean(dim=1), cosine=cosine_all.nanmean(dim=1),
-        spearman_per_image=spearman_all, cosine_per_image=cosine_all, method=method_name, absolute=bool(absolute),
+        spearman_per_image=spearman_all, cosine_per_image=cosine_all, method=method_name, layer=options.get("layer"),
+        absolute=bool(absolute),
     )

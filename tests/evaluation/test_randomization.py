@@ -20,6 +20,7 @@ from apkit.evaluation.randomization import (
     randomization_test,
     spearman_rows,
 )
+from apkit.models import default_layer
 
 SEED = 3
 
@@ -229,7 +230,14 @@ def test_result_to_dict_is_plain_data():
     data = result.to_dict()
     assert data["layers"] == ["9", "4"]
     assert len(data["spearman"]) == 2 and len(data["cosine_per_image"][0]) == 2
-    assert data["method"] == "gradcam" and data["absolute"] is True
+    assert data["method"] == "gradcam" and data["layer"] == "6" and data["absolute"] is True
+
+
+def test_a_layer_method_explains_the_default_layer_chosen_once():
+    model, images = _random_net(), _images(2)
+    result = randomization_test(model, images, 0, layers=["9"])
+    assert result.layer == default_layer(model, "attribution", images[:1])
+    assert randomization_test(model, images, 0, method="lrp", layers=["9"]).layer is None
 
 
 def test_bad_input_is_refused_with_the_fix():
