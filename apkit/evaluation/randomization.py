@@ -16,8 +16,8 @@ Choices, and how they relate to Quantus's ``MPRT`` (the peer implementation):
   (weight 1, bias 0) and fresh running statistics (mean 0, variance 1), as in Quantus.
 * **Distribution.** Each layer is re-drawn by its own ``reset_parameters()``, i.e. PyTorch's
   default initialisation (Kaiming-uniform weights, ``a=sqrt(5)``, and uniform biases in
-  ``±1/sqrt(fan_in)`` for convolutions and linear layers), with the random state seeded by
-  ``torch.manual_seed(seed)`` before every layer.  This is exactly Quantus's draw with its seed
+  ``±1/sqrt(fan_in)`` for convolutions and linear layers), with the random state seeded as
+  ``torch.manual_seed(seed)`` does, before every layer.  This is exactly Quantus's draw with its seed
   set to ``seed - 1`` (Quantus seeds ``seed + 1``).  The draw runs inside ``torch.random.fork_rng``,
   so the caller's random state is left as it was.
 * **Absolute values.** Adebayo et al. report rank correlation both of absolute and of signed
@@ -239,11 +239,13 @@ def _explain_options(method: str | AttributionFunction, model: nn.Module, inputs
 
 
 def _redraw(module: nn.Module, seed: int) -> None:
-    """Re-draw ``module``'s parameters with its default initialisation under ``seed``, leaving the caller's random
-    state untouched."""
+    """Re-draw ``module``'s parameters with its default initialisation, every generator it draws from seeded with
+    ``seed`` (as ``torch.manual_seed(seed)`` would), and give the caller's random state back afterwards."""
     devices = sorted({p.device.index or 0 for p in module.parameters() if p.device.type == "cuda"})
     with torch.random.fork_rng(devices=devices), torch.no_grad():
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
+        for index in devices:  # only the devices in use: seeding the others would change their random state
+            torch.cuda.default_generators[index].manual_seed(seed)
         module.reset_parameters()
 
 
