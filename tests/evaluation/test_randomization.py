@@ -78,14 +78,14 @@ def test_spearman_of_a_constant_row_is_nan_as_in_scipy():
 # ------------------------------------------------------------------------------------------- oracles
 
 
-def _quantus_mprt(model, images, target, *, method, layer):
+def _quantus_mprt(model, images, target, *, method, layer, absolute=True):
     quantus = pytest.importorskip("quantus")
 
     def explain_func(model, inputs, targets, **_):
         maps = apkit.explain(model, torch.as_tensor(inputs), torch.as_tensor(targets), method=method, layer=layer)
         return maps.detach().numpy()[:, None]
 
-    metric = quantus.MPRT(layer_order="top_down", seed=SEED - 1, abs=True, normalise=True, disable_warnings=True)
+    metric = quantus.MPRT(layer_order="top_down", seed=SEED - 1, abs=absolute, normalise=True, disable_warnings=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scores = metric(model=copy.deepcopy(model), x_batch=images.numpy(), y_batch=target.numpy(), a_batch=None,
@@ -94,13 +94,15 @@ def _quantus_mprt(model, images, target, *, method, layer):
     return scores
 
 
-@pytest.mark.parametrize(("method", "layer"), [("gradcam", "6"), ("lrp", None)])
-def test_equal_to_quantus_mprt_with_the_same_seed(method, layer):
+@pytest.mark.parametrize(("method", "layer", "absolute"), [("gradcam", "6", True), ("lrp", None, True),
+                                                          ("captum:InputXGradient", None, False)])
+def test_equal_to_quantus_mprt_with_the_same_seed(method, layer, absolute):
     # Quantus re-draws each layer under torch.manual_seed(seed + 1): its seed SEED - 1 is apkit's SEED.
     model, images, target = _random_net(), _images(), torch.tensor([0, 1, 2, 0, 1])
     options = {"layer": layer} if layer else {}
-    ours = randomization_test(model, images, target, method=method, seed=SEED, explain_options=options)
-    theirs = _quantus_mprt(model, images, target, method=method, layer=layer)
+    ours = randomization_test(model, images, target, method=method, seed=SEED, absolute=absolute,
+                              explain_options=options)
+    theirs = _quantus_mprt(model, images, target, method=method, layer=layer, absolute=absolute)
     assert list(theirs) == list(ours.layers)
     expected = np.array([theirs[name] for name in ours.layers])
     # Tolerance 1e-4: the same maps, but Quantus first divides them by their maximum in float32, which rounds a few
@@ -187,7 +189,7 @@ def test_maps_of_a_trained_model_lose_similarity_under_cascading_randomisation(t
 
 def test_a_control_that_ignores_the_model_keeps_its_maps(trained):
     model, images, labels = trained
-    result = randomization_test(model, images, labels, method=sobel_magnitude)
+    result = randomization_test(model, images, labels, method=sobel_magnitude, batch_size=10)  # chunks 10, 10, 4
     assert result.method == "sobel_magnitude"
     assert torch.allclose(result.spearman_per_image, torch.ones(5, len(images), dtype=torch.float64))
     assert torch.allclose(result.cosine_per_image, torch.ones(5, len(images), dtype=torch.float64))
@@ -218,9 +220,11 @@ def test_the_result_is_deterministic_and_the_seed_matters():
 
 def test_signed_maps_can_be_compared():
     model, images = _random_net(), _images(3)
-    result = randomization_test(model, images, 1, method="lrp", layers=["9"], absolute=False)
-    assert result.absolute is False
-    assert result.to_dict()["absolute"] is False
+    method = "captum:InputXGradient"  # signed maps: about half of the pixels are negative
+    signed = randomization_test(model, images, 1, method=method, layers=["9", "5"], absolute=False)
+    absolute = randomization_test(model, images, 1, method=method, layers=["9", "5"])
+    assert signed.absolute is False and signed.to_dict()["absolute"] is False
+    assert not torch.allclose(signed.spearman, absolute.spearman)
 
 
 def test_result_to_dict_is_plain_data():
