@@ -129,26 +129,32 @@ def randomizable_layers(model: nn.Module) -> list[str]:
 
 
 def _ranks(values: torch.Tensor) -> torch.Tensor:
-    """Ranks 1..P of every row of ``values`` (B, P), ties given their average rank (SciPy's ``rankdata``)."""
+    """Ranks 1..P of every row of ``values`` (B, P) in float64, ties given their average rank (SciPy's ``rankdata``).
+
+    In sorted order a value's tied group runs from the last group start at or before it to the first
+    group end at or after it; its rank is the mean of the two positions (plus 1).
+    """
     ordered, order = values.sort(dim=1, stable=True)
+    count = values.shape[1]
+    positions = torch.arange(count, device=values.device).expand_as(order)
     starts = torch.ones_like(ordered, dtype=torch.bool)
     starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    group = starts.cumsum(dim=1) - 1  # index of each sorted value's group of equal values
-    positions = torch.arange(1, values.shape[1] + 1, dtype=torch.float64, device=values.device).expand_as(ordered)
-    totals = torch.zeros_like(positions).scatter_add_(1, group, positions)
-    counts = torch.zeros_like(positions).scatter_add_(1, group, torch.ones_like(positions))
-    average = (totals / counts.clamp(min=1)).gather(1, group)
+    ends = torch.ones_like(starts)
+    ends[:, :-1] = starts[:, 1:]
+    first = torch.where(starts, positions, 0).cummax(dim=1).values
+    last = torch.where(ends, positions, count).flip(1).cummin(dim=1).values.flip(1)
+    average = (first + last).double() / 2 + 1
     return torch.empty_like(average).scatter_(1, order, average)
 
 
-def _pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    a = a - a.mean(dim=1, keepdim=True)
-    b = b - b.mean(dim=1, keepdim=True)
-    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1))  # 0 / 0 = NaN for a constant row
+def _centred(ranks: torch.Tensor) -> torch.Tensor:
+    """Rows minus their mean, scaled to unit norm (a constant row becomes NaN: it has no correlation)."""
+    ranks = ranks - ranks.mean(dim=1, keepdim=True)
+    return ranks / ranks.norm(dim=1, keepdim=True)
 
 
 def spearman_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spearman rank correlation of each row of ``a`` with the same row of ``b``, ``(B, P) -> (B,)`` float64.
+    """Spearman rank correlation of each row of ``a`` with the same row of ``b``, ``(B, ...) -> (B,)`` float64.
 
     Ties get their average rank, so each value equals ``scipy.stats.spearmanr(a[i], b[i])``;
     a constant row gives NaN.
@@ -158,8 +164,12 @@ def spearman_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     >>> spearman_rows(torch.tensor([[1., 2., 2., 5.]]), torch.tensor([[0., 1., 3., 2.]]))
     tensor([0.6325], dtype=torch.float64)
     """
-    a, b = a.reshape(len(a), -1).double(), b.reshape(len(b), -1).double()
-    return _pearson_rows(_ranks(a), _ranks(b))
+    return _spearman_to(_centred(_ranks(a.reshape(len(a), -1))), b)
+
+
+def _spearman_to(reference: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman correlation of each row of ``b`` with ``reference``, the centred ranks of the other maps."""
+    return (reference * _centred(_ranks(b.reshape(len(b), -1)))).sum(dim=1)
 
 
 def _cosine_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -320,11 +330,12 @@ def randomization_test(
     names = _check_layers(copied, layers)
     modules = dict(copied.named_modules())
     original = explainer(copied, inputs, target)
+    original_ranks = _centred(_ranks(original.reshape(len(original), -1)))  # ranked once for all steps
     spearman, cosine = [], []
     for name in names:
         _redraw(modules[name], seed)
         maps = explainer(copied, inputs, target)
-        spearman.append(spearman_rows(original, maps))
+        spearman.append(_spearman_to(original_ranks, maps))
         cosine.append(_cosine_rows(original, maps))
     spearman_all, cosine_all = torch.stack(spearman), torch.stack(cosine)
     return RandomizationResult(
