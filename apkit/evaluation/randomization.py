@@ -17,13 +17,15 @@ Choices, and how they relate to Quantus's ``MPRT`` (the peer implementation):
 * **Distribution.** Each layer is re-drawn by its own ``reset_parameters()``, i.e. PyTorch's
   default initialisation (Kaiming-uniform weights, ``a=sqrt(5)``, and uniform biases in
   ``±1/sqrt(fan_in)`` for convolutions and linear layers), with the random state seeded as
-  ``torch.manual_seed(seed)`` does, before every layer.  This is exactly Quantus's draw with its seed
-  set to ``seed - 1`` (Quantus seeds ``seed + 1``).  The draw runs inside ``torch.random.fork_rng``,
-  so the caller's random state is left as it was.
+  ``torch.manual_seed(seed)`` does, before every layer (so two layers of one shape get the same
+  values, as in Quantus).  This is exactly Quantus's draw with its seed set to ``seed - 1`` (Quantus
+  seeds ``seed + 1``).  The draw runs inside ``torch.random.fork_rng``, so the caller's random state
+  is left as it was.
 * **Absolute values.** Adebayo et al. report rank correlation both of absolute and of signed
   maps; ``absolute=True`` (the default, and Quantus's ``abs=True``) compares absolute values,
   ``absolute=False`` the signed maps.  Maps are not rescaled: both similarities ignore a
-  positive scale, so Quantus's normalisation by the maximum changes nothing.
+  positive scale, so Quantus's normalisation by the maximum changes nothing but float32 rounding
+  (which can tie near-equal values: Spearman differences up to about 1e-4).
 * **Spearman.** Ranks are averaged over ties (Grad-CAM's ReLU gives many zeros), computed in
   float64 for all maps at once on the maps' device, as ``scipy.stats.spearmanr`` does per map.
   A constant map has no rank correlation: its value is NaN (as SciPy's), and the layer means
