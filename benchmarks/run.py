@@ -15,7 +15,9 @@ are those of the ``bench_*.py`` scripts beside this file (which still run on the
 * ``regularizer`` - a KD training step with the SWA regularizer vs the plain step;
 * ``audit``       - the full audit of one student with four methods vs the paper's per-image protocol;
 * ``faithfulness`` - deletion and ROAD batched on the device vs Quantus's PixelFlipping and ROAD and
-  pytorch-grad-cam's ROAD, which compute image by image (ResNet-18, random weights, 2 threads).
+  pytorch-grad-cam's ROAD, which compute image by image (ResNet-18, random weights, 2 threads);
+* ``randomization`` - the cascading model-parameter randomisation test vs Quantus's MPRT (the top layers of a
+  ResNet-18, the same draws on both sides).
 
 The peers table of benchmarks/README.md is ``--only metrics,peers,audit``.
 
@@ -42,6 +44,7 @@ import bench_audit
 import bench_faithfulness
 import bench_metrics
 import bench_peers
+import bench_randomization
 import bench_regularizer_step
 import bench_synthetic
 import torch
@@ -58,11 +61,12 @@ SUITES: dict[str, Callable[..., list[Measurement]]] = {
     "regularizer": bench_regularizer_step.measure,
     "audit": bench_audit.measure,
     "faithfulness": bench_faithfulness.measure,
+    "randomization": bench_randomization.measure,
 }
 # Keyword arguments of each suite's measure() per size; "full" is each script's own default.
 SIZES: dict[str, dict[str, dict]] = {
     "full": {"synthetic": {}, "metrics": {}, "attribution": {}, "peers": {}, "regularizer": {}, "audit": {},
-             "faithfulness": {}},
+             "faithfulness": {}, "randomization": {}},
     "quick": {
         "synthetic": {"images": 500, "repeats": 2},
         "metrics": {"maps": 500, "size": 112, "repeats": 2},
@@ -73,6 +77,7 @@ SIZES: dict[str, dict[str, dict]] = {
         "audit": {"model": "vgg_small", "width_divisor": 2, "size": 64, "images": 32, "batch_size": 16,
                   "repeats": 2},
         "faithfulness": {"size": 64, "images": 8, "steps": 16},
+        "randomization": {"images": 8, "size": 112},
     },
     "smoke": {
         "synthetic": {"images": 32, "size": 32, "repeats": 1},
@@ -83,6 +88,7 @@ SIZES: dict[str, dict[str, dict]] = {
                         "repeats": 1},
         "audit": {"model": "vgg_small", "width_divisor": 2, "size": 32, "images": 4, "batch_size": 4},
         "faithfulness": {"size": 32, "images": 2, "steps": 4, "percentages": (0.2, 0.6), "threads": 0},
+        "randomization": {"images": 2, "size": 64, "layers": 2, "threads": 0},
     },
 }
 # Suites whose measure() takes no device: they run on the CPU.

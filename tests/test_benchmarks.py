@@ -14,11 +14,12 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
 ROWS = {"synthetic", "metrics", "metrics-quantus", "metrics-npsort", "gradcam", "excitation", "lrp", "rap",
         "gradcam-captum", "gradcam-pgc", "lrp-zennit", "excitation-torchray", "regularizer-step",
-        "regularizer-student", "audit", "deletion-quantus", "road-quantus", "road-pgc"}
+        "regularizer-student", "audit", "deletion-quantus", "road-quantus", "road-pgc",
+        "randomization-quantus"}
 # Rows whose baseline is an optional peer (the .[bench] extra): without it the row says "not installed".
 PEER_MODULES = {"metrics-quantus": "quantus", "gradcam-pgc": "pytorch_grad_cam", "lrp-zennit": "zennit",
                 "excitation-torchray": "torchray", "deletion-quantus": "quantus", "road-quantus": "quantus",
-                "road-pgc": "pytorch_grad_cam"}
+                "road-pgc": "pytorch_grad_cam", "randomization-quantus": "quantus"}
 
 
 @pytest.fixture

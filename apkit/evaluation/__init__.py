@@ -5,7 +5,9 @@
   map (cosine, normalised L2);
 * :func:`roar` -- RemOve And Retrain (supplement E), with :func:`plot_roar`;
 * :func:`deletion`, :func:`insertion` and :func:`road` -- faithfulness without retraining, batched on
-  the device (:mod:`apkit.evaluation.faithfulness`), named in :data:`FAITHFULNESS_METRICS`;
+  the device (:mod:`apkit.evaluation.faithfulness`), and :func:`randomization_test`, the cascading
+  randomisation sanity check (:mod:`apkit.evaluation.randomization`), all named in
+  :data:`FAITHFULNESS_METRICS`;
 * :func:`audit` / :func:`audit_model` -- a teacher and its compressed students, every metric, as an
   :class:`AuditReport`; :func:`audit_checkpoints` does the same from files, as ``apkit audit``;
 * :class:`PairTable` -- the per-(image, class) table every step reads (:mod:`apkit.evaluation.pairs`),
@@ -36,12 +38,14 @@ from apkit.evaluation.localization import (
 from apkit.evaluation.maps import MapCache
 from apkit.evaluation.pairs import PairTable
 from apkit.evaluation.pipeline import audit_checkpoints
+from apkit.evaluation.randomization import RandomizationResult, randomization_test
 from apkit.evaluation.report import Gate, parse_gates
 from apkit.evaluation.roar import RemovedPixels, RoarResult, plot_roar, roar, roar_maps
 
 __all__ = [
     "FAITHFULNESS_METRICS", "AuditReport", "AuditSettings", "Gate", "LocalizationResult", "LocalizationSettings",
-    "LocalizationTotals", "MapCache", "ModelAudit", "PairTable", "RemovedPixels", "RoarResult", "audit",
+    "LocalizationTotals", "MapCache", "ModelAudit", "PairTable", "RandomizationResult", "RemovedPixels",
+    "RoarResult", "audit",
     "audit_checkpoints", "audit_model", "deletion", "deletion_curve", "insertion", "insertion_curve",
-    "localization_scores", "parse_gates", "plot_roar", "road", "roar", "roar_maps",
+    "localization_scores", "parse_gates", "plot_roar", "randomization_test", "road", "roar", "roar_maps",
 ]

@@ -61,6 +61,7 @@ from apkit.attribution.targets import as_pairs
 from apkit.core.errors import ValidationError, unknown_name
 from apkit.core.modules import unwrap
 from apkit.core.validation import check_int, check_module
+from apkit.evaluation.faithfulness import FAITHFULNESS_METRICS
 from apkit.models import default_layer
 
 __all__ = ["RandomizationResult", "randomizable_layers", "randomization_test", "spearman_rows"]
@@ -261,6 +262,8 @@ def _redraw(module: nn.Module, seed: int) -> None:
         module.reset_parameters()
 
 
+@FAITHFULNESS_METRICS.register("randomization", help="cascading model-parameter randomisation from the top layer "
+                               "down: the maps' similarity to the original ones (Adebayo et al. 2018)")
 def randomization_test(
     model: nn.Module,
     inputs: torch.Tensor,
