@@ -235,13 +235,11 @@ class Settings:
             if key not in cls.keys_for(method):
                 # A ValidationError like every other bad setting; the message is the one unknown-name message.
                 raise ValidationError(str(unknown_name(key, f"{method} setting", cls.keys_for(method))))
-        if "epochs" not in values or "lr" not in values:
-            raise ValidationError("settings need at least 'epochs' and 'lr'")
 
         def pick(names: tuple[str, ...]) -> dict[str, Any]:
             return {k: values[k] for k in names if k in values}
 
-        return cls(method=method, train=Recipe(**pick(Recipe.field_names())),
+        return cls(method=method, train=Recipe.from_dict(pick(Recipe.field_names())),
                    matching=MatchingSettings(**pick(REGULARIZER_SETTINGS)),
                    method_settings=METHOD_SETTINGS[method](**pick(_names(METHOD_SETTINGS[method]))),
                    **pick(("cache_teacher",)))

@@ -47,8 +47,8 @@ from apkit.core.validation import (
 )
 
 __all__ = ["DEFAULT_PERCENTAGES", "DEFAULT_STEPS", "FAITHFULNESS_METRICS", "ORDERS", "TASKS", "curve_auc",
-           "deletion", "deletion_curve", "insertion", "insertion_curve", "noisy_linear_imputation", "removal_rank",
-           "road", "road_images", "target_probability"]
+           "deletion", "deletion_curve", "insertion", "insertion_curve", "noisy_linear_imputation", "pixel_rank",
+           "rank_of_order", "road", "road_images", "target_probability"]
 
 #: How the model's outputs become probabilities: softmax over classes, or a sigmoid per class.
 TASKS = ("multiclass", "multilabel")
@@ -148,7 +148,7 @@ def target_probability(model: nn.Module, images: torch.Tensor, target: torch.Ten
     return torch.softmax(logits, dim=1).gather(1, target.reshape(-1, 1).to(logits.device)).squeeze(1)
 
 
-def removal_rank(maps: torch.Tensor) -> torch.Tensor:
+def pixel_rank(maps: torch.Tensor) -> torch.Tensor:
     """Each pixel's position in the removal order, ``(N, H*W)``: 0 for the highest value of the map.
 
     Ties are broken by the row-major pixel index (a stable sort), so equal values go first to last
@@ -156,12 +156,22 @@ def removal_rank(maps: torch.Tensor) -> torch.Tensor:
 
     Examples
     --------
-    >>> removal_rank(torch.tensor([[[0.1, 0.9], [0.5, 0.5]]]))
+    >>> pixel_rank(torch.tensor([[[0.1, 0.9], [0.5, 0.5]]]))
     tensor([[3, 0, 1, 2]])
     """
     flat = maps.reshape(maps.shape[0], -1)
-    order = torch.sort(flat, dim=1, descending=True, stable=True).indices
-    positions = torch.arange(flat.shape[1], device=flat.device).expand_as(order)
+    return rank_of_order(torch.sort(flat, dim=1, descending=True, stable=True).indices)
+
+
+def rank_of_order(order: torch.Tensor) -> torch.Tensor:
+    """The inverse permutation of each row: ``rank[i, order[i, k]] = k``.
+
+    Examples
+    --------
+    >>> rank_of_order(torch.tensor([[1, 2, 3, 0]]))
+    tensor([[3, 0, 1, 2]])
+    """
+    positions = torch.arange(order.shape[1], device=order.device).expand_as(order)
     return torch.empty_like(order).scatter_(1, order, positions)
 
 
@@ -204,7 +214,7 @@ def _perturbation_curve(model, inputs, maps, target, *, steps, baseline, batch_s
     with evaluating(model):
         for part in _chunks(count, batch_size):
             images, start = inputs[part], _baseline_images(inputs[part], baseline)
-            chosen = removal_rank(maps[part])[:, None, :] < done[None, :, None]  # (B, steps + 1, H*W)
+            chosen = pixel_rank(maps[part])[:, None, :] < done[None, :, None]  # (B, steps + 1, H*W)
             chosen = chosen.reshape(*chosen.shape[:2], 1, height, width)
             source, filler = (start, images) if insert else (images, start)
             perturbed = torch.where(chosen, filler[:, None], source[:, None]).flatten(0, 1)
@@ -440,7 +450,7 @@ def _road_removed(maps: torch.Tensor, percentages: tuple[float, ...], order: str
     pixels = maps.shape[1] * maps.shape[2]
     # Rounded first, so that e.g. 0.29 * 100 = 28.999999999999996 removes 29 pixels, not 28.
     counts = torch.tensor([math.floor(round(p * pixels, 6)) for p in percentages], device=maps.device)
-    rank = removal_rank(maps)[:, None, :]
+    rank = pixel_rank(maps)[:, None, :]
     removed = rank < counts[None, :, None] if order == "morf" else rank >= pixels - counts[None, :, None]
     return removed.reshape(maps.shape[0], len(percentages), *maps.shape[1:])
 

@@ -51,6 +51,7 @@ from apkit.core.validation import (
     check_module,
     resolve_device,
 )
+from apkit.evaluation.faithfulness import rank_of_order
 from apkit.training import METRIC_NAMES, Recipe, evaluate, fit, resolve_task, seed_everything
 from apkit.viz import plot_roar_curves
 
@@ -214,8 +215,7 @@ def removal_rank(maps: torch.Tensor | None, count: int, size: tuple[int, int], s
         if maps is not None:  # ... then a stable sort by decreasing value keeps it among ties
             values = maps[start:stop].reshape(stop - start, pixels).gather(1, order)
             order = order.gather(1, torch.sort(values, dim=1, descending=True, stable=True).indices)
-        positions = torch.arange(pixels).expand(stop - start, pixels)
-        rank[start:stop] = torch.empty_like(order).scatter_(1, order, positions).to(dtype)
+        rank[start:stop] = rank_of_order(order).to(dtype)
     return rank
 
 

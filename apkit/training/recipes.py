@@ -112,7 +112,7 @@ class Recipe:
         check_known(values, "training setting", cls.field_names())
         missing = [name for name in ("epochs", "lr") if name not in values]
         if missing:
-            raise ValidationError(f"training settings lack {', '.join(missing)}; give at least epochs and lr")
+            raise ValidationError(f"training settings lack {', '.join(missing)}; give at least 'epochs' and 'lr'")
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from apkit.evaluation import FAITHFULNESS_METRICS, deletion, deletion_curve, ins
 from apkit.evaluation.faithfulness import (
     curve_auc,
     noisy_linear_imputation,
-    removal_rank,
+    pixel_rank,
     road_images,
     target_probability,
 )
@@ -124,8 +124,8 @@ def test_multilabel_uses_the_sigmoid_of_the_target():
 
 
 def test_the_order_breaks_ties_by_pixel_index():
-    assert removal_rank(torch.zeros(1, 2, 2)).tolist() == [[0, 1, 2, 3]]
-    assert removal_rank(torch.tensor([[[0.0, 1.0], [1.0, 0.5]]])).tolist() == [[3, 0, 1, 2]]
+    assert pixel_rank(torch.zeros(1, 2, 2)).tolist() == [[0, 1, 2, 3]]
+    assert pixel_rank(torch.tensor([[[0.0, 1.0], [1.0, 0.5]]])).tolist() == [[3, 0, 1, 2]]
 
 
 def test_the_model_is_restored_and_not_modified():
@@ -230,7 +230,7 @@ def test_road_equals_the_per_image_reference():
     for order in ("morf", "lerf"):
         ours = road(model, inputs, maps, target, percentages=percentages, order=order, noise=0.0, batch_size=1)
         for i in range(2):
-            ranking = removal_rank(maps[i:i + 1])[0].reshape(8, 8)
+            ranking = pixel_rank(maps[i:i + 1])[0].reshape(8, 8)
             for j, p in enumerate(percentages):
                 count = math.floor(round(p * 64, 6))
                 removed = ranking < count if order == "morf" else ranking >= 64 - count
