@@ -1,4 +1,4 @@
-"""Figures: attribution maps side by side, and ROAR curves.  Matplotlib runs headless (Agg)."""
+"""Figures: attribution maps side by side, ROAR, deletion and insertion curves.  Matplotlib runs headless (Agg)."""
 
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ def plot_attribution_grid(
     *,
     row_titles: Sequence[str] | None = None,
     alpha: float = 0.55,
+    colorbar: bool = True,
 ) -> Path:
     """Save a grid: one row per image, the image and then each model's (or method's) map over it.
 
@@ -60,6 +61,8 @@ def plot_attribution_grid(
         A label per row (e.g. the class explained).
     alpha : float
         Opacity of the heat map over the image.
+    colorbar : bool
+        Add one colour bar for every map (each map is scaled to [0, 1], its own minimum to maximum).
     """
     check_tensor(images, "images", ndim=4)
     for title, values in maps.items():
@@ -87,6 +90,10 @@ def plot_attribution_grid(
     for axis in axes.flat:
         axis.set_xticks([])
         axis.set_yticks([])
+    if colorbar and maps:
+        bar = figure.colorbar(axes[0, 1].images[-1], ax=axes.ravel().tolist(), fraction=0.03, pad=0.02)
+        bar.set_label("relevance (each map min-max scaled)", fontsize=7)
+        bar.ax.tick_params(labelsize=6)
     return _save(figure, path)
 
 
@@ -128,4 +135,34 @@ def plot_histograms(values: Mapping[str, torch.Tensor], path: str | os.PathLike,
     axis.set_ylabel("pairs")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)
+    return _save(figure, path)
+
+
+def plot_faithfulness_curves(curves: Mapping[str, Mapping[str, torch.Tensor]], path: str | os.PathLike) -> Path:
+    """Save deletion and insertion curves side by side: one panel per curve kind, one line per model.
+
+    Parameters
+    ----------
+    curves : mapping of panel title -> (mapping of line label -> Tensor (steps + 1,))
+        E.g. ``{"deletion (gradcam)": {"teacher": curve, "pruned": curve}}``: the mean probability of
+        the explained class after each step (point ``k`` at the fraction ``k / steps`` of the pixels).
+    path : path-like
+        Where to write the figure.
+    """
+    if not curves:
+        raise ValidationError("curves is empty: pass at least one panel of curves")
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3.0), squeeze=False)
+    for axis, (title, lines) in zip(axes[0], curves.items()):
+        for label, values in lines.items():
+            values = check_tensor(values, f"curves[{title!r}][{label!r}]", ndim=1).detach().double().cpu()
+            fractions = torch.linspace(0, 1, len(values)).numpy()
+            axis.plot(fractions, values.numpy(), marker=".", linestyle="--" if label == "teacher" else "-",
+                      label=label)
+        axis.set_title(title, fontsize=8)
+        axis.set_xlabel("fraction of pixels removed / inserted", fontsize=7)
+        axis.set_ylabel("probability of the explained class", fontsize=7)
+        axis.set_ylim(0, 1)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=6)
     return _save(figure, path)

@@ -65,15 +65,20 @@ PAPER_MATCHING_SIZE = 7
 
 # ---------------------------------------------------------------------------------------- evaluation
 #: Which (image, class) pairs the localization protocol scores: "voc", every ground-truth class the
-#: model predicts (METHOD §4.2); "imagenet", the model's top-1 class against the object mask.
-PROTOCOL_NAMES = ("voc", "imagenet")
+#: model predicts (METHOD §4.2); "imagenet", the model's top-1 class against the object mask;
+#: "teacher", the teacher's top-1 class for every image (the same pairs for every model; the
+#: default for single-label data), scored on localization where the image has a mask.
+PROTOCOL_NAMES = ("voc", "imagenet", "teacher")
 #: Which pairs the similarity to the teacher's maps uses (see ``apkit.evaluation.localization``).
 SIMILARITY_PAIR_NAMES = ("kept", "both", "all")
 
 #: Release gates of an audit (``--fail-under NAME=VALUE``), each judged on its interval's pessimistic
 #: end: a similarity at least VALUE (``cos``), a distance at most VALUE (``l2``), or a drop against
 #: the teacher of at most VALUE (the ``*_drop`` gates; scores as fractions, e.g. 0.01 = one point).
-GATE_NAMES = ("cos", "l2", "auc_drop", "pointing_drop", "map_drop", "map_class_drop", "f1_drop", "top1_drop")
+#: ``agreement`` is a top-1 agreement with the teacher of at least VALUE; ``deletion_rise`` a rise of
+#: the deletion score (student minus teacher) of at most VALUE.
+GATE_NAMES = ("cos", "l2", "auc_drop", "pointing_drop", "map_drop", "map_class_drop", "f1_drop", "top1_drop",
+              "top5_drop", "agreement", "deletion_rise", "insertion_drop", "road_drop")
 
 # ---------------------------------------------------------------------------------------- training
 TASK_NAMES = ("multilabel", "multiclass")

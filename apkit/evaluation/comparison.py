@@ -7,6 +7,8 @@
   each with a paired-bootstrap interval over images (:func:`apkit.metrics.statistics.paired_bootstrap`);
 * :func:`compare_predictions` does the same for the predictive metrics on the classification set,
   all bootstrap resamples at once;
+* :func:`compare_faithfulness` gives the paired per-image difference of deletion, insertion and
+  ROAD on the same (image, class) pairs;
 * :func:`per_class` and :func:`most_changed` break the tables down by class and pick the pairs
   whose maps changed most.
 """
@@ -14,13 +16,19 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
 from apkit.evaluation.pairs import PairTable
-from apkit.metrics.classification import f1_samples, per_image_average_precision, top1_accuracy
+from apkit.metrics.classification import (
+    f1_samples,
+    per_image_average_precision,
+    top1_accuracy,
+    top1_agreement,
+    topk_accuracy,
+)
 from apkit.metrics.localization import per_class_mean
 from apkit.metrics.statistics import (
     bootstrap_counts,
@@ -29,8 +37,8 @@ from apkit.metrics.statistics import (
     weighted_average_precision,
 )
 
-__all__ = ["SCORE_COLUMNS", "compare_attribution", "compare_predictions", "most_changed", "paired_difference",
-           "paired_values", "per_class", "score_columns"]
+__all__ = ["SCORE_COLUMNS", "compare_attribution", "compare_faithfulness", "compare_predictions", "most_changed",
+           "paired_difference", "paired_values", "per_class", "score_columns"]
 
 
 def score_columns(tolerances: Sequence[int]) -> dict[str, str]:
@@ -99,7 +107,7 @@ def compare_attribution(student: PairTable, teacher: PairTable, *, tolerances: S
 
 def _per_image(logits: torch.Tensor, labels: torch.Tensor, task: str) -> dict[str, torch.Tensor]:
     if task == "multiclass":
-        return {"top1": top1_accuracy(logits, labels).double()}
+        return {"top1": top1_accuracy(logits, labels).double(), "top5": topk_accuracy(logits, labels, 5).double()}
     return {"map_image": per_image_average_precision(logits, labels).double(),
             "f1": f1_samples(logits, labels).double()}
 
@@ -110,15 +118,19 @@ def compare_predictions(student_logits: torch.Tensor, teacher_logits: torch.Tens
     """The student's predictive metrics minus the teacher's on the same images, with bootstrap intervals.
 
     Multi-label: ``map_image`` (the paper's per-image mAP), ``map_class`` (per-class mAP) and ``f1``;
-    single-label: ``top1``.  One resample draws the images with replacement and scores both models
-    on the draw (:func:`~apkit.metrics.statistics.bootstrap_counts`, the same draws for every metric).
+    single-label: ``top1`` and ``top5``, and ``agreement``, the share of images on which the
+    student's top-1 class is the teacher's (a value, not a difference).  One resample draws the
+    images with replacement and scores both models on the draw
+    (:func:`~apkit.metrics.statistics.bootstrap_counts`, the same draws for every metric).
     """
     count = len(labels)
     counts = bootstrap_counts(count, resamples=resamples, seed=seed, device=labels.device)
     student, teacher = _per_image(student_logits, labels, task), _per_image(teacher_logits, labels, task)
+    differences = {name: student[name] - teacher[name] for name in student}
+    if task == "multiclass":
+        differences["agreement"] = top1_agreement(student_logits, teacher_logits).double()
     result = {}
-    for name in student:
-        difference = student[name] - teacher[name]
+    for name, difference in differences.items():
         valid = ~torch.isnan(difference)
         weights = counts[:, valid]
         statistics = (weights * difference[valid]).sum(1) / weights.sum(1)
@@ -171,3 +183,25 @@ def most_changed(pairs: PairTable, k: int = 6) -> list[dict[str, Any]]:
     images, classes, auc = pairs.column("image"), pairs.column("class"), pairs.column("auc")
     return [{"image": int(images[i]), "class": int(classes[i]), "cos": float(cos[i]), "auc": float(auc[i])}
             for i in order.tolist()]
+
+
+def compare_faithfulness(student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor],
+                         images: torch.Tensor, *, resamples: int = 1000, confidence: float = 0.95,
+                         seed: int = 0) -> dict[str, dict[str, float]]:
+    """The student's per-image faithfulness minus the teacher's on the same (image, class) pairs.
+
+    ``student`` and ``teacher`` map each metric (``deletion``, ``insertion``, ``road``) to its
+    ``(N,)`` values on the same images (``images``, their dataset indices); each difference
+    gets a paired bootstrap interval over images.
+
+    Examples
+    --------
+    >>> images = torch.arange(3)
+    >>> out = compare_faithfulness({"deletion": torch.tensor([0.3, 0.2, 0.4])},
+    ...                            {"deletion": torch.tensor([0.1, 0.2, 0.3])}, images, resamples=10)
+    >>> round(out["deletion"]["estimate"], 4)
+    0.1
+    """
+    options = {"resamples": resamples, "confidence": confidence, "seed": seed}
+    return {name: paired_bootstrap(student[name] - teacher[name], images, **options).to_dict()
+            for name in ("deletion", "insertion", "road") if name in student and name in teacher}

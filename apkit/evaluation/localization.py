@@ -12,6 +12,11 @@
      are skipped.  The class mask is ``mask == k + 1``.
    * **"imagenet"** (supplement B): the model's top-1 class for every image, scored against the
      object mask ``(mask > 0) & (mask != 255)``, since the masks' classes are not the model's.
+   * **"teacher"** (the default for single-label data): the teacher's top-1 class for every
+     image, so every model is explained on the same (image, class) pairs; an image is scored on
+     localization where it has a mask (object ``(mask > 0) & (mask != 255)``), and every image is
+     compared with the teacher's map (``similarity`` "kept" and "all" both mean every image here).
+     Items ``(image, label)`` without a mask are read as all-void masks.
 
 2. **Scoring** (:func:`score_maps`): ROC-AUC of the map, min-max normalised as the paper does
    (``(H - min) / (max - min + 1e-5)``), against the mask; the strict pointing game (or a pixel
@@ -262,7 +267,22 @@ def _imagenet_pairs(masks, logits, teacher_logits, num_classes):
     return pairs, correct, teacher_correct, objects, kept, torch.zeros((), device=masks.device), (~kept).sum()
 
 
-_PAIR_SELECTORS = {"voc": _voc_pairs, "imagenet": _imagenet_pairs}
+def _teacher_pairs(masks, logits, teacher_logits, num_classes):
+    # The teacher's top-1 class for every image: the same pairs for every model (the teacher itself
+    # has no teacher, so its own logits decide).
+    count = masks.shape[0]
+    reference = logits if teacher_logits is None else teacher_logits
+    top1 = reference.argmax(1)
+    pairs = torch.stack([torch.arange(count, device=masks.device), top1], dim=1)
+    correct = logits.argmax(1) == top1
+    teacher_correct = torch.ones_like(correct) if teacher_logits is not None else torch.zeros_like(correct)
+    objects = (masks > 0) & (masks != VOID)
+    kept = objects.flatten(1).any(1)  # localization only where the image has a mask
+    none = torch.zeros((), device=masks.device)
+    return pairs, correct, teacher_correct, objects, kept, none, none
+
+
+_PAIR_SELECTORS = {"voc": _voc_pairs, "imagenet": _imagenet_pairs, "teacher": _teacher_pairs}
 
 
 def select_pairs(protocol: str, masks: torch.Tensor, logits: torch.Tensor, *, num_classes: int,
@@ -282,6 +302,8 @@ def select_pairs(protocol: str, masks: torch.Tensor, logits: torch.Tensor, *, nu
         masks, logits, teacher_logits, num_classes)
     if teacher_logits is None:
         similar = torch.zeros_like(kept)
+    elif protocol == "teacher" and similarity != "both":
+        similar = torch.ones_like(kept)  # every image is compared, with or without a mask
     elif similarity == "kept":
         similar = kept.clone()
     elif similarity == "both":
@@ -389,9 +411,12 @@ class _Scoring:
 
 
 def _split_batch(batch, device) -> tuple[torch.Tensor, torch.Tensor]:
-    if not isinstance(batch, (list, tuple)) or len(batch) < 3:
-        raise DataError("dataset items must be (image, label, mask); this dataset has no masks")
-    images, masks = batch[0].to(device), batch[2].to(device)
+    if not isinstance(batch, (list, tuple)) or len(batch) < 2:
+        raise DataError("dataset items must be (image, label) or (image, label, mask) tuples")
+    images = batch[0].to(device)
+    if len(batch) < 3:  # no masks: every pixel unknown (void), so nothing is scored on localization
+        return images, torch.full((images.shape[0], *images.shape[-2:]), VOID, dtype=torch.uint8, device=device)
+    masks = batch[2].to(device)
     if masks.dim() != 3 or masks.shape[-2:] != images.shape[-2:]:
         raise DataError(f"masks must be (H, W) at the image size {tuple(images.shape[-2:])}, "
                         f"got a batch of shape {tuple(masks.shape)}")

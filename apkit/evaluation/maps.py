@@ -72,8 +72,9 @@ class MapCache:
     ----------
     model : torch.nn.Module
         The model whose outputs are kept (usually the teacher of an audit).
-    layer : str, optional
-        Layer of layer methods (default: the model's attribution layer).
+    layer : str or mapping, optional
+        Layer of layer methods (default: the model's attribution layer), or ``{method: layer}``
+        for a layer per method (methods not named take the default).
     explain_options : mapping, optional
         Extra keyword arguments of :func:`apkit.explain`.
 
@@ -93,7 +94,8 @@ class MapCache:
     (True, 2)
     """
 
-    def __init__(self, model: nn.Module, *, layer: str | None = None, explain_options: Mapping[str, Any] | None = None):
+    def __init__(self, model: nn.Module, *, layer: str | Mapping[str, str] | None = None,
+                 explain_options: Mapping[str, Any] | None = None):
         self.model = check_module(model)
         self.layer = layer
         self.options = dict(explain_options or {})
@@ -111,10 +113,14 @@ class MapCache:
         keys = pair_keys(image_index[pairs[:, 0]], pairs[:, 1])
 
         def compute(missing: torch.Tensor) -> torch.Tensor:
-            return attribution.explain(self.model, images, pairs[missing], method=method, layer=self.layer,
+            return attribution.explain(self.model, images, pairs[missing], method=method, layer=self.layer_of(method),
                                        **self.options)
 
         return store.get(keys, compute)
+
+    def layer_of(self, method: str) -> str | None:
+        """The layer the cache's ``method`` maps explain (``None``: the method's default)."""
+        return self.layer.get(method) if isinstance(self.layer, Mapping) else self.layer
 
     def stored(self, method: str) -> int:
         """How many (image, class) maps of ``method`` the cache holds."""

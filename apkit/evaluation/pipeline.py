@@ -85,8 +85,9 @@ def audit_checkpoints(
     data, split : str
         A dataset spec (``"synthetic"``, ``"voc:ROOT"``, ``"imagenet-seg:ROOT"``, ``"folder:ROOT"``)
         and its split with masks; synthetic images are rendered at the teacher's input size.
-    protocol : {"voc", "imagenet"}, optional
-        Default: "imagenet" for ImageNet data, else "voc".
+    protocol : {"teacher", "voc", "imagenet"}, optional
+        Default: "imagenet" for ImageNet data, else the audit's default for the data's task
+        ("teacher" for single-label data, "voc" for multi-label).
     samples : int, optional
         Synthetic data only: the number of evaluation images.
     image_size, mean, std : optional
@@ -98,7 +99,8 @@ def audit_checkpoints(
         must be the data's.  Students take the data's class count when it is not given.
     **options
         Keyword arguments of :func:`apkit.evaluation.audit`: ``attribution_methods``,
-        ``tolerances``, ``batch_size``, ``device``, ``progress``.
+        ``tolerances``, ``batch_size``, ``device``, ``progress``, ``layers``, ``faithfulness``,
+        ``gates``, ...
     """
     check_synthetic_only(data, samples=samples)
     folder_options = _folder_options(data, image_size=image_size, mean=mean, std=std)
@@ -109,6 +111,6 @@ def audit_checkpoints(
         raise ValidationError(f"num_classes is {num_classes} but the data has {dataset.num_classes} classes; "
                               "use models trained on this dataset")
     named = {name: resolve_model(spec, num_classes=dataset.num_classes) for name, spec in zip(names, students)}
-    if protocol is None:
-        protocol = "imagenet" if spec_name(data).startswith("imagenet") else "voc"
+    if protocol is None and spec_name(data).startswith("imagenet"):
+        protocol = "imagenet"  # else the audit's default for the data's task
     return audit(teacher_model, named, dataset, protocol=protocol, **options)

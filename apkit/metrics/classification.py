@@ -1,4 +1,4 @@
-"""Classification metrics over batched score tensors: average precision, F1, top-1 accuracy.
+"""Classification metrics over batched score tensors: average precision, F1, top-k accuracy, agreement.
 
 Every function takes ``(N, C)`` scores (logits or probabilities; only their order matters for
 average precision) and returns one value per image or per class, on the input's device, NaN where
@@ -25,6 +25,8 @@ __all__ = [
     "per_image_average_precision",
     "tie_group_ends",
     "top1_accuracy",
+    "top1_agreement",
+    "topk_accuracy",
 ]
 
 
@@ -276,3 +278,65 @@ def top1_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
             f"targets of rank 2 must have the shape of logits {tuple(logits.shape)}, got {tuple(targets.shape)}"
         )
     return (torch.gather(targets, 1, predicted[:, None]).squeeze(1) > 0).to(dtype)
+
+
+def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, k: int = 5) -> torch.Tensor:
+    """1.0 where the image's class is among the ``k`` highest-scoring classes, else 0.0, per image.
+
+    Ties are broken as :func:`torch.topk` breaks them.  ``k`` larger than the number of classes
+    counts every class (every image is a hit).
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        ``(N, C)`` class scores.
+    targets : torch.Tensor
+        ``(N,)`` integer class indices, or ``(N, C)`` one-hot labels (the class is the label's
+        highest entry).
+    k : int
+        How many top classes count.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N,)`` float hits (the mean is the top-k accuracy, scikit-learn's ``top_k_accuracy_score``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> logits = torch.tensor([[0.1, 2.0, 0.3], [1.5, 0.2, 0.1]])
+    >>> topk_accuracy(logits, torch.tensor([2, 2]), k=2)
+    tensor([1., 0.])
+    """
+    logits = check_tensor(logits, "logits", ndim=2, floating=True, finite=True)
+    targets = check_tensor(targets, "targets", ndim=(1, 2))
+    check_same_device(logits, targets, "logits", "targets")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValidationError(f"k must be a positive integer, e.g. 5, got {k!r}")
+    if targets.dim() == 2:
+        if targets.shape != logits.shape:
+            raise ValidationError(f"one-hot targets must have the shape of logits {tuple(logits.shape)}, "
+                                  f"got {tuple(targets.shape)}")
+        targets = targets.argmax(dim=1)
+    top1_accuracy(logits, targets)  # checks the class indices
+    top = logits.topk(min(k, logits.shape[1]), dim=1).indices
+    return (top == targets[:, None]).any(dim=1).to(_accumulation_dtype(logits.dtype))
+
+
+def top1_agreement(logits: torch.Tensor, reference_logits: torch.Tensor) -> torch.Tensor:
+    """1.0 where two models' top-1 classes agree, else 0.0, per image (e.g. a student and its teacher).
+
+    Examples
+    --------
+    >>> import torch
+    >>> top1_agreement(torch.tensor([[0.0, 1.0], [2.0, 1.0]]), torch.tensor([[0.0, 3.0], [0.0, 1.0]]))
+    tensor([1., 0.])
+    """
+    logits = check_tensor(logits, "logits", ndim=2, floating=True)
+    reference_logits = check_tensor(reference_logits, "reference_logits", ndim=2, floating=True)
+    if logits.shape != reference_logits.shape:
+        raise ValidationError(f"both models' logits must have the same shape, got {tuple(logits.shape)} and "
+                              f"{tuple(reference_logits.shape)}; compare models of the same classes on the same images")
+    check_same_device(logits, reference_logits, "logits", "reference_logits")
+    agree = logits.argmax(dim=1) == reference_logits.argmax(dim=1)
+    return agree.to(_accumulation_dtype(logits.dtype))
