@@ -39,7 +39,8 @@ def test_attribution_grid_draws_each_image_and_each_scaled_map(drawn, tmp_path):
     maps = {"teacher": torch.arange(32.0).view(2, 4, 4), "student": -torch.arange(32.0).view(2, 4, 4)}
     viz.plot_attribution_grid(images, maps, tmp_path / "grid.png", row_titles=["cat", "dog"])
     (figure,) = drawn
-    axes = np.array(figure.axes).reshape(2, 3)
+    axes = np.array(figure.axes[:6]).reshape(2, 3)  # then the colour bar
+    assert len(figure.axes) == 7 and "relevance" in figure.axes[6].get_ylabel()
     for row in range(2):
         np.testing.assert_allclose(axes[row, 0].images[0].get_array(), images[row].permute(1, 2, 0).numpy())
         assert axes[row, 0].get_ylabel() == ["cat", "dog"][row]

@@ -93,7 +93,9 @@ def test_compare_predictions_top1_difference_on_the_same_images():
     teacher = torch.eye(3)[torch.tensor([0, 1, 2, 0])]  # 3 of 4 right
     student = torch.eye(3)[torch.tensor([0, 2, 2, 1])]  # 3 of 4 right, not the same ones
     result = compare_predictions(student, teacher, labels, task="multiclass", resamples=100, seed=0)
-    assert set(result) == {"top1"} and result["top1"]["estimate"] == 0.0
+    assert set(result) == {"top1", "top5", "agreement"} and result["top1"]["estimate"] == 0.0
+    assert result["top5"]["estimate"] == 0.0  # three classes: every class is in the top 5
+    assert result["agreement"]["estimate"] == 0.5  # top-1 classes 0,2,2,1 against 0,1,2,0: images 0 and 2 agree
     assert result["top1"]["low"] <= 0.0 <= result["top1"]["high"]
     worse = compare_predictions(torch.eye(3)[torch.tensor([1, 0, 0, 0])], teacher, labels, task="multiclass",
                                 resamples=100, seed=0)

@@ -35,7 +35,8 @@ def page(tmp_path_factory):
 
 def test_page_is_self_contained(page):
     text = page.read_text(encoding="utf-8")
-    assert text.count("<table") >= 5 and text.count("data:image/png;base64,") == 2
+    # The changed pairs, the cosine histogram and the deletion and insertion curves.
+    assert text.count("<table") >= 5 and text.count("data:image/png;base64,") == 3
     assert "src=\"http" not in text and "<script" not in text and "<link" not in text
 
 

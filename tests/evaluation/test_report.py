@@ -106,7 +106,7 @@ def test_to_dict_holds_everything_with_pairs_keyed_by_model_and_method():
     report = make_report()
     expected = copy.deepcopy(report)
     data = report.to_dict()
-    assert set(data) == {"settings", "predictive", "rows", "pairs"}
+    assert set(data) == {"settings", "predictive", "rows", "pairs", "image_names", "class_names", "warnings", "verdict"}
     assert same(data["settings"], expected.settings)
     assert same(data["predictive"], expected.predictive)
     assert same(data["rows"], expected.rows)
@@ -138,6 +138,8 @@ EXPECTED_MARKDOWN = """\
 | student | 0.8123 | – | 20 | 0.5000 |
 
 ## Attribution
+
+AUC and Point Acc on the pairs with a mask; Cos and L2 against the teacher's maps.
 
 | model | method | AUC | Point Acc | Cos | L2 | pairs kept |
 |---|---|---|---|---|---|---|
@@ -245,9 +247,16 @@ GATE_INTERVALS = {
     "map_class_drop": ("predictive", {"estimate": -0.125, "low": -0.5, "high": 0.0625}, 0.5, "at most"),
     "f1_drop": ("predictive", {"estimate": 0.125, "low": 0.0625, "high": 0.25}, -0.0625, "at most"),
     "top1_drop": ("predictive", {"estimate": -0.375, "low": -0.4375, "high": -0.25}, 0.4375, "at most"),
+    "top5_drop": ("predictive", {"estimate": -0.125, "low": -0.1875, "high": 0.0}, 0.1875, "at most"),
+    "agreement": ("predictive", {"estimate": 0.8125, "low": 0.6875, "high": 0.9375}, 0.6875, "at least"),
+    # deletion rises when the student's maps are less faithful: judged on the high end of student minus teacher
+    "deletion_rise": ("attribution", {"estimate": 0.0625, "low": -0.03125, "high": 0.125}, 0.125, "at most"),
+    "insertion_drop": ("attribution", {"estimate": -0.0625, "low": -0.125, "high": 0.03125}, 0.125, "at most"),
+    "road_drop": ("attribution", {"estimate": 0.03125, "low": -0.0625, "high": 0.125}, 0.0625, "at most"),
 }
 _SOURCES = {"cos": "cos", "l2": "l2", "auc_drop": "auc", "pointing_drop": "pointing", "map_drop": "map_image",
-            "map_class_drop": "map_class", "f1_drop": "f1", "top1_drop": "top1"}
+            "map_class_drop": "map_class", "f1_drop": "f1", "top1_drop": "top1", "top5_drop": "top5",
+            "agreement": "agreement", "deletion_rise": "deletion", "insertion_drop": "insertion", "road_drop": "road"}
 
 
 def gated_report(name, interval):
