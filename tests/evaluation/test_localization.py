@@ -253,9 +253,14 @@ def test_errors(fake):
     wrong.num_classes = 5
     with pytest.raises(ValidationError, match="outputs"):
         localization_scores(fake, wrong, device="cpu", progress=False)
+    # Items without masks read as all-void masks: no ground-truth class, so "voc" has no pair to score,
+    # and "teacher" explains every image's top-1 class, compared but not localized.
     no_masks = TensorDataset(data.tensors[0], data.tensors[1])
-    with pytest.raises(DataError, match="mask"):
-        localization_scores(fake, no_masks, device="cpu", progress=False)
+    assert localization_scores(fake, no_masks, device="cpu", progress=False).summary()["candidates"] == 0
+    unlocalized = localization_scores(fake, no_masks, protocol="teacher", device="cpu", progress=False).summary()
+    assert unlocalized["candidates"] == len(no_masks) and unlocalized["kept"] == 0
+    with pytest.raises(DataError, match="image, label"):
+        localization_scores(fake, TensorDataset(data.tensors[0]), device="cpu", progress=False)
 
 
 def test_options_come_as_keywords_or_as_one_settings_value(fake):
