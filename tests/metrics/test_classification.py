@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import accuracy_score, average_precision_score, f1_score
+from sklearn.metrics import accuracy_score, average_precision_score, f1_score, top_k_accuracy_score
 
 from apkit.core.errors import ValidationError
 from apkit.metrics.classification import (
@@ -12,6 +12,8 @@ from apkit.metrics.classification import (
     per_class_average_precision,
     per_image_average_precision,
     top1_accuracy,
+    top1_agreement,
+    topk_accuracy,
 )
 
 
@@ -160,3 +162,34 @@ def test_metrics_run_on_gpu_and_agree_with_cpu():
         out = fn(*cuda)
         assert out.device.type == "cuda"
         torch.testing.assert_close(out.cpu(), fn(scores, labels), equal_nan=True)
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_topk_accuracy_equals_scikit_learn(k):
+    gen = torch.Generator().manual_seed(k)
+    logits = torch.randn(60, 7, generator=gen, dtype=torch.float64)
+    labels = torch.randint(0, 7, (60,), generator=gen)
+    expected = top_k_accuracy_score(labels.numpy(), logits.numpy(), k=k, labels=np.arange(7))
+    assert float(topk_accuracy(logits, labels, k).mean()) == pytest.approx(expected, abs=1e-12)
+    one_hot = torch.eye(7, dtype=torch.float32)[labels]  # the labels of apkit's single-label datasets
+    assert torch.equal(topk_accuracy(logits, one_hot, k), topk_accuracy(logits, labels, k))
+
+
+def test_topk_accuracy_with_k_above_the_classes_counts_every_image_and_checks_its_input():
+    logits = torch.tensor([[0.3, 0.1], [0.0, 2.0]])
+    assert topk_accuracy(logits, torch.tensor([1, 0]), 5).tolist() == [1.0, 1.0]
+    assert topk_accuracy(logits, torch.tensor([1, 0]), 1).tolist() == [0.0, 0.0]
+    for bad, fragment in ((torch.tensor([0, 2]), "class indices"), (torch.zeros(2, 3), "shape of logits")):
+        with pytest.raises(ValidationError, match=fragment):
+            topk_accuracy(logits, bad, 1)
+    with pytest.raises(ValidationError, match="positive integer"):
+        topk_accuracy(logits, torch.tensor([0, 1]), 0)
+
+
+def test_top1_agreement_by_hand():
+    student = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.3, 0.5], [0.0, 1.0, 0.0], [0.4, 0.6, 0.0]])
+    teacher = torch.tensor([[2.0, 0.0, 1.0], [0.0, 0.0, 1.0], [3.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    # top-1 classes 0, 2, 1, 1 against 0, 2, 0, 1: three of four agree
+    assert top1_agreement(student, teacher).tolist() == [1.0, 1.0, 0.0, 1.0]
+    with pytest.raises(ValidationError, match="same shape"):
+        top1_agreement(student, teacher[:, :2])
