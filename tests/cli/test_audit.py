@@ -85,6 +85,12 @@ def test_failed_gates_exit_with_status_3_and_still_write_the_report(tmp_path, ca
     failed = [line for line in err.splitlines() if line.startswith("apkit: gate")]
     assert code == 3 and len(failed) == 2 and "cos=1.01" in failed[0] and "auc_drop=-1" in failed[1]
     assert (tmp_path / "gated" / "report.json").exists()  # the report is written all the same
+    page = (tmp_path / "gated" / "report.html").read_text(encoding="utf-8")
+    verdict = page[page.index("id='verdict'"):page.index("</section>")]  # at the top, before every table
+    assert "FAILED" in verdict and "cos=1.01" in verdict and "auc_drop=-1" in verdict and "<table" not in verdict
+    assert page.index("id='verdict'") < page.index("<table")
+    judged = json.loads((tmp_path / "gated" / "report.json").read_text())["verdict"]
+    assert [row["passed"] for row in judged] == [False, False]
     # Generous gates pass.
     code, err = _gated(paths, tmp_path / "passed", capsys, "cos=-1", "map_drop=1")
     assert code == 0 and "apkit: gate" not in err
@@ -97,3 +103,52 @@ def test_malformed_gates_are_refused_before_any_work(capsys, gate, fragment, tmp
                             "--out", tmp_path / "never"], capsys)
     assert code == 1 and len(err.strip().splitlines()) == 1 and fragment in err and "Traceback" not in err
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("gate,fragment", [("top1_drop=0.05", "no top1 \\(the data is multi-label\\)"),
+                                           ("agreement=0.9", "no agreement")])
+def test_a_gate_the_audit_cannot_judge_fails_in_seconds_before_any_work(tmp_path, capsys, gate, fragment):
+    import re
+    import time
+
+    paths = _checkpoints(tmp_path)
+    start = time.perf_counter()
+    code, err = _gated(paths, tmp_path / "never", capsys, gate)
+    elapsed = time.perf_counter() - start
+    assert code == 1 and re.search(fragment, err) and "gates it can judge: cos, l2, auc_drop" in err
+    assert elapsed < 20 and not (tmp_path / "never" / "report.json").exists()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_layer_option_is_used_and_recorded_and_faithfulness_can_be_turned_off(tmp_path, capsys):
+    paths = _checkpoints(tmp_path)
+    args = ["audit", "--teacher", paths["teacher"], "--student", paths["student"], "--data", "synthetic",
+            "--samples", "6", "--batch-size", "6", "--resamples", "20", "--device", "cpu", "--quiet",
+            "--layer", "gradcam=features.13", "--faithfulness", "none", "--out", tmp_path / "out"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert data["layers"] == {"teacher": {"gradcam": "features.13"}, "student": {"gradcam": "features.13"}}
+    assert data["settings"]["layers"] == {"gradcam": "features.13"} and "faithfulness" not in data
+    assert "features.13" in (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    for bad, fragment in (("gradcam", "METHOD=NAME"), ("gradcam=features.99", "unknown layer 'features.99'")):
+        code, _, err = run_cli([*args[:-2], "--layer", bad, "--out", tmp_path / "bad"], capsys)
+        assert code == 1 and fragment in err, err
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_faithfulness_is_reported_with_its_gates(tmp_path, capsys):
+    paths = _checkpoints(tmp_path)
+    args = ["audit", "--teacher", paths["teacher"], "--student", paths["student"], "--data", "synthetic",
+            "--samples", "6", "--batch-size", "6", "--resamples", "20", "--device", "cpu", "--quiet",
+            "--faithfulness-steps", "4", "--fail-under", "deletion_rise=1", "--fail-under", "road_drop=-1",
+            "--out", tmp_path / "out"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 3 and "road_drop=-1" in err and "deletion_rise" not in err
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    entries = {(e["model"], e["method"]): e for e in data["faithfulness"]}
+    assert set(entries) == {("teacher", "gradcam"), ("student", "gradcam")}
+    assert len(entries[("student", "gradcam")]["deletion"]) == 6
+    assert len(entries[("student", "gradcam")]["curves"]["insertion"]) == 5
+    assert "Faithfulness" in out and "Δ deletion" in out

@@ -274,3 +274,20 @@ def test_options_come_as_keywords_or_as_one_settings_value(fake):
     assert localization_scores(fake, data, settings=settings, tolerances=(0,)).settings["tolerances"] == [0]
     with pytest.raises(UnknownNameError, match="did you mean method"):
         localization_scores(fake, data, methd="gradcam", device="cpu", progress=False)
+
+
+def test_the_teacher_protocol_explains_the_teachers_top1_of_every_image_and_localizes_only_masked_ones():
+    from apkit.evaluation.localization import select_pairs
+
+    masks = torch.full((3, 2, 2), 255, dtype=torch.uint8)  # image 0 has no mask
+    masks[1] = torch.tensor([[0, 2], [0, 0]])  # image 1: its object at the top right
+    masks[2] = torch.tensor([[0, 0], [0, 0]])  # image 2: a mask without an object
+    student = torch.tensor([[0.0, 2.0, 1.0], [3.0, 0.0, 1.0], [0.0, 0.0, 5.0]])  # top-1: 1, 0, 2
+    teacher = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])  # top-1: 1, 1, 1
+    chosen = select_pairs("teacher", masks, student, num_classes=3, teacher_logits=teacher)
+    assert chosen.pairs.tolist() == [[0, 1], [1, 1], [2, 1]]  # the teacher's class, not the student's
+    assert chosen.correct.tolist() == [True, False, False]  # the student agrees with the teacher on image 0
+    assert chosen.kept.tolist() == [False, True, False] and chosen.similar.tolist() == [True, True, True]
+    assert chosen.objects[1].tolist() == [[False, True], [False, False]]
+    alone = select_pairs("teacher", masks, teacher, num_classes=3)  # the teacher's own run
+    assert alone.pairs[:, 1].tolist() == [1, 1, 1] and not alone.similar.any()
