@@ -387,6 +387,13 @@ def image_names(dataset) -> list[str] | None:
     return [str(n) for n in names] if names is not None else None
 
 
+def _displayable(images: torch.Tensor) -> torch.Tensor:
+    """Images of unknown normalisation scaled to [0, 1] per image, for display only."""
+    low = images.flatten(1).min(1).values.view(-1, 1, 1, 1)
+    high = images.flatten(1).max(1).values.view(-1, 1, 1, 1)
+    return (images - low) / (high - low).clamp_min(1e-12)
+
+
 def _item_masks(items: Sequence, images: torch.Tensor) -> torch.Tensor:
     """The items' masks, or all-void masks for items without one."""
     if all(len(item) >= 3 for item in items):
@@ -408,7 +415,7 @@ def _examples(teacher: nn.Module, named: Mapping[str, nn.Module], dataset, *,
     maps = {name: attribution.explain(model, images, targets, method=method, layer=settings.layer_of(method)).cpu()
             for name, model in {TEACHER: teacher, **named}.items()}
     mean, std = getattr(dataset, "mean", None), getattr(dataset, "std", None)
-    shown = images.cpu() if mean is None or std is None else denormalize(images.cpu(), mean, std)
+    shown = _displayable(images.cpu()) if mean is None or std is None else denormalize(images.cpu(), mean, std)
     names, files = getattr(dataset, "classes", None), image_names(dataset)
     titles = [f"{files[i] if files else f'image {i}'}: {names[c] if names else f'class {c}'}" for i, c in chosen]
     objects = object_masks(_item_masks(items, images), classes, getattr(dataset, "mask_kind", "class"))
