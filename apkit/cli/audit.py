@@ -24,7 +24,7 @@ GATE_EXIT_CODE = 3
 @click.option("--split", default="seg", show_default=True, help="Split with segmentation masks.")
 @click.option("--methods", default="gradcam", show_default=True,
               help="Comma-separated attribution methods (see `apkit list`).")
-@click.option("--protocol", type=click.Choice(PROTOCOL_NAMES), default=None,
+@click.option("--protocol", type=click.Choice(PROTOCOL_NAMES), default=None, metavar="NAME",
               help="teacher: the teacher's top-1 class of every image; voc: every correctly predicted ground-truth "
                    "class; imagenet: each model's top-1 class. [default: imagenet for imagenet-seg data, teacher "
                    "for other single-label data, else voc]")
@@ -48,10 +48,10 @@ GATE_EXIT_CODE = 3
 @click.option("--layer", "layers", multiple=True, metavar="METHOD=NAME",
               help="The layer a layer method explains, e.g. gradcam=layer3 (repeatable; the same name in every "
                    "model) [each model's attribution layer]. Every layer used is in the report.")
-@click.option("--faithfulness", default="deletion,insertion,road", show_default=True, metavar="M1,M2,...",
+@click.option("--faithfulness", default="deletion,insertion,road", show_default=True, metavar="METRIC,...",
               help="Faithfulness metrics on the teacher's top-1 class of every image (deletion, insertion, road), "
                    "or 'none'.")
-@click.option("--faithfulness-steps", type=int, default=10, show_default=True,
+@click.option("--faithfulness-steps", type=int, default=10, show_default=True, metavar="N",
               help="Deletion and insertion steps.")
 @click.option("--resamples", type=int, default=1000, show_default=True,
               help="Bootstrap resamples (over images) behind every interval.")
@@ -61,13 +61,15 @@ GATE_EXIT_CODE = 3
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="apkit-audit", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def audit_command(**options):
-    """Audit compressed models against their original: accuracy, attribution quality against the masks
-    (ROC-AUC, pointing game) and similarity to the original's maps (cosine, normalised L2), per method,
-    each student's differences from the original with 95 % intervals, and release gates.
+    """Audit compressed models against their original: accuracy (top-1, top-5 and agreement with the
+    original for single-label data), similarity to the original's maps (cosine, normalised L2),
+    faithfulness (deletion, insertion, ROAD) and, where images have masks, attribution quality against
+    them (ROC-AUC, pointing game), per method, each student's differences from the original with 95 %
+    intervals, and release gates.
 
-    Writes report.html (one self-contained page with the figures), report.md (linking figures/*.png),
-    report.csv and report.json (with every per-pair value) to --out.  Exit status: 0, 1 for bad
-    input, 3 when a --fail-under gate fails.
+    Writes report.html (one self-contained page with the verdict and the figures), report.md (linking
+    figures/*.png), report.csv and report.json (with every per-pair and per-image value) to --out.
+    Exit status: 0, 1 for bad input, 3 when a --fail-under gate fails.
     """
     from apkit.core.distributed import init_from_environment
     from apkit.core.io import check_writable
