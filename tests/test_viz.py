@@ -77,3 +77,18 @@ def test_roar_curves_need_one_score_per_fraction(drawn, tmp_path):
 def test_figures_are_written(tmp_path):
     path = viz.plot_attribution_grid(torch.rand(1, 3, 4, 4), {"m": torch.rand(1, 4, 4)}, tmp_path / "g.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_faithfulness_curves_draw_each_models_mean_curve_over_the_fractions(drawn, tmp_path):
+    curves = {"deletion (Grad-CAM)": {"teacher": torch.tensor([0.9, 0.5, 0.1]), "small": torch.tensor([0.8, 0.6, 0.2])},
+              "insertion (Grad-CAM)": {"teacher": torch.tensor([0.1, 0.7, 0.9])}}
+    viz.plot_faithfulness_curves(curves, tmp_path / "curves.png")
+    (figure,) = drawn
+    deletion, insertion = figure.axes
+    assert deletion.get_title() == "deletion (Grad-CAM)" and len(deletion.lines) == 2
+    for line, values in zip(deletion.lines, curves["deletion (Grad-CAM)"].values()):
+        np.testing.assert_allclose(line.get_xdata(), [0.0, 0.5, 1.0])  # the fractions k / steps
+        np.testing.assert_allclose(line.get_ydata(), values.numpy())
+    assert [t.get_text() for t in insertion.get_legend().get_texts()] == ["teacher"]
+    with pytest.raises(ValidationError, match="empty"):
+        viz.plot_faithfulness_curves({}, tmp_path / "none.png")

@@ -11,11 +11,11 @@ from torch.utils.data import TensorDataset
 
 from apkit import attribution, audit, models
 from apkit.core.errors import ApkitError, UnknownNameError, ValidationError
-from apkit.evaluation.faithfulness import curve_auc, deletion_curve
-from apkit.evaluation.html import render_html
 from apkit.data import SyntheticShapes
 from apkit.evaluation import localization_scores
 from apkit.evaluation.audit import AuditSettings, _examples, object_masks
+from apkit.evaluation.faithfulness import curve_auc, deletion_curve
+from apkit.evaluation.html import render_html
 from apkit.evaluation.maps import MapCache
 from apkit.evaluation.pairs import PairTable
 
