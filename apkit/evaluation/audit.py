@@ -27,6 +27,7 @@ code of :mod:`apkit.evaluation.comparison`.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -383,7 +384,9 @@ def image_names(dataset) -> list[str] | None:
     names = getattr(dataset, "sample_names", None)
     if names is None:
         samples = getattr(dataset, "samples", None)  # torchvision's ImageFolder: (path, class) per image
-        names = [str(path) for path, _ in samples] if samples is not None else None
+        root = getattr(dataset, "root", None)
+        names = None if samples is None else [
+            os.path.relpath(path, root) if root is not None else str(path) for path, _ in samples]
     return [str(n) for n in names] if names is not None else None
 
 
@@ -402,7 +405,8 @@ def _item_masks(items: Sequence, images: torch.Tensor) -> torch.Tensor:
 
 
 def _examples(teacher: nn.Module, named: Mapping[str, nn.Module], dataset, *,
-              pairs: Mapping[tuple[str, str], PairTable], method: str, settings: AuditSettings) -> dict[str, Any]:
+              pairs: Mapping[tuple[str, str], PairTable], method: str, settings: AuditSettings,
+              protocol: str | None = None) -> dict[str, Any]:
     """Images, masks and every model's maps of the pairs whose maps changed most, for one method's figure."""
     chosen = _most_changed_pairs(pairs, list(named), method, settings.examples)
     if not chosen:
@@ -418,7 +422,9 @@ def _examples(teacher: nn.Module, named: Mapping[str, nn.Module], dataset, *,
     shown = _displayable(images.cpu()) if mean is None or std is None else denormalize(images.cpu(), mean, std)
     names, files = getattr(dataset, "classes", None), image_names(dataset)
     titles = [f"{files[i] if files else f'image {i}'}: {names[c] if names else f'class {c}'}" for i, c in chosen]
-    objects = object_masks(_item_masks(items, images), classes, getattr(dataset, "mask_kind", "class"))
+    # Under the teacher's protocol a mask marks the image's object, whichever class is explained.
+    kind = "object" if protocol == "teacher" else getattr(dataset, "mask_kind", "class")
+    objects = object_masks(_item_masks(items, images), classes, kind)
     return {"images": shown, "masks": objects, "maps": maps, "titles": titles, "pairs": chosen}
 
 
@@ -559,7 +565,7 @@ def audit(
         _add_model(report, name, results[name], methods)
     _compare(report, results, named, settings, task=task, classes=getattr(dataset, "classes", None))
     report.examples = {method: _examples(teacher, named, dataset, pairs=report.pairs, method=method,
-                                         settings=settings) for method in methods}
+                                         settings=settings, protocol=settings.protocol_for(task)) for method in methods}
     if gates:
         report.judge(gates)
     return report

@@ -160,7 +160,7 @@ def faithfulness_scores(model: nn.Module, dataset, *, method: str, cache: MapCac
     --------
     >>> from torch.utils.data import TensorDataset
     >>> from apkit import models
-    >>> net = models.create("vgg_small", num_classes=3)
+    >>> net = models.create("vgg_small", num_classes=3, input_size=32)
     >>> data = TensorDataset(torch.randn(2, 3, 32, 32), torch.tensor([0, 2]))
     >>> result = faithfulness_scores(net, data, method="gradcam", cache=MapCache(net),
     ...                              settings=FaithfulnessSettings(steps=4, road_percentages=(0.5,)))

@@ -284,3 +284,26 @@ def test_bad_layers_are_refused(unmasked, layers, fragment):
     teacher, student, data, _ = unmasked
     with pytest.raises(ApkitError, match=fragment):
         audit(teacher, {"small": student}, data, layers=layers, device="cpu", progress=False)
+
+
+def test_a_plain_torchvision_imagefolder_is_audited_without_masks_and_named_by_its_files(tmp_path):
+    from PIL import Image
+    from torchvision import transforms
+    from torchvision.datasets import ImageFolder
+
+    for k, name in enumerate(("ant", "bee", "cat")):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            Image.new("RGB", (40, 40), (80 * k, 60 * i, 30)).save(tmp_path / name / f"{name}{i}.png")
+    data = ImageFolder(str(tmp_path), transform=transforms.Compose([transforms.Resize((32, 32)),
+                                                                    transforms.ToTensor()]))
+    torch.manual_seed(0)
+    teacher = models.create("vgg_small", num_classes=3, input_size=32, width_divisor=4).eval()
+    report = audit(teacher, {"copy": copy.deepcopy(teacher)}, data, faithfulness=("deletion",), faithfulness_steps=2,
+                   resamples=20, device="cpu", progress=False)
+    assert report.settings["task"] == "multiclass" and report.settings["protocol"] == "teacher"
+    assert report.image_names == ["ant/ant0.png", "ant/ant1.png", "bee/bee0.png", "bee/bee1.png", "cat/cat0.png",
+                                  "cat/cat1.png"]
+    assert report.class_names == ["ant", "bee", "cat"]
+    assert report.predictive_comparisons["copy"]["agreement"]["estimate"] == 1.0  # the same model agrees everywhere
+    assert report.comparison("copy", "gradcam")["deletion"]["estimate"] == 0.0
