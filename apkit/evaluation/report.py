@@ -311,6 +311,11 @@ class AuditReport:
     def to_markdown(self, *, figures: Mapping[str, str] | None = None) -> str:
         """The tables (and links to ``figures``, ``{title: relative path}``) as Markdown."""
         blocks = [to_markdown(table) for table in self.tables()]
+        if self.verdict:  # the gates first, as at the top of report.html
+            lines = [f"- {'passed' if row['passed'] else '**failed**'}: {row['line']}" for row in self.verdict]
+            blocks.insert(0, "## Verdict\n\n" + "\n".join(lines))
+        if self.warnings:
+            blocks.insert(0, "\n".join(f"> warning: {line}" for line in self.warnings))
         blocks += [f"![{title}]({link})" for title, link in (figures or {}).items()]
         return "\n\n".join(blocks) + "\n"
 
