@@ -244,13 +244,16 @@ def audit_model(
     settings: AuditSettings | None = None,
     **options: Any,
 ) -> ModelAudit:
-    """Audit one model: its predictive metrics and, per attribution method, its attribution scores.
+    """Audit one model: its predictive metrics and, per attribution method, its attribution scores
+    and faithfulness.
 
-    Parameters are those of :func:`audit` (``settings`` or its fields as keywords: only
-    ``attribution_methods``, ``protocol``, ``tolerances``, ``batch_size``, ``device`` and
-    ``progress`` matter here); ``teacher=None`` skips the similarity columns.  ``cache`` and
-    ``teacher_cache`` (:class:`~apkit.evaluation.maps.MapCache`) keep the model's and the
-    teacher's logits and maps across calls (see :func:`localization_scores`).
+    Parameters are those of :func:`audit` (``settings`` or its fields as keywords: the gates and
+    ``examples`` do not matter here); ``teacher=None`` skips the similarity columns and explains
+    the model's own top-1 class.  ``cache`` and ``teacher_cache``
+    (:class:`~apkit.evaluation.maps.MapCache`) keep the model's and the teacher's logits and maps
+    across calls (see :func:`localization_scores`); the faithfulness metrics read the maps the
+    localization step put there.  ``faithfulness=()`` skips faithfulness (each metric costs
+    ``faithfulness_steps + 1`` forward passes per image, ROAD one per percentage and order).
 
     Returns
     -------
