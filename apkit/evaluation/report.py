@@ -204,9 +204,10 @@ class AuditReport:
     def gate(self, gates: Iterable[Gate | str]) -> list[str]:
         """The failed gates, one line each (an empty list: every gate passes).
 
-        Each gate is judged on its interval's pessimistic end: ``cos`` on the lower bound (at least
-        the value), ``l2`` on the upper bound (at most the value), a ``*_drop`` on the largest drop
-        against the teacher the interval allows (at most the value), for every student and method.
+        Each gate is judged on its interval's pessimistic end: ``cos`` and ``agreement`` on the
+        lower bound (at least the value), ``l2`` and ``deletion_rise`` (student minus teacher) on
+        the upper bound (at most the value), a ``*_drop`` on the largest drop against the teacher
+        the interval allows (at most the value), for every student (and method).
         """
         return [row["line"] for row in self._judged(gates) if not row["passed"]]
 
