@@ -218,6 +218,7 @@ def test_gates_are_judged_into_the_verdict_and_names_label_the_report(unmasked, 
     assert [row["gate"] for row in report.verdict] == ["agreement=0", "cos=-1", "top1_drop=1", "deletion_rise=1",
                                                        "insertion_drop=1", "road_drop=1"]
     assert all(row["passed"] for row in report.verdict) and report.failures() == []
+    assert report.to_markdown().startswith("## Verdict\n\n- passed: gate agreement=0 passed for student small")
     assert report.gate(["agreement=1.01"]) and report.image_name(3) == "dog/img_003.jpg"
     assert report.class_name(5) == "fox"
     changed = next(t for t in report.tables() if t.title and t.title.startswith("The pairs whose maps"))
