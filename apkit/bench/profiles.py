@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from apkit.attribution import ATTRIBUTION_METHODS
+from apkit.bench.faithfulness import faithfulness_settings
 from apkit.bench.stages import TEACHER, cell_keys, stage_keys
 from apkit.compression.settings import REGULARIZER_SETTINGS, check_regularizer_settings, resolve_settings
 from apkit.core.errors import ApkitError, CheckpointError, ValidationError, unknown_name
@@ -65,8 +66,15 @@ def _paper_regularizer_options() -> dict[str, dict[str, float]]:
     return options
 
 
+def _faithfulness(images: int | None, steps: int = 10, road_percentages: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8),
+                  ) -> dict[str, Any]:
+    """A faithfulness section: deletion, insertion and ROAD of the Grad-CAM maps of ``images`` images (None: all)."""
+    return {"enabled": True, "method": "gradcam", "metrics": ["deletion", "insertion", "road"], "images": images,
+            "steps": steps, "road_percentages": list(road_percentages)}
+
+
 def _synthetic(train: int, val: int, seg: int, image_size: int, *, teacher_epochs: int | None, kd_epochs: int,
-               prune_epochs: int, seeds: list[int], roar: dict) -> dict[str, Any]:
+               prune_epochs: int, seeds: list[int], roar: dict, faithfulness: dict) -> dict[str, Any]:
     # The teacher follows the "synthetic" recipe of `apkit train` (teacher_epochs=None keeps its epochs).
     recipe = RECIPES.get("synthetic")
     teacher_train = {**recipe.to_dict(), "epochs": teacher_epochs or recipe.epochs}
@@ -86,6 +94,7 @@ def _synthetic(train: int, val: int, seg: int, image_size: int, *, teacher_epoch
         "evaluation": {"attribution_methods": list(PAPER_ATTRIBUTION_METHODS), "primary": "gradcam",
                        "tolerances": [0, 3], "batch_size": 50},
         "roar": roar,
+        "faithfulness": faithfulness,
         "figures": {"examples": 6, "method": "gradcam"},
         "seed": 0,
         "seeds": seeds,
@@ -96,6 +105,7 @@ def _synthetic(train: int, val: int, seg: int, image_size: int, *, teacher_epoch
 def smoke() -> dict[str, Any]:
     return _synthetic(
         400, 100, 60, 32, teacher_epochs=3, kd_epochs=1, prune_epochs=1, seeds=[0, 1],
+        faithfulness=_faithfulness(20, steps=4, road_percentages=(0.5,)),
         roar={"enabled": True, "fractions": [0.5], "sources": ["teacher", "kd-none", "kd-swa", "random"],
               "classifier": {"model": "vgg_small", "options": {"input_size": 32, "width_divisor": 4}},
               "train": _train(1, 0.05), "train_size": 200, "test_size": 60, "metric": "map_class"},
@@ -105,6 +115,8 @@ def smoke() -> dict[str, Any]:
 def default() -> dict[str, Any]:
     profile = _synthetic(
         4000, 400, 300, 48, teacher_epochs=None, kd_epochs=8, prune_epochs=2, seeds=[0, 1, 2],
+        # 100 of the 300 evaluation images keep the 43 models' faithfulness stages within the budget.
+        faithfulness=_faithfulness(100),
         # Short retraining leaves F1 at a 0.5 threshold near 0 whatever is removed: the threshold-free
         # per-class mAP shows the ROAR ordering at laptop scale (the paper's F1 is in the details).
         roar={"enabled": True, "fractions": [0.1, 0.5, 0.9],
@@ -142,6 +154,7 @@ def voc() -> dict[str, Any]:
                  "sources": ["teacher", "kd-none", "kd-swa", "random"],
                  "classifier": {"model": "vgg11_bn", "options": {}}, "train": _train(60, 0.01),
                  "train_size": None, "test_size": None, "metric": "f1"},
+        "faithfulness": _faithfulness(None),
         "figures": {"examples": 6, "method": "gradcam"},
         "seed": 0,
         "seeds": [0],
@@ -170,6 +183,7 @@ def imagenet() -> dict[str, Any]:
         "regularizer_options": _paper_regularizer_options(),
         "evaluation": {"attribution_methods": ["gradcam"], "primary": "gradcam", "tolerances": [0], "batch_size": 32},
         "roar": {"enabled": False},
+        "faithfulness": _faithfulness(None),
         "figures": {"examples": 6, "method": "gradcam"},
         "seed": 0,
         "seeds": [0],
@@ -258,10 +272,11 @@ def roar_settings(settings: Mapping[str, Any]) -> tuple[RoarSettings, Recipe]:
 # ------------------------------------------------------------------------------------------- validation
 # What every profile holds; a profile is a plain dict, so a caller may build one by hand.
 _SECTIONS = ("data", "protocol", "teachers", "compressions", "regularizers", "regularizer_options", "evaluation",
-             "roar", "figures", "seed", "seeds")
+             "roar", "faithfulness", "figures", "seed", "seeds")
 # The datasets a benchmark can train on: "folder" holds evaluation images only (split seg).
 _BENCH_DATASETS = ("synthetic", "voc", "imagenet-seg")
 _SPLITS = ("train", "val", "seg")
+_FAITHFULNESS_KEYS = ("enabled", "method", "metrics", "images", "steps", "road_percentages")
 _ROAR_KEYS = ("enabled", "fractions", "sources", "classifier", "train", "train_size", "test_size", "metric")
 
 
@@ -443,6 +458,23 @@ def _check_roar(settings: Mapping[str, Any]) -> None:
         measured.metric_for(task)
 
 
+def _check_faithfulness(settings: Mapping[str, Any]) -> None:
+    spec = _check_keys(settings["faithfulness"], "faithfulness", _FAITHFULNESS_KEYS, ("enabled",))
+    if not isinstance(spec["enabled"], bool):
+        raise ValidationError(f"bench setting faithfulness.enabled must be true or false, got {spec['enabled']!r}")
+    if not spec["enabled"]:
+        return
+    _check_keys(spec, "faithfulness", _FAITHFULNESS_KEYS, _FAITHFULNESS_KEYS)
+    with _at("faithfulness.method"):
+        check_choice(spec["method"], "attribution method", settings["evaluation"]["attribution_methods"])
+    _check_list(spec["metrics"], "faithfulness.metrics")
+    if spec["images"] is not None:
+        with _at("faithfulness.images"):
+            check_int(spec["images"], "images", minimum=1)
+    with _at("faithfulness"):
+        faithfulness_settings(settings)  # the settings the stages will build: building them is the check
+
+
 def validate_profile(settings: Mapping[str, Any]) -> None:
     """Check every setting of a resolved profile before a benchmark runs or writes anything.
 
@@ -480,3 +512,4 @@ def validate_profile(settings: Mapping[str, Any]) -> None:
         _check_compression(settings, key, regularizers)
     _check_evaluation(settings)
     _check_roar(settings)
+    _check_faithfulness(settings)

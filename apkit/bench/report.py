@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from apkit.bench import paper
+from apkit.bench.faithfulness import faithfulness_section, faithfulness_summary
 from apkit.bench.figures import plot_map_grid, plot_roar_figure
 from apkit.bench.stages import (
     TEACHER,
@@ -64,6 +65,8 @@ def collect_results(run: BenchRun, *, wall_seconds: float) -> dict[str, Any]:
         "cells": cell_summaries(settings, models, evaluation),
         "verdict": verdicts(settings, evaluation, pairs_of),
         "roar": run.stages.get("roar"),
+        "faithfulness": (faithfulness_summary(settings, {k: run.stages[f"faith-{k}"] for k in models})
+                         if settings["faithfulness"].get("enabled") else None),
     }
 
 
@@ -151,6 +154,7 @@ def render_tables(results: dict[str, Any]) -> str:
     lines += _main_tables(results)
     lines += _supplement_tables(results, methods)
     lines += _all_methods_table(results, methods)
+    lines += faithfulness_section(results)
     if results.get("roar"):
         lines += _roar_table(results["roar"])
     return "\n".join(lines) + "\n"

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from apkit.bench import report
+from apkit.bench.faithfulness import faithfulness_stage
 from apkit.bench.profiles import (
     compression_settings,
     resolve_profile,
@@ -85,6 +86,8 @@ def run_bench(
     plan: list[tuple[str, Callable[[], None]]] = [(t, lambda t=t: _teacher_stage(run, t)) for t in teachers]
     plan += [(k, lambda k=k: _compression_stage(run, k)) for k in keys]
     plan += [(f"eval-{k}", lambda k=k: _evaluation_stage(run, k)) for k in [*teachers, *keys]]
+    if settings["faithfulness"].get("enabled"):
+        plan += [(f"faith-{k}", lambda k=k: faithfulness_stage(run, k)) for k in [*teachers, *keys]]
     if settings["roar"].get("enabled"):
         plan.append(("roar", lambda: _roar_stage(run)))
     with tqdm(total=len(plan), desc=f"apkit bench ({profile})", unit="stage",
@@ -223,7 +226,8 @@ def _evaluation_stage(run: BenchRun, key: str) -> None:
             teacher_cache=None if is_teacher else run.map_cache(teacher_key),
             settings=AuditSettings(attribution_methods=evaluated_methods(run.settings, key),
                                    protocol=run.settings["protocol"], tolerances=evaluation["tolerances"],
-                                   batch_size=evaluation["batch_size"], device=run.device, progress=run.progress),
+                                   batch_size=evaluation["batch_size"], device=run.device, progress=run.progress,
+                                   faithfulness=()),  # measured by the faith- stages, for one method
         )
         if is_main_process():
             atomic_write_json(run.out / "pairs" / f"{key}.json", result.pair_lists())
