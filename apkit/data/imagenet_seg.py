@@ -17,6 +17,7 @@ the image shows), 0 = background.  ``mask_kind == "object"`` says so to the metr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,8 @@ from torch.utils.data import Dataset
 
 from apkit.core.errors import DataError
 from apkit.core.validation import check_choice, check_int
-from apkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, PairTransform, imagenet_transform
+from apkit.data.folder import _stats
+from apkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, PairTransform
 
 SPLITS = ("train", "val", "seg")
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
@@ -72,27 +74,32 @@ class ImageNetSeg(Dataset):
         (1,000 entries), mask 1 = object, 0 = background.
     image_size : int
         Network input side (224).
-    resize : int
-        Shorter side before the centre crop in evaluation (256).
+    resize : int, optional
+        Shorter side before the centre crop in evaluation (default ``image_size * 8 / 7``, 256 at 224).
+    mean, std : 3 floats
+        The model's input normalisation (default ImageNet's).
     transform : PairTransform, optional
         Overrides the standard transforms (train: RandomResizedCrop + flip; else Resize + CenterCrop).
     """
 
     task = "multiclass"
-    mean = IMAGENET_MEAN
-    std = IMAGENET_STD
 
-    def __init__(self, root: str | Path, split: str = "seg", *, image_size: int = 224, resize: int = 256,
+    def __init__(self, root: str | Path, split: str = "seg", *, image_size: int = 224, resize: int | None = None,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  transform: PairTransform | None = None):
         self.split = check_choice(split, "ImageNet split", SPLITS)
         self.image_size = check_int(image_size, "image_size", minimum=8)
+        resize = round(self.image_size * 8 / 7) if resize is None else resize
         check_int(resize, "resize", minimum=self.image_size)
+        self.mean = _stats(mean, "mean", positive=False)
+        self.std = _stats(std, "std", positive=True)
         root = Path(root).expanduser()
         if not root.is_dir():
             raise DataError(f"ImageNet root {str(root)!r} is not a folder; expected this layout:\n{LAYOUT}")
         self.root = root
-        self.transform = transform if transform is not None else imagenet_transform(
-            train=split == "train", size=self.image_size, resize=resize)
+        self.transform = transform if transform is not None else PairTransform(
+            train=split == "train", size=self.image_size, mean=self.mean, std=self.std,
+            resize=None if split == "train" else resize)
         # The training transform crops and flips at random; the others give the same item every time.
         self.deterministic = transform is None and split != "train"
         if split == "seg":
