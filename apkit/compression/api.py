@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from apkit.compression.distill import DistillationLoss
-from apkit.compression.layers import matching_layers
+from apkit.compression.layers import make_twice_differentiable, matching_layers
 from apkit.compression.objective import CompressionObjective
 from apkit.compression.settings import Settings, check_regularizer_settings, resolve_settings
 from apkit.compression.structured import paper_vgg16_ratios, prune_structured, vgg_config
@@ -174,6 +174,8 @@ class _Run:
         if self.regularizer_name == NAIVE:
             return None
         m = self.settings.matching
+        if self.regularizer_name in ("swa", "sswa"):
+            make_twice_differentiable(student)  # these train through the gradient of the student's logits
         layers = matching_layers(self.teacher, student, self.example_inputs, teacher_layer=m.teacher_layer,
                                  student_layer=m.student_layer)
         self.extra["layers"] = layers

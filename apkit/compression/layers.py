@@ -18,7 +18,36 @@ from apkit.core.modules import unwrap
 from apkit.models import default_layer, spatial_layers
 from apkit.models.layers import MIN_MAP_SIDE, map_size
 
-__all__ = ["coarse_map_warning", "matching_layers"]
+__all__ = ["TwiceDifferentiableHardsigmoid", "coarse_map_warning", "make_twice_differentiable", "matching_layers"]
+
+
+class TwiceDifferentiableHardsigmoid(nn.Hardsigmoid):
+    """``nn.Hardsigmoid`` computed as ``relu6(x + 3) / 6``: the same values, and a second derivative.
+
+    SWA and SSWA train through the gradient of the student's logits (a double backward), which
+    PyTorch's own hardsigmoid kernel does not provide (MobileNetV3's squeeze-excitation uses it).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.relu6(x + 3.0) / 6.0
+
+
+def make_twice_differentiable(model: nn.Module) -> int:
+    """Swap every ``nn.Hardsigmoid`` of ``model`` for :class:`TwiceDifferentiableHardsigmoid`; return how many.
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Conv2d(3, 3, 1), nn.Hardsigmoid())
+    >>> make_twice_differentiable(net), type(net[1]).__name__
+    (1, 'TwiceDifferentiableHardsigmoid')
+    """
+    swapped = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Hardsigmoid:
+                setattr(parent, name, TwiceDifferentiableHardsigmoid(inplace=child.inplace))
+                swapped += 1
+    return swapped
 
 
 def _has_layer(model: nn.Module, name: str) -> bool:
@@ -39,13 +68,24 @@ def coarse_map_warning(model: nn.Module, layer: str, size: tuple[int, int],
             f"pass a layer with a larger map (--matching-layer NAME, matching_layer=...){hint}")
 
 
+def _student_default(student: nn.Module, size: tuple[int, int], example_inputs: torch.Tensor) -> str:
+    """The student's default layer, or, when its map is not the teacher's size, its last map of that size."""
+    layer = default_layer(student, "matching", example_inputs)
+    if map_size(student, layer, example_inputs) == size:
+        return layer
+    same = [name for name, shape in spatial_layers(student, example_inputs).items() if tuple(shape[2:]) == size]
+    return same[-1] if same else layer
+
+
 def matching_layers(teacher: nn.Module, student: nn.Module, example_inputs: torch.Tensor, *,
                     teacher_layer: str | None = None, student_layer: str | None = None) -> dict[str, Any]:
     """The matching layers of ``teacher`` and ``student`` and their map sizes at ``example_inputs``' size.
 
     ``teacher_layer`` defaults to the audit's default layer of the teacher; ``student_layer`` to
     ``teacher_layer`` when the student has a layer of that name (a pruned copy), else to the
-    student's own default layer.  A map smaller than 4x4 gives a ``UserWarning``.
+    student's own default layer, or, if that map's size is not the teacher's, to the student's
+    last layer whose map is (maps are compared position by position).  A map smaller than 4x4
+    gives a ``UserWarning``.
 
     Returns
     -------
@@ -62,12 +102,13 @@ def matching_layers(teacher: nn.Module, student: nn.Module, example_inputs: torc
     ('layer4', [4, 4], [])
     """
     teacher_layer = teacher_layer or default_layer(unwrap(teacher), "matching", example_inputs)
+    teacher_size = map_size(unwrap(teacher), teacher_layer, example_inputs)
     if student_layer is None:
-        same = _has_layer(student, teacher_layer)
-        student_layer = teacher_layer if same else default_layer(unwrap(student), "matching", example_inputs)
+        student_layer = teacher_layer if _has_layer(student, teacher_layer) else \
+            _student_default(unwrap(student), teacher_size, example_inputs)
     layers: dict[str, Any] = {"teacher": teacher_layer, "student": student_layer, "warnings": []}
     for role, model in (("teacher", teacher), ("student", student)):
-        size = map_size(unwrap(model), layers[role], example_inputs)
+        size = teacher_size if role == "teacher" else map_size(unwrap(model), layers[role], example_inputs)
         layers[f"{role}_map"] = list(size)
         message = coarse_map_warning(unwrap(model), layers[role], size, example_inputs)
         if message is not None and message not in layers["warnings"]:
