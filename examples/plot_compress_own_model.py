@@ -63,7 +63,8 @@ with tempfile.TemporaryDirectory() as tmp:
     for regularizer in ("none", "swa"):
         students[regularizer], record = compress(
             teacher, "structured", regularizer, train_set=train, val_set=val, device=DEVICE, progress=False,
-            epochs=2 if FAST else 10, **({"teacher_layer": "layer3"} if regularizer == "swa" else {}))
+            epochs=3 if FAST else 10, optimizer="adamw", lr=1e-3,
+            **({"teacher_layer": "layer3"} if regularizer == "swa" else {}))
         print(f"pruned, {regularizer}: {record.params:,} parameters (teacher {record.teacher['params']:,}), "
               f"val top-1 {record.val['top1']:.3f}, matched at {(record.layers or {}).get('teacher', '-')}")
     folder = from_spec(f"imagefolder:{root}", split="val", image_size=SIZE)  # the same images, no masks
