@@ -189,6 +189,7 @@ def prune_structured(
     if isinstance(ignored_layers, str):
         raise ValidationError(f"ignored_layers must be a list of layer names, got the string {ignored_layers!r}")
     check_prunable(model)
+    scorer = _importance(importance)
     target = model if inplace else clone_model(model)
     example_inputs = example_inputs.to(next(target.parameters()).device)
     layer_ratios = {get_layer(target, name): ratio for name, ratio in ratios.items()}
@@ -198,7 +199,7 @@ def prune_structured(
     target.eval()
     try:
         pruner = tp.pruner.MetaPruner(
-            target, example_inputs, importance=_importance(importance), global_pruning=global_pruning,
+            target, example_inputs, importance=scorer, global_pruning=global_pruning,
             pruning_ratio=pruning_ratio, pruning_ratio_dict=layer_ratios, ignored_layers=ignored_modules,
             round_to=round_to,
         )
