@@ -7,7 +7,8 @@ Layout
     ROOT/train/<wnid>/<name>.JPEG      split "train" (standard ImageFolder layout)
     ROOT/val/<wnid>/<name>.JPEG        split "val"   (validation images sorted into class folders)
     ROOT/images/<name>.JPEG            split "seg"   (also accepted under ROOT/seg/)
-    ROOT/masks/<name>.png              one mask per image, same name; nonzero pixels = object
+    ROOT/masks/<name>.png              a mask per image, same name; nonzero pixels = object (optional:
+                                       an image without one has an all-255, unknown, mask)
 
 The segmentation images carry full-ImageNet synsets that need not be among the 1,000 classes, so
 their labels are unknown (METHOD 4.5): attributions are taken for the model's top-1 prediction,
@@ -115,14 +116,11 @@ class ImageNetSeg(Dataset):
         if not self.images:
             raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {str(base / 'images')!r}")
         self.masks = [base / "masks" / f"{p.stem}.png" for p in self.images]
-        absent = [m.name for m in self.masks if not m.is_file()]
-        if absent:
-            shown = ", ".join(absent[:5]) + (", ..." if len(absent) > 5 else "")
-            raise DataError(f"{len(absent)} masks missing from {str(base / 'masks')!r} ({shown}); "
-                            f"every image needs masks/<name>.png; expected layout:\n{LAYOUT}")
+        self.has_mask = [m.is_file() for m in self.masks]
         self.classes = imagenet_class_names()
         self.targets = None
         self.mask_kind = "object"  # mask value 1 marks the object, whatever its class
+        self.sample_names = [p.name for p in self.images]
 
     def _init_folder(self, root: Path, split: str) -> None:
         folder = root / split
@@ -140,7 +138,9 @@ class ImageNetSeg(Dataset):
             raise DataError(f"no class folders with images in {str(folder)!r}; expected this layout:\n{LAYOUT}")
         self.classes = tuple(wnids)
         self.masks = None
+        self.has_mask = [False] * len(self.images)
         self.mask_kind = "class"
+        self.sample_names = [p.relative_to(folder).as_posix() for p in self.images]
 
     @property
     def num_classes(self) -> int:
@@ -155,9 +155,10 @@ class ImageNetSeg(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         image = _open_rgb(self.images[index])
         label = torch.zeros(self.num_classes)
-        if self.masks is None:
+        if self.masks is None or not self.has_mask[index]:
             tensor, _ = self.transform(image)
-            label[self.targets[index]] = 1.0
+            if self.targets is not None:
+                label[self.targets[index]] = 1.0
             return tensor, label, torch.full(tensor.shape[1:], VOID, dtype=torch.uint8)
         path = self.masks[index]
         try:
