@@ -489,16 +489,23 @@ def compress(
     regularizer : {"none", "ewa", "swa", "sswa"}
         Attribution-matching regularizer added during training ("none": the naive baseline).
     train_set, val_set : Dataset
-        Items ``(image, label, ...)``; ``val_set`` picks the best epoch and gives the metrics.
+        Items ``(image, label, ...)``; ``val_set`` picks the best epoch and gives the metrics.  Plain
+        torchvision or PyTorch datasets work as they are (``torchvision.datasets.ImageFolder`` with a
+        ``ToTensor`` transform): integer labels mean a single-label task.  The size of the training
+        images and the data's normalisation (its ``mean``/``std``, or its transform's ``Normalize``)
+        are recorded in ``record.input``.
     settings : str, Settings or dict
         A profile (``"quick"``, ``"paper"``, ``"imagenet"``), a :class:`Settings`, or a dict of
         values (with an optional ``"profile"`` key).  See :class:`Settings`.
     student : torch.nn.Module, optional
-        KD only: the student to distil into (a copy is trained) instead of ``settings.student``.
+        KD only: the student to distil into (a copy is trained), of any architecture, instead of
+        ``settings.student``.
     **options
         The run's options ``out_dir``, ``resume``, ``overwrite``, ``device``, ``seed``,
         ``progress`` (see :class:`RunOptions`), and overrides of single settings, e.g.
-        ``epochs=2``, ``pruning_ratio=0.5``, ``weight=10``.
+        ``epochs=2``, ``pruning_ratio=0.5``, ``weight=10``, ``optimizer="adamw"``,
+        ``teacher_layer="layer3"`` (the matching layer; default: the audit's default layer at the
+        training images' size, see :func:`apkit.compression.layers.matching_layers`).
 
     Returns
     -------
