@@ -22,7 +22,7 @@ from apkit.compression import compress
 from apkit.core.names import GATE_NAMES
 from apkit.models import recorded_input
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 CLASSES = ("circle", "square", "triangle")
 SIZE = 64
