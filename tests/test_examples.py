@@ -20,6 +20,7 @@ FIGURES = {
     "plot_metrics_own_maps.py": "metrics_own_maps.png",
     "plot_roar_curve.py": "roar_curve.png",
     "plot_own_resnet_folder.py": "own_resnet_folder.png",
+    "plot_compress_own_model.py": "compress_own_model.png",
 }
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _RUNS: dict[str, subprocess.CompletedProcess] = {}  # finished runs, by example

@@ -29,7 +29,10 @@ from apkit.attribution.gradcam import GradCAM, channel_weights, class_activation
 from apkit.attribution.lrp import LRP
 from apkit.attribution.rap import RAP
 from apkit.attribution.targets import as_pairs, target_pairs
+from apkit.core.errors import ValidationError
+from apkit.core.modules import evaluating
 from apkit.core.registry import Registry
+from apkit.core.validation import check_tensor
 
 ATTRIBUTION_METHODS: Registry = Registry("attribution method")
 ATTRIBUTION_METHODS.register("gradcam", GradCAM,
@@ -47,13 +50,34 @@ for _name in captum_names():
     ATTRIBUTION_METHODS.register(f"captum:{_name}", captum_method(_name), help=f"Captum's {_name}")
 
 
+def _layer_name(model: nn.Module, layer: str | nn.Module | None) -> str | None:
+    """A layer given as a module becomes its dotted name in ``model``."""
+    if layer is None or isinstance(layer, str):
+        return layer
+    if not isinstance(layer, nn.Module):
+        raise ValidationError(f"layer must be a dotted module name or a module of the model, "
+                              f"got {type(layer).__name__}")
+    name = next((n for n, m in model.named_modules() if m is layer), None)
+    if not name:
+        raise ValidationError(f"layer {type(layer).__name__} is not a submodule of {type(model).__name__}; pass one of "
+                              "its own modules (e.g. model.layer4) or its dotted name")
+    return name
+
+
+def _top1(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """The model's highest-scoring class per image (one eval-mode, no-grad pass; the model's modes are kept)."""
+    with torch.no_grad(), evaluating(model):
+        logits = model(inputs)
+    return logits.argmax(dim=1)
+
+
 def explain(
     model: nn.Module,
     inputs: torch.Tensor,
-    target,
+    target=None,
     *,
     method: str = "gradcam",
-    layer: str | None = None,
+    layer: str | nn.Module | None = None,
     batch_size: int | None = None,
     **options,
 ) -> torch.Tensor:
@@ -63,15 +87,19 @@ def explain(
     ----------
     model : torch.nn.Module
         The classifier.  It runs in eval mode and is left exactly as it was.
-    inputs : Tensor (N, C, H, W)
-    target : int, LongTensor (N,) or LongTensor (M, 2)
+    inputs : Tensor (N, C, H, W) or (C, H, W)
+        A batch, or a single image.
+    target : int, LongTensor (N,) or LongTensor (M, 2), optional
         One class per image, or (image_index, class_index) pairs (see
         :func:`apkit.attribution.targets.target_pairs` for the "label"/"own"/"teacher" policies).
+        Default: the model's top-1 class of each image.  For a single image, a list of classes
+        gives one map per class.
     method : str
         A name in :data:`ATTRIBUTION_METHODS` (``apkit list`` shows them), e.g. "gradcam", "excitation",
         "lrp", "rap", "integrated_gradients" or any "captum:<ClassName>".
-    layer : str, optional
-        Dotted module name for layer methods (default: the model's attribution layer).
+    layer : str or torch.nn.Module, optional
+        Layer methods: the layer, by dotted name (``"layer4"``) or as a module of the model
+        (``model.layer4``); default the model's attribution layer.
     batch_size : int, optional
         At most this many pairs per pass (bounds memory); by default 64, or 16 for LRP and RAP
         whose relevance is input-sized for every pair.
@@ -81,12 +109,33 @@ def explain(
 
     Returns
     -------
-    Tensor (M, H, W)
+    Tensor (M, H, W), or (H, W)
         The paper's evaluation maps: Grad-CAM and EB upsampled bilinearly (EB clamped at 0), LRP
         and RAP summed over colour channels with the sign flipped for a negative logit (RAP: its
-        positive part), Captum methods summed over channels.
+        positive part), Captum methods summed over channels.  A single image with one target
+        (or the default) gives one ``(H, W)`` map.
+
+    Examples
+    --------
+    >>> from torchvision.models import resnet18
+    >>> net = resnet18(weights=None, num_classes=3)
+    >>> image = torch.randn(3, 64, 64)
+    >>> explain(net, image, layer=net.layer3).shape  # the top-1 class, a (C, H, W) image
+    torch.Size([64, 64])
+    >>> explain(net, image, [0, 2]).shape  # two classes of one image
+    torch.Size([2, 64, 64])
     """
-    return ATTRIBUTION_METHODS.get(method)(model, layer).heatmap(inputs, target, batch_size=batch_size, **options)
+    attributor = ATTRIBUTION_METHODS.get(method)(model, _layer_name(model, layer))
+    single = isinstance(inputs, torch.Tensor) and inputs.dim() == 3
+    batch = check_tensor(inputs[None] if single else inputs, "inputs", ndim=4, floating=True)
+    per_class = single and target is not None and not isinstance(target, int) and torch.as_tensor(target).dim() == 1
+    if target is None:
+        target = _top1(model, batch)
+    if per_class:  # several classes of the one image: (image 0, class) pairs
+        classes = torch.as_tensor(target).reshape(-1, 1)
+        target = torch.cat([torch.zeros_like(classes), classes], dim=1)
+    maps = attributor.heatmap(batch, target, batch_size=batch_size, **options)
+    return maps[0] if single and not per_class and maps.shape[0] == 1 else maps
 
 
 __all__ = [

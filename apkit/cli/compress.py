@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from apkit.cli.group import DEVICE_HELP, SPEC_HELP, cli
+from apkit.cli.train import DATA_HELP, IMAGE_SIZE_HELP, MEAN_HELP, STD_HELP, input_options
 from apkit.core.names import (
     COMPRESSION_METHOD_NAMES,
     NAIVE,
@@ -28,11 +29,15 @@ def _format_summary(record) -> str:
     val = {k: v for k, v in record.val.items() if k != "num_images"}
     if val:
         lines.append("validation " + "  ".join(f"{k} {v:.4f}" for k, v in val.items()))
+    if record.layers:
+        lines.append(f"matching layers: teacher {record.layers['teacher']} {record.layers['teacher_map']}, "
+                     f"student {record.layers['student']} {record.layers['student_map']}")
     lines.append(f"time {record.timings.get('total_s', 0.0):.0f} s")
     return "\n".join(lines)
 
 # The options that set one compression setting each (the rest come with --set KEY=VALUE).
-_SETTING_OPTIONS = ("epochs", "lr", "batch_size", "width_divisor", "pruning_ratio", "amount", "steps", "weight", "drop")
+_SETTING_OPTIONS = ("epochs", "lr", "batch_size", "optimizer", "width_divisor", "pruning_ratio", "amount", "steps",
+                    "weight", "drop", "teacher_layer")
 
 _WEIGHTS = ", ".join(f"{weight:g} {name.upper()}" for name, weight in PAPER_WEIGHTS.items())
 
@@ -46,8 +51,11 @@ _WEIGHTS = ", ".join(f"{weight:g} {name.upper()}" for name, weight in PAPER_WEIG
               help="Knowledge distillation, L1 filter (structured) or global magnitude (unstructured) pruning.")
 @click.option("--regularizer", type=click.Choice(REGULARIZER_CHOICES), default=NAIVE, show_default=True,
               help="Attribution-matching regularizer (none = the naive baseline).")
-@click.option("--data", "data_spec", default="synthetic", show_default=True,
-              help="synthetic | voc:ROOT | imagenet-seg:ROOT")
+@click.option("--data", "data_spec", default="synthetic", show_default=True, help=DATA_HELP)
+@click.option("--image-size", type=int, default=None, metavar="N",
+              help=IMAGE_SIZE_HELP + "; default: the size the teacher's files record, else the data's.")
+@click.option("--mean", default=None, metavar="R,G,B", help=MEAN_HELP)
+@click.option("--std", default=None, metavar="R,G,B", help=STD_HELP)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for checkpoints, model.pt and record.json.")
 @click.option("--profile", type=click.Choice(SETTINGS_PROFILE_NAMES), default="quick", show_default=True,
@@ -55,13 +63,20 @@ _WEIGHTS = ", ".join(f"{weight:g} {name.upper()}" for name, weight in PAPER_WEIG
 @click.option("--epochs", type=int, default=None, help="Training epochs (per step for iterative pruning).")
 @click.option("--lr", type=float, default=None, help="Learning rate.")
 @click.option("--batch-size", type=int, default=None, help="Images per step.")
+@click.option("--optimizer", type=click.Choice(("sgd", "adamw")), default=None, help="Optimiser [sgd].")
 @click.option("--width-divisor", type=int, default=None, help="kd: the student's channel divisor (2, 4, 8).")
+@click.option("--student", default=None, metavar="SPEC",
+              help="kd: the student, any architecture: torchvision:NAME, package.module:factory or an apkit name "
+                   "(random weights), or ARCH=PATH [the teacher's architecture, --width-divisor narrower].")
 @click.option("--pruning-ratio", type=float, default=None, help="structured: fraction of filters removed.")
 @click.option("--amount", type=float, default=None, help="unstructured: fraction of remaining weights per step.")
 @click.option("--steps", type=int, default=None, help="unstructured: pruning steps (1 = one-shot).")
 @click.option("--weight", type=float, default=None, help=f"Regularizer strength [default: {_WEIGHTS}].")
 @click.option("--drop", type=float, default=None,
               help=f"sswa: fraction of teacher channels left out [{PAPER_DROP:g}].")
+@click.option("--matching-layer", "teacher_layer", default=None, metavar="NAME",
+              help="Layer where attribution is matched (dotted module name; the student's of the same name, or its "
+                   "own default) [the audit's default layer at the input size, e.g. layer4 of a ResNet].")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Any other setting, e.g. --set scheme=paper-vgg16 (repeatable; values are JSON).")
 @click.option("--train-samples", type=int, default=None, help="synthetic: number of training images.")
@@ -90,6 +105,7 @@ def compress_command(**options):
     settings = {k: v for k, v in given.items() if v is not None}  # unset options keep the profile's value
     settings.update({".".join(key).replace("-", "_"): value for key, value in parse_overrides(options.pop("sets"))})
     out_dir = options.pop("out_dir")
+    options.update(input_options(options))
     model, record = compress_checkpoint(
         options.pop("teacher"), options.pop("method"), options.pop("regularizer"), out_dir=out_dir,
         data=options.pop("data_spec"), settings=options.pop("profile"), options=settings,

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import click
 
-from apkit.cli.group import cli
+from apkit.cli.group import DEVICE_HELP, cli
 
 
 @cli.command("list")
-def list_command() -> None:
+@click.option("--device", default="auto", show_default=True,
+              help=f"{DEVICE_HELP} Checked like every command's, though listing runs nothing on it.")
+def list_command(device: str) -> None:
     """List the datasets, models, methods, metrics, compressions, regularizers and profiles apkit knows."""
     from apkit import attribution, bench, compression, data, evaluation, metrics, models, regularizers
+    from apkit.core.validation import resolve_device
+
+    resolve_device(device)  # a misspelt device fails here as everywhere
 
     registries = (
         ("datasets", data.DATASETS), ("models", models.MODELS),

@@ -10,6 +10,35 @@ from apkit.cli.group import DEVICE_HELP, cli
 from apkit.core.errors import ValidationError
 
 
+def parse_rgb(value: str | None, option: str) -> tuple[float, ...] | None:
+    """``"0.5,0.5,0.5"`` -> ``(0.5, 0.5, 0.5)``: one number per colour channel; ``None`` stays ``None``."""
+    if value is None:
+        return None
+    try:
+        numbers = tuple(float(part) for part in value.split(","))
+    except ValueError:
+        numbers = ()
+    if len(numbers) != 3:
+        raise ValidationError(f"{option} must be three comma-separated numbers (red, green, blue) such as "
+                              f"0.485,0.456,0.406, got {value!r}")
+    return numbers
+
+
+#: The input options of train and compress: how the data read from files is sized and normalised.
+DATA_HELP = ("synthetic | voc:ROOT | imagenet-seg:ROOT | imagefolder:ROOT (your labelled images: "
+             "ROOT/train/<class>/*.jpg, ROOT/val/<class>/*.jpg; see `apkit list`)")
+IMAGE_SIZE_HELP = ("Side of the square input the images are resized to [synthetic: 64; voc: 227; imagenet-seg, "
+                   "imagefolder: 224]")
+MEAN_HELP = "Data read from files: the input normalisation mean [ImageNet's 0.485,0.456,0.406; voc: the paper's]."
+STD_HELP = "Data read from files: the input normalisation std [ImageNet's 0.229,0.224,0.225; voc: the paper's]."
+
+
+def input_options(options: dict) -> dict:
+    """Pop ``image_size``, ``mean`` and ``std`` from a command's options; ``None`` for those not given."""
+    return {"image_size": options.pop("image_size"), "mean": parse_rgb(options.pop("mean"), "--mean"),
+            "std": parse_rgb(options.pop("std"), "--std")}
+
+
 def _milestones(value: str | None) -> tuple[int, ...] | None:
     if value is None:
         return None
@@ -53,8 +82,7 @@ class _TrainCommand(click.Command):
 @click.option("--model", default=None,
               help="Architecture (see `apkit list`); VGG input sizes follow the data "
                    "[default: vgg_small for the synthetic data, else vgg16_bn].")
-@click.option("--data", "data_spec", default="synthetic", show_default=True,
-              help="synthetic | voc:ROOT | imagenet-seg:ROOT")
+@click.option("--data", "data_spec", default="synthetic", show_default=True, help=DATA_HELP)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for model.pt, metrics.json and the resumable training/checkpoint.pt.")
 @click.option("--recipe", default=None,
@@ -64,8 +92,9 @@ class _TrainCommand(click.Command):
 @click.option("--width-divisor", type=int, default=None, help="VGG channel divisor (1, 2, 4, 8).")
 @click.option("--train-samples", type=int, default=None, help="synthetic: number of training images [4000].")
 @click.option("--val-samples", type=int, default=None, help="synthetic: number of validation images [500].")
-@click.option("--image-size", type=int, default=None,
-              help="Image side in pixels [synthetic: 64; voc: 227; imagenet-seg: 224].")
+@click.option("--image-size", type=int, default=None, metavar="N", help=IMAGE_SIZE_HELP + ".")
+@click.option("--mean", default=None, metavar="R,G,B", help=MEAN_HELP)
+@click.option("--std", default=None, metavar="R,G,B", help=STD_HELP)
 @click.option("--select", default=None,
               help="Validation metric that picks the saved epoch [map_class; top1 for single-label data].")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
@@ -92,11 +121,12 @@ def train_command(**options):
     init_from_environment(options["device"])  # under torchrun: join the process group
     recipe_changes = {name: options.pop(name) for name in Recipe.field_names()}  # one option per recipe field
     recipe_changes["milestones"] = _milestones(recipe_changes["milestones"])  # the one sequence field
-    width_divisor, image_size = options.pop("width_divisor"), options.pop("image_size")
+    width_divisor = options.pop("width_divisor")
+    data_options = {k: v for k, v in input_options(options).items() if v is not None}
     summary = train_model(
         options.pop("model"), options.pop("data_spec"), out_dir=options.pop("out_dir"), recipe=options.pop("recipe"),
         overrides=recipe_changes, model_options={} if width_divisor is None else {"width_divisor": width_divisor},
-        data_options={} if image_size is None else {"image_size": image_size},
+        data_options=data_options,
         train_samples=options.pop("train_samples"), val_samples=options.pop("val_samples"),
         overwrite=options.pop("overwrite"), progress=not options.pop("quiet"), **options,
     )

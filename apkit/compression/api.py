@@ -24,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from apkit.compression.distill import DistillationLoss
+from apkit.compression.layers import make_twice_differentiable, matching_layers
 from apkit.compression.objective import CompressionObjective
 from apkit.compression.settings import Settings, check_regularizer_settings, resolve_settings
 from apkit.compression.structured import paper_vgg16_ratios, prune_structured, vgg_config
@@ -34,6 +35,7 @@ from apkit.compression.unstructured import (
     bake_masks,
     clone_model,
     iterative_sparsity,
+    layer_types_of,
     magnitude_prune,
     sparsity_report,
 )
@@ -96,6 +98,16 @@ class CompressionRecord:
         Structured pruning: validation metrics right after pruning, before fine-tuning.
     steps : list of dict or None
         Unstructured pruning: per step, its sparsity, best epoch and metrics.
+    input : dict
+        The input the models were trained on: ``image_size`` (the side of the training images),
+        and the data's ``mean`` and ``std`` where it has them.  Audits read it back
+        (:func:`apkit.models.recorded_input`).
+    layers : dict or None
+        With a regularizer: the matching layers (``teacher``, ``student``), their map sizes
+        (``teacher_map``, ``student_map``, ``[h, w]`` at ``input.image_size``) and ``warnings``
+        (a map smaller than 4x4).
+    student : str or None
+        KD into a given student: its architecture (a model spec's ``ARCH``, or its class name).
     """
 
     method: str
@@ -121,10 +133,13 @@ class CompressionRecord:
     history: list[dict] | None = None
     val_after_pruning: dict[str, float] | None = None
     steps: list[dict] | None = None
+    input: dict[str, Any] = field(default_factory=dict)
+    layers: dict[str, Any] | None = None
+    student: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-ready data; the fields a method does not have are left out."""
-        optional = ("best_epoch", "best_metrics", "history", "val_after_pruning", "steps")
+        optional = ("best_epoch", "best_metrics", "history", "val_after_pruning", "steps", "layers", "student")
         return {k: v for k, v in dataclasses.asdict(self).items() if not (k in optional and v is None)}
 
     @classmethod
@@ -155,19 +170,25 @@ class _Run:
     timings: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def regularizer(self) -> AttributionMatchingLoss | None:
+    def regularizer(self, student: nn.Module) -> AttributionMatchingLoss | None:
         if self.regularizer_name == NAIVE:
             return None
         m = self.settings.matching
+        if self.regularizer_name in ("swa", "sswa"):
+            make_twice_differentiable(student)  # these train through the gradient of the student's logits
+        layers = matching_layers(self.teacher, student, self.example_inputs, teacher_layer=m.teacher_layer,
+                                 student_layer=m.student_layer)
+        self.extra["layers"] = layers
         return AttributionMatchingLoss(
-            self.regularizer_name, teacher_layer=m.teacher_layer, student_layer=m.student_layer, weight=m.weight,
+            self.regularizer_name, teacher_layer=layers["teacher"], student_layer=layers["student"], weight=m.weight,
             drop=m.drop if self.regularizer_name == "sswa" else None, seed=self.seed, resize=m.resize,
             scale_weight=m.scale_weight,
         )
 
-    def objective(self, *, distillation: DistillationLoss | None = None) -> CompressionObjective | None:
+    def objective(self, student: nn.Module, *,
+                  distillation: DistillationLoss | None = None) -> CompressionObjective | None:
         """Task (or KD) loss plus the regularizer; ``None`` (the task loss of ``fit``) when there is neither."""
-        regularizer = self.regularizer()
+        regularizer = self.regularizer(student)
         if regularizer is None and distillation is None:
             return None
         cache = None
@@ -219,7 +240,8 @@ def _run_kd(run: _Run) -> nn.Module:
     else:
         student = make_student(run.teacher, model=s.student, width_divisor=s.width_divisor, **s.student_options)
     student.to(run.device)
-    objective = run.objective(distillation=DistillationLoss(run.task, temperature=s.temperature, alpha=s.alpha))
+    objective = run.objective(student, distillation=DistillationLoss(run.task, temperature=s.temperature,
+                                                                      alpha=s.alpha))
     run.extra.update(_history(run.fit(student, objective, "train")))
     return student
 
@@ -241,7 +263,7 @@ def _run_structured(run: _Run) -> nn.Module:
     run.timings["prune_s"] = time.perf_counter() - began
     if run.val_set is not None:
         run.extra["val_after_pruning"] = evaluate(model, run.val_set, task=run.task, device=run.device)
-    run.extra.update(_history(run.fit(model, run.objective(), "train")))
+    run.extra.update(_history(run.fit(model, run.objective(model), "train")))
     return model
 
 
@@ -255,7 +277,7 @@ def _resume_unstructured(run: _Run, model: nn.Module, progress_path: Path | None
             f"{str(progress_path)!r} belongs to a run with other settings; use the same settings, another out_dir "
             f"(--out), or {AFRESH}"
         )
-    attach_masks(model)
+    attach_masks(model, layer_types_of(run.settings.method_settings.layers))
     model.load_state_dict(payload["state_dict"])
     run.timings.update(payload.get("timings", {}))
     return int(payload["step"]), list(payload["steps"])
@@ -265,7 +287,7 @@ def _run_unstructured(run: _Run) -> nn.Module:
     s = run.settings.method_settings
     model = clone_model(run.teacher)
     model.train()
-    objective = run.objective()
+    objective = run.objective(model)
     progress_path = run.out / PROGRESS_FILE if run.out is not None else None
     done, steps = _resume_unstructured(run, model, progress_path)
     for step in range(done + 1, s.steps + 1):
@@ -273,7 +295,7 @@ def _run_unstructured(run: _Run) -> nn.Module:
         if run.progress and is_main_process():
             tqdm.write(f"unstructured pruning step {step}/{s.steps}: {target:.4f} of the conv weights")
         began = time.perf_counter()
-        magnitude_prune(model, sparsity=target, inplace=True)
+        magnitude_prune(model, sparsity=target, inplace=True, layer_types=layer_types_of(s.layers))
         run.timings["prune_s"] = run.timings.get("prune_s", 0.0) + time.perf_counter() - began
         result = run.fit(model, objective, f"step{step:02d}", step=step)
         steps.append({"step": step, "sparsity": target, "best_epoch": result.best_epoch,
@@ -310,8 +332,36 @@ def _example_inputs(dataset: Any, device: torch.device) -> torch.Tensor:
         raise ValidationError(f"train_set[0] failed ({type(exc).__name__}: {exc}); pass a map-style dataset") from exc
     image = item[0] if isinstance(item, (tuple, list)) else None
     if not isinstance(image, torch.Tensor) or image.dim() != 3:
-        raise ValidationError("train_set items must be (image (C, H, W) tensor, label, ...) tuples")
+        found = type(image).__name__ if isinstance(item, (tuple, list)) else type(item).__name__
+        raise ValidationError(f"train_set items must be (image (C, H, W) tensor, label, ...) tuples, got a {found} "
+                              "image; give a torchvision dataset a transform that ends in ToTensor() (and Normalize)")
     return image[None].float().to(device)
+
+
+def _normalisation(dataset: Any) -> dict[str, list[float]]:
+    """The ``mean`` and ``std`` of a dataset: its attributes, else its transform's ``Normalize``."""
+    if getattr(dataset, "mean", None) is not None and getattr(dataset, "std", None) is not None:
+        return {"mean": [float(v) for v in dataset.mean], "std": [float(v) for v in dataset.std]}
+    transform = getattr(dataset, "transform", None)
+    steps = getattr(transform, "transforms", [transform])
+    normalize = next((t for t in steps if type(t).__name__ == "Normalize"), None)
+    if normalize is None:
+        return {}
+    return {"mean": [float(v) for v in normalize.mean], "std": [float(v) for v in normalize.std]}
+
+
+def input_record(dataset: Any, example_inputs: torch.Tensor) -> dict[str, Any]:
+    """What ``record.json`` says of the input: the training images' side and the data's normalisation.
+
+    Examples
+    --------
+    >>> from apkit.data import SyntheticShapes
+    >>> input_record(SyntheticShapes("val", num_samples=1), torch.zeros(1, 3, 48, 48))["image_size"]
+    48
+    """
+    height, width = example_inputs.shape[-2:]
+    size: int | list[int] = int(height) if height == width else [int(height), int(width)]
+    return {"image_size": size, **_normalisation(dataset)}
 
 
 def _finished(folder: Path) -> bool:
@@ -361,6 +411,8 @@ def _record(run: _Run, model: nn.Module, method: str, teacher_params: int) -> Co
         compression_ratio=teacher_params / max(report["nonzero_params"], 1),
         teacher={"params": teacher_params, "macs": _macs(run.teacher, run.example_inputs)}, config=config,
         val=evaluate(model, run.val_set, task=run.task, device=run.device) if run.val_set is not None else {},
+        input=input_record(run.train_set, run.example_inputs),
+        student=None if run.student is None else getattr(run.student, "apkit_architecture", type(run.student).__name__),
         **run.extra,
     )
 
@@ -369,7 +421,7 @@ def _save(out: Path, model: nn.Module, record: CompressionRecord) -> None:
     if hasattr(model, "apkit_config"):
         compression = {"method": record.method, "regularizer": record.regularizer, "seed": record.seed,
                        "settings": record.settings}
-        save_checkpoint(model, out / MODEL_FILE, meta={"compression": compression})
+        save_checkpoint(model, out / MODEL_FILE, meta={"compression": compression, "input": record.input})
     else:
         atomic_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / STATE_FILE)
     atomic_write_json(out / RECORD_FILE, record.to_dict())
@@ -437,16 +489,23 @@ def compress(
     regularizer : {"none", "ewa", "swa", "sswa"}
         Attribution-matching regularizer added during training ("none": the naive baseline).
     train_set, val_set : Dataset
-        Items ``(image, label, ...)``; ``val_set`` picks the best epoch and gives the metrics.
+        Items ``(image, label, ...)``; ``val_set`` picks the best epoch and gives the metrics.  Plain
+        torchvision or PyTorch datasets work as they are (``torchvision.datasets.ImageFolder`` with a
+        ``ToTensor`` transform): integer labels mean a single-label task.  The size of the training
+        images and the data's normalisation (its ``mean``/``std``, or its transform's ``Normalize``)
+        are recorded in ``record.input``.
     settings : str, Settings or dict
         A profile (``"quick"``, ``"paper"``, ``"imagenet"``), a :class:`Settings`, or a dict of
         values (with an optional ``"profile"`` key).  See :class:`Settings`.
     student : torch.nn.Module, optional
-        KD only: the student to distil into (a copy is trained) instead of ``settings.student``.
+        KD only: the student to distil into (a copy is trained), of any architecture, instead of
+        ``settings.student``.
     **options
         The run's options ``out_dir``, ``resume``, ``overwrite``, ``device``, ``seed``,
         ``progress`` (see :class:`RunOptions`), and overrides of single settings, e.g.
-        ``epochs=2``, ``pruning_ratio=0.5``, ``weight=10``.
+        ``epochs=2``, ``pruning_ratio=0.5``, ``weight=10``, ``optimizer="adamw"``,
+        ``teacher_layer="layer3"`` (the matching layer; default: the audit's default layer at the
+        training images' size, see :func:`apkit.compression.layers.matching_layers`).
 
     Returns
     -------

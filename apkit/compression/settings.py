@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from apkit.compression.structured import IMPORTANCES, SCHEMES
-from apkit.compression.unstructured import iterative_sparsity
+from apkit.compression.unstructured import iterative_sparsity, layer_types_of
 from apkit.core.errors import ValidationError, unknown_name
 from apkit.core.names import COMPRESSION_METHOD_NAMES, NAIVE, REGULARIZER_NAMES, SETTINGS_PROFILE_NAMES
 from apkit.core.validation import check_choice, check_float, check_fraction, check_int
@@ -150,17 +150,22 @@ class StructuredSettings:
 
 @dataclass(frozen=True)
 class UnstructuredSettings:
-    """Unstructured (magnitude) pruning: ``amount`` of the remaining conv weights removed per step.
+    """Unstructured (magnitude) pruning: ``amount`` of the remaining weights removed per step.
 
-    The final sparsity is ``1 - (1 - amount) ** steps`` (one step = one-shot).
+    The final sparsity is ``1 - (1 - amount) ** steps`` (one step = one-shot).  ``layers`` names
+    the layers pruned, under one global threshold: ``["conv"]`` (every convolution, the paper's
+    choice) or ``["conv", "linear"]`` (every convolution and fully connected layer).
     """
 
     amount: float = 0.2
     steps: int = 1
+    layers: tuple[str, ...] = ("conv",)
 
     def __post_init__(self) -> None:
         check_fraction(self.amount, "amount")
         check_int(self.steps, "steps", minimum=1)
+        object.__setattr__(self, "layers", _as_tuple(self.layers, "layers"))
+        layer_types_of(self.layers)
 
     @property
     def final_sparsity(self) -> float:

@@ -85,8 +85,7 @@ def vgg_config(model: nn.Module) -> list:
             for m in features if isinstance(m, (nn.Conv2d, nn.MaxPool2d))]
 
 
-def _output_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[nn.Module]:
-    """Layers whose outputs are the logits: a Linear/conv with as many outputs as the model."""
+def _logits(model: nn.Module, example_inputs: torch.Tensor) -> torch.Tensor:
     was_training = model.training
     try:
         model.eval()
@@ -96,9 +95,43 @@ def _output_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[nn.Mo
         model.train(was_training)
     if not isinstance(out, torch.Tensor):
         raise ValidationError("structured pruning needs a model whose forward returns one tensor of logits")
+    return out
+
+
+def _output_layers(model: nn.Module, out: torch.Tensor) -> list[nn.Module]:
+    """The layer whose outputs are the logits: the last Linear (or conv, as SqueezeNet's) with as many outputs."""
     classes = out.shape[-1] if out.dim() > 1 else out.shape[0]
-    heads = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == classes]
-    return heads[-1:] if heads else []
+    heads = [m for m in model.modules() if (isinstance(m, nn.Linear) and m.out_features == classes)
+             or (isinstance(m, nn.Conv2d) and m.out_channels == classes)]
+    return heads[-1:]
+
+
+#: Architectures whose channels Torch-Pruning's dependency graph cannot slice consistently, and why.
+REFUSED = {
+    "ShuffleNetV2": "its channel shuffle interleaves the channels of two branches, which the dependency graph "
+                    "cannot follow",
+    "VisionTransformer": "attention heads must be pruned with their head count, which channel pruning does not "
+                         "update",
+    "SwinTransformer": "attention heads must be pruned with their head count, which channel pruning does not "
+                       "update",
+    "MaxVit": "attention heads must be pruned with their head count, which channel pruning does not update",
+}
+
+
+def check_prunable(model: nn.Module) -> None:
+    """Refuse architectures structured pruning cannot handle, saying why and what to use instead.
+
+    Refused: torchvision's ShuffleNetV2 (channel shuffle) and the attention models (ViT, Swin,
+    MaxViT, and any model with ``nn.MultiheadAttention``).  Accepted, among others: ResNet,
+    ResNeXt, Wide ResNet, MobileNetV2/V3, EfficientNet (V1, V2), RegNet, MNASNet, DenseNet,
+    ConvNeXt, SqueezeNet, GoogLeNet, VGG and AlexNet.
+    """
+    why = REFUSED.get(type(model).__name__)
+    if why is None and any(isinstance(m, nn.MultiheadAttention) for m in model.modules()):
+        why = REFUSED["VisionTransformer"]
+    if why is not None:
+        raise ValidationError(f"structured pruning does not support {type(model).__name__}: {why}; use unstructured "
+                              "pruning (method 'unstructured') or distillation into a smaller student (method 'kd')")
 
 
 def prune_structured(
@@ -118,7 +151,8 @@ def prune_structured(
     Parameters
     ----------
     model : torch.nn.Module
-        Any CNN Torch-Pruning can trace (VGG, ResNet, ...).
+        Any CNN Torch-Pruning can trace (VGG, ResNet, torchvision's CNNs; see :func:`check_prunable`
+        for those refused).
     example_inputs : torch.Tensor
         A batch of the model's input shape, on the model's device (traced once).
     pruning_ratio : float
@@ -154,21 +188,32 @@ def prune_structured(
     ignored = list(ignored_layers or ())
     if isinstance(ignored_layers, str):
         raise ValidationError(f"ignored_layers must be a list of layer names, got the string {ignored_layers!r}")
+    check_prunable(model)
+    scorer = _importance(importance)
     target = model if inplace else clone_model(model)
     example_inputs = example_inputs.to(next(target.parameters()).device)
     layer_ratios = {get_layer(target, name): ratio for name, ratio in ratios.items()}
-    ignored_modules = [get_layer(target, name) for name in ignored] + _output_layers(target, example_inputs)
+    before = _logits(target, example_inputs)
+    ignored_modules = [get_layer(target, name) for name in ignored] + _output_layers(target, before)
     was_training = target.training
     target.eval()
     try:
         pruner = tp.pruner.MetaPruner(
-            target, example_inputs, importance=_importance(importance), global_pruning=global_pruning,
+            target, example_inputs, importance=scorer, global_pruning=global_pruning,
             pruning_ratio=pruning_ratio, pruning_ratio_dict=layer_ratios, ignored_layers=ignored_modules,
             round_to=round_to,
         )
         pruner.step()
+    except (RuntimeError, ValueError, ZeroDivisionError, KeyError, IndexError) as exc:
+        raise ValidationError(f"Torch-Pruning could not prune {type(model).__name__} ({type(exc).__name__}: "
+                              f"{str(exc)[:200]}); use unstructured pruning or distillation, or leave the failing "
+                              "layers out with ignored_layers") from exc
     finally:
         target.train(was_training)
+    after = _logits(target, example_inputs)
+    if after.shape != before.shape:
+        raise ValidationError(f"pruning changed the output of {type(model).__name__} from {tuple(before.shape)} to "
+                              f"{tuple(after.shape)}; leave its classifier out with ignored_layers")
     if isinstance(getattr(target, "config", None), list) and isinstance(getattr(target, "features", None),
                                                                          nn.Sequential):
         target.config = vgg_config(target)

@@ -39,6 +39,24 @@ from apkit.core.validation import check_fraction, check_int, check_module
 
 #: Layer types whose weights are pruned by default: every convolution (the paper's choice).
 DEFAULT_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d,)
+#: The layer kinds a compression setting may name (``layers=["conv", "linear"]``), and their types.
+LAYER_KINDS: dict[str, tuple[type[nn.Module], ...]] = {
+    "conv": (nn.Conv1d, nn.Conv2d, nn.Conv3d), "linear": (nn.Linear,),
+}
+
+
+def layer_types_of(kinds: Sequence[str]) -> tuple[type[nn.Module], ...]:
+    """The layer types of the kinds ``kinds`` ("conv", "linear").
+
+    Examples
+    --------
+    >>> layer_types_of(["conv", "linear"])[-1].__name__
+    'Linear'
+    """
+    unknown = [k for k in kinds if k not in LAYER_KINDS]
+    if unknown or not kinds or isinstance(kinds, str):
+        raise ValidationError(f"layers must be a non-empty list of {', '.join(LAYER_KINDS)}, got {kinds!r}")
+    return tuple(t for k in dict.fromkeys(kinds) for t in LAYER_KINDS[k])
 
 
 def iterative_sparsity(step: int, amount: float = 0.2) -> float:

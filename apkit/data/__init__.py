@@ -11,13 +11,23 @@ Examples
 --------
 >>> from apkit import data
 >>> data.DATASETS.names()
-['synthetic', 'voc', 'imagenet-seg', 'folder']
+['synthetic', 'voc', 'imagenet-seg', 'folder', 'imagefolder']
 >>> val = data.from_spec("synthetic", split="val", num_samples=8)
 >>> len(val), val.classes[:3], val[0][2].dtype
 (8, ('circle', 'square', 'triangle'), torch.uint8)
 
-Your own images and masks are the ``"folder"`` dataset, an evaluation set (split ``"seg"``):
-``from_spec("folder:ROOT", split="seg")`` (layout in :mod:`apkit.data.folder`).
+Your own labelled images in torchvision's ImageFolder layout (``ROOT/train/<class>/*.jpg``,
+``ROOT/val/...``, ``ROOT/test/...``, optional masks under ``ROOT/masks/<split>/``) are the
+``"imagefolder"`` dataset: ``from_spec("imagefolder:ROOT", split="train", image_size=64)`` (layout
+in :mod:`apkit.data.imagefolder`).  Its items carry the same ``(image, label, mask)``; an image
+without a mask has an all-255 (unknown) mask.  For the reports it exposes ``classes`` (the class
+names) and ``sample_names`` (each image's path in its split, ``"cat/img_001.jpg"``), and
+``has_mask`` per image.  Images with masks and no labels of your own are the ``"folder"`` dataset,
+an evaluation set (split ``"seg"``): ``from_spec("folder:ROOT", split="seg")`` (layout in
+:mod:`apkit.data.folder`).
+
+Every dataset read from files takes ``image_size``, ``mean`` and ``std``
+(:data:`INPUT_OPTIONS`): the input a model was trained on.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from apkit.core.errors import DataError, ValidationError
 from apkit.core.registry import Registry
 from apkit.core.validation import check_choice
 from apkit.data.folder import SegmentationFolder
+from apkit.data.imagefolder import ImageFolderData
 from apkit.data.imagenet_seg import ImageNetSeg
 from apkit.data.synthetic import CLASSES as SHAPE_CLASSES
 from apkit.data.synthetic import SyntheticShapes, generate_shapes
@@ -56,15 +67,24 @@ DATASETS.register("folder", SegmentationFolder,
                   help="your images: ROOT/images/NAME.jpg|png, ROOT/masks/NAME.png (0 background, k = line k of "
                        "ROOT/classes.txt, 255 ignored); split seg only; options image_size [224], mean/std "
                        "[ImageNet's]")
+DATASETS.register("imagefolder", ImageFolderData,
+                  help="your labelled images in torchvision's ImageFolder layout: ROOT/{train,val,test}/<class>/*.jpg "
+                       "(splits where present), optional masks ROOT/masks/<split>/<class>/<name>.png (nonzero = "
+                       "object); options image_size [224], mean/std [ImageNet's], augment [false]")
+
+#: The options that say how a model sees its input, taken by every dataset read from files.
+INPUT_OPTIONS = ("image_size", "mean", "std")
 
 # Per dataset: its splits, and for a real one how a spec names its folder.
 _SPLITS = {"synthetic": ("train", "val", "seg"), "voc": ("train", "val", "seg"),
-           "imagenet-seg": ("train", "val", "seg"), "folder": ("seg",)}
+           "imagenet-seg": ("train", "val", "seg"), "folder": ("seg",), "imagefolder": ("train", "val", "test", "seg")}
 _ROOT_EXAMPLE = {"voc": "voc:/path/to/VOCdevkit", "imagenet-seg": "imagenet-seg:/path/to/imagenet",
-                 "folder": "folder:/path/to/my-images"}
+                 "folder": "folder:/path/to/my-images", "imagefolder": "imagefolder:/path/to/my-images"}
 # Why a dataset lacks a split, where "unknown split" would not say.
 _NO_SPLIT = {"folder": "it is an evaluation set with masks and serves split 'seg' only (apkit audit --data "
-                       "folder:ROOT); train and compress on another dataset"}
+                       "folder:ROOT); train and compress on imagefolder:ROOT (ROOT/train/<class>/*.jpg)",
+             "imagefolder": "its splits are the folders train/, val/ and test/ under ROOT (seg: test/ if present, "
+                            "else val/); masks, where some images have them, sit in ROOT/masks/<split>/"}
 
 
 def create(name: str, *, split: str, root: str | Path | None = None, **options) -> Dataset:
@@ -73,14 +93,15 @@ def create(name: str, *, split: str, root: str | Path | None = None, **options) 
     Parameters
     ----------
     name : str
-        One of :data:`DATASETS` ("synthetic", "voc", "imagenet-seg", "folder").
+        One of :data:`DATASETS` ("synthetic", "voc", "imagenet-seg", "folder", "imagefolder").
     split : str
-        "train", "val" or "seg" (the held-out set with segmentation masks); "folder" has "seg" only.
+        "train", "val" or "seg" (the held-out set with segmentation masks); "folder" has "seg" only,
+        "imagefolder" "train", "val", "test" and "seg" (its held-out split: ``test/``, else ``val/``).
     root : str or Path, optional
         Folder of a real dataset; the synthetic data is generated and takes none.
     **options
         Dataset options, e.g. ``num_samples``, ``image_size``, ``seed`` (synthetic), ``void``
-        (VOC) or ``image_size``, ``mean``, ``std`` (folder).
+        (VOC) or ``image_size``, ``mean``, ``std`` (every dataset read from files).
 
     Returns
     -------
@@ -134,7 +155,8 @@ def check_synthetic_only(spec: str, **options) -> None:
 
 
 def from_spec(spec: str, *, split: str, **options) -> Dataset:
-    """Build a dataset from a spec: ``"synthetic"``, ``"voc:ROOT"``, ``"imagenet-seg:ROOT"`` or ``"folder:ROOT"``.
+    """Build a dataset from a spec: ``"synthetic"``, ``"voc:ROOT"``, ``"imagenet-seg:ROOT"``, ``"folder:ROOT"`` or
+    ``"imagefolder:ROOT"``.
 
     Examples
     --------
@@ -153,6 +175,7 @@ def from_spec(spec: str, *, split: str, **options) -> Dataset:
 
 
 __all__ = [
+    "INPUT_OPTIONS", "ImageFolderData",
     "DATASETS", "check_synthetic_only", "create", "from_spec", "spec_name", "SyntheticShapes", "generate_shapes",
     "SHAPE_CLASSES", "VOC2012", "VOC_CLASSES", "ImageNetSeg", "SegmentationFolder", "PairTransform", "voc_transform",
     "imagenet_transform", "VOC_MEAN", "VOC_STD", "IMAGENET_MEAN", "IMAGENET_STD",

@@ -6,14 +6,16 @@ Layout
 
     ROOT/classes.txt        one class name per line; line k names mask value k
     ROOT/images/NAME.jpg    (or .jpeg / .png) the images
-    ROOT/masks/NAME.png     one mask per image, same NAME and size: a single-channel PNG
+    ROOT/masks/NAME.png     a mask per image, same NAME and size: a single-channel PNG
                             (greyscale "L" or palette "P"): 0 = background, k = the k-th class
-                            of classes.txt, 255 = ignored
+                            of classes.txt, 255 = ignored; an image may have none
 
 The folder is an evaluation set: it serves the split ``"seg"`` (what ``apkit audit`` reads); the
 classification splits ``"train"`` and ``"val"`` are refused, since a handful of masked images is
 not a training set.  Files in ``images/`` with other extensions and masks without an image are
-ignored.
+ignored.  An image without a mask has an unknown label (all zeros) and an all-255 mask: it is
+scored on what needs no mask (e.g. similarity to the teacher's maps on the teacher's top-1 class);
+``has_mask`` tells which images have one.
 
 Construction checks the whole folder cheaply (names, image and mask headers: single channel,
 sizes); the mask values are checked when an item is read, so a huge folder opens at once.
@@ -90,8 +92,6 @@ def _header(path: Path, what: str) -> tuple[str, tuple[int, int]]:
 
 
 def _check_pair(image: Path, mask: Path) -> None:
-    if not mask.is_file():
-        raise _fail(f"image {image.name!r} has no mask: {str(mask)!r} is missing")
     mode, size = _header(mask, "mask")
     if mode not in MASK_MODES:
         raise _fail(f"mask {str(mask)!r} is not single-channel (PNG mode {mode!r}): save it as an 8-bit "
@@ -128,7 +128,9 @@ class SegmentationFolder(Dataset):
     Items are ``(image, label, mask)``: float32 ``(3, S, S)`` normalised; float32 ``(C,)``
     multi-hot, a class present when it keeps at least one pixel in the resized mask (so every
     labelled class has a mask to score); uint8 ``(S, S)`` with the file's values unchanged (0
-    background, ``k`` class ``k - 1`` of ``classes``, 255 ignored).
+    background, ``k`` class ``k - 1`` of ``classes``, 255 ignored).  An image without a mask
+    gives a zero label and an all-255 mask.  ``sample_names`` holds each image's file name and
+    ``has_mask`` whether it has a mask.
 
     Examples
     --------
@@ -165,8 +167,11 @@ class SegmentationFolder(Dataset):
         self.images = _images(root / "images")
         self.classes = read_classes(root / "classes.txt")
         self.masks = [root / "masks" / f"{p.stem}.png" for p in self.images]
-        for image, mask in zip(self.images, self.masks):
-            _check_pair(image, mask)
+        self.has_mask = [mask.is_file() for mask in self.masks]
+        for image, mask, present in zip(self.images, self.masks, self.has_mask):
+            if present:
+                _check_pair(image, mask)
+        self.sample_names = [p.name for p in self.images]
         self.transform = PairTransform(train=False, size=self.image_size, mean=self.mean, std=self.std)
 
     @property
@@ -195,13 +200,19 @@ class SegmentationFolder(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         path = self.images[index]
+        if not self.has_mask[index]:
+            tensor, _ = self.transform(self._rgb(path))
+            return tensor, torch.zeros(self.num_classes), torch.full(tensor.shape[1:], VOID, dtype=torch.uint8)
         raw = self._mask(self.masks[index])
-        try:
-            with Image.open(path) as image:
-                rgb = image.convert("RGB")
-        except OSError as exc:
-            raise DataError(f"cannot read image {str(path)!r}: {exc}") from exc
-        tensor, mask = self.transform(rgb, Image.fromarray(raw, mode="L"))
+        tensor, mask = self.transform(self._rgb(path), Image.fromarray(raw, mode="L"))
         present = torch.zeros(VOID + 1)
         present[mask.flatten().long()] = 1.0
         return tensor, present[1 : self.num_classes + 1].clone(), mask
+
+    @staticmethod
+    def _rgb(path: Path) -> Image.Image:
+        try:
+            with Image.open(path) as image:
+                return image.convert("RGB")
+        except OSError as exc:
+            raise DataError(f"cannot read image {str(path)!r}: {exc}") from exc

@@ -7,7 +7,8 @@ Layout
     ROOT/train/<wnid>/<name>.JPEG      split "train" (standard ImageFolder layout)
     ROOT/val/<wnid>/<name>.JPEG        split "val"   (validation images sorted into class folders)
     ROOT/images/<name>.JPEG            split "seg"   (also accepted under ROOT/seg/)
-    ROOT/masks/<name>.png              one mask per image, same name; nonzero pixels = object
+    ROOT/masks/<name>.png              a mask per image, same name; nonzero pixels = object (optional:
+                                       an image without one has an all-255, unknown, mask)
 
 The segmentation images carry full-ImageNet synsets that need not be among the 1,000 classes, so
 their labels are unknown (METHOD 4.5): attributions are taken for the model's top-1 prediction,
@@ -17,6 +18,7 @@ the image shows), 0 = background.  ``mask_kind == "object"`` says so to the metr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +28,8 @@ from torch.utils.data import Dataset
 
 from apkit.core.errors import DataError
 from apkit.core.validation import check_choice, check_int
-from apkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, PairTransform, imagenet_transform
+from apkit.data.folder import _stats
+from apkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, PairTransform
 
 SPLITS = ("train", "val", "seg")
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
@@ -72,27 +75,32 @@ class ImageNetSeg(Dataset):
         (1,000 entries), mask 1 = object, 0 = background.
     image_size : int
         Network input side (224).
-    resize : int
-        Shorter side before the centre crop in evaluation (256).
+    resize : int, optional
+        Shorter side before the centre crop in evaluation (default ``image_size * 8 / 7``, 256 at 224).
+    mean, std : 3 floats
+        The model's input normalisation (default ImageNet's).
     transform : PairTransform, optional
         Overrides the standard transforms (train: RandomResizedCrop + flip; else Resize + CenterCrop).
     """
 
     task = "multiclass"
-    mean = IMAGENET_MEAN
-    std = IMAGENET_STD
 
-    def __init__(self, root: str | Path, split: str = "seg", *, image_size: int = 224, resize: int = 256,
+    def __init__(self, root: str | Path, split: str = "seg", *, image_size: int = 224, resize: int | None = None,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  transform: PairTransform | None = None):
         self.split = check_choice(split, "ImageNet split", SPLITS)
         self.image_size = check_int(image_size, "image_size", minimum=8)
+        resize = round(self.image_size * 8 / 7) if resize is None else resize
         check_int(resize, "resize", minimum=self.image_size)
+        self.mean = _stats(mean, "mean", positive=False)
+        self.std = _stats(std, "std", positive=True)
         root = Path(root).expanduser()
         if not root.is_dir():
             raise DataError(f"ImageNet root {str(root)!r} is not a folder; expected this layout:\n{LAYOUT}")
         self.root = root
-        self.transform = transform if transform is not None else imagenet_transform(
-            train=split == "train", size=self.image_size, resize=resize)
+        self.transform = transform if transform is not None else PairTransform(
+            train=split == "train", size=self.image_size, mean=self.mean, std=self.std,
+            resize=None if split == "train" else resize)
         # The training transform crops and flips at random; the others give the same item every time.
         self.deterministic = transform is None and split != "train"
         if split == "seg":
@@ -108,14 +116,11 @@ class ImageNetSeg(Dataset):
         if not self.images:
             raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {str(base / 'images')!r}")
         self.masks = [base / "masks" / f"{p.stem}.png" for p in self.images]
-        absent = [m.name for m in self.masks if not m.is_file()]
-        if absent:
-            shown = ", ".join(absent[:5]) + (", ..." if len(absent) > 5 else "")
-            raise DataError(f"{len(absent)} masks missing from {str(base / 'masks')!r} ({shown}); "
-                            f"every image needs masks/<name>.png; expected layout:\n{LAYOUT}")
+        self.has_mask = [m.is_file() for m in self.masks]
         self.classes = imagenet_class_names()
         self.targets = None
         self.mask_kind = "object"  # mask value 1 marks the object, whatever its class
+        self.sample_names = [p.name for p in self.images]
 
     def _init_folder(self, root: Path, split: str) -> None:
         folder = root / split
@@ -133,7 +138,9 @@ class ImageNetSeg(Dataset):
             raise DataError(f"no class folders with images in {str(folder)!r}; expected this layout:\n{LAYOUT}")
         self.classes = tuple(wnids)
         self.masks = None
+        self.has_mask = [False] * len(self.images)
         self.mask_kind = "class"
+        self.sample_names = [p.relative_to(folder).as_posix() for p in self.images]
 
     @property
     def num_classes(self) -> int:
@@ -148,9 +155,10 @@ class ImageNetSeg(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         image = _open_rgb(self.images[index])
         label = torch.zeros(self.num_classes)
-        if self.masks is None:
+        if self.masks is None or not self.has_mask[index]:
             tensor, _ = self.transform(image)
-            label[self.targets[index]] = 1.0
+            if self.targets is not None:
+                label[self.targets[index]] = 1.0
             return tensor, label, torch.full(tensor.shape[1:], VOID, dtype=torch.uint8)
         path = self.masks[index]
         try:

@@ -14,6 +14,7 @@ Splits
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,8 @@ from torch.utils.data import Dataset
 
 from apkit.core.errors import DataError
 from apkit.core.validation import check_choice, check_int
-from apkit.data.transforms import VOC_MEAN, VOC_STD, PairTransform, voc_transform
+from apkit.data.folder import _stats
+from apkit.data.transforms import VOC_MEAN, VOC_STD, PairTransform
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -149,6 +151,8 @@ class VOC2012(Dataset):
         they count as negatives) or kept as 255 (ignored by the localization metrics).
     image_size : int
         Side of the square network input (the paper's 227).
+    mean, std : 3 floats
+        The model's input normalisation (default the paper's VOC statistics).
     transform : PairTransform, optional
         Overrides the paper's transforms (train: RandomResizedCrop + flip; other splits: Resize).
 
@@ -160,13 +164,14 @@ class VOC2012(Dataset):
     classes = VOC_CLASSES
     num_classes = len(VOC_CLASSES)
     task = "multilabel"
-    mean = VOC_MEAN
-    std = VOC_STD
     mask_kind = "class"
 
-    def __init__(self, root: str | Path, split: str = "train", *, void: str = "background",
-                 image_size: int = 227, transform: PairTransform | None = None):
+    def __init__(self, root: str | Path, split: str = "train", *, void: str = "background", image_size: int = 227,
+                 mean: Sequence[float] = VOC_MEAN, std: Sequence[float] = VOC_STD,
+                 transform: PairTransform | None = None):
         self.split = check_choice(split, "VOC split", SPLITS)
+        self.mean = _stats(mean, "mean", positive=False)
+        self.std = _stats(std, "std", positive=True)
         self.void = check_choice(void, "void", ("background", "ignore"))
         self.image_size = check_int(image_size, "image_size", minimum=8)
         self.root = find_voc_root(root)
@@ -180,8 +185,8 @@ class VOC2012(Dataset):
         extra = self.root / ("SegmentationClass" if split == "seg" else "Annotations")
         suffix = ".png" if split == "seg" else ".xml"
         _missing([extra / f"{i}{suffix}" for i in self.ids], f"{suffix} files", extra)
-        self.transform = transform if transform is not None else voc_transform(
-            train=split == "train", size=self.image_size)
+        self.transform = transform if transform is not None else PairTransform(
+            train=split == "train", size=self.image_size, mean=self.mean, std=self.std)
         # The training transform crops and flips at random; the others give the same item every time.
         self.deterministic = transform is None and split != "train"
 

@@ -23,6 +23,7 @@ from apkit.models.checkpoint import (
     safe_load,
     save_checkpoint,
 )
+from apkit.models.inputs import recorded_input
 from apkit.models.layers import default_layer, spatial_layers
 from apkit.models.resnet import resnet
 from apkit.models.resolve import ModelSpec, build_architecture, parse_model_spec, read_weights, resolve_model
@@ -32,5 +33,5 @@ from apkit.models.zoo import MODELS, count_parameters, create
 __all__ = [
     "MODELS", "VGG", "ModelSpec", "atomic_save", "build_architecture", "count_parameters",
     "create", "default_layer", "load_checkpoint", "parse_model_spec", "read_checkpoint",
-    "read_weights", "resnet", "resolve_model", "safe_load", "save_checkpoint", "spatial_layers",
+    "read_weights", "recorded_input", "resnet", "resolve_model", "safe_load", "save_checkpoint", "spatial_layers",
 ]

@@ -204,8 +204,9 @@ def default_layer(model: nn.Module, kind: str = "attribution", example_inputs: t
       without such a block, the activation that computed the map (not the BatchNorm it
       overwrote in place, nor a dropout).
 
-    The matching layer of any other model is the output of its last ReLU (or, if it has none,
-    its last convolution).
+    The matching layer of any other model is the same layer: attribution is matched where the
+    audit takes its maps, at the size of the images given.  (Call :func:`map_size` to check how
+    coarse that map is at the model's input size.)
 
     Parameters
     ----------
@@ -221,8 +222,8 @@ def default_layer(model: nn.Module, kind: str = "attribution", example_inputs: t
     --------
     >>> from torch import nn
     >>> from torchvision.models import resnet18
-    >>> default_layer(resnet18(weights=None))
-    'layer4'
+    >>> default_layer(resnet18(weights=None)), default_layer(resnet18(weights=None), "matching")
+    ('layer4', 'layer4')
     >>> block = lambda c_in, c_out: nn.Sequential(nn.Conv2d(c_in, c_out, 3), nn.BatchNorm2d(c_out), nn.ReLU())
     >>> net = nn.Sequential(block(3, 8), block(8, 8), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 8 * 8, 2))
     >>> default_layer(net, example_inputs=torch.zeros(1, 3, 20, 20))
@@ -232,13 +233,27 @@ def default_layer(model: nn.Module, kind: str = "attribution", example_inputs: t
     named = getattr(model, f"{kind}_layer", None)
     if isinstance(named, str):
         return named
-    if kind == "attribution":
-        return _probed_layer(model, example_inputs)
-    candidates = [n for n, m in model.named_modules() if isinstance(m, nn.ReLU)]
-    candidates = candidates or [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    if not candidates:
-        raise ValidationError(
-            f"cannot choose a default {kind} layer for {type(model).__name__}: it has no ReLU or Conv2d; "
-            "pass layer='<dotted module name>'"
-        )
-    return candidates[-1]
+    return _probed_layer(model, example_inputs)
+
+
+#: Maps smaller than this (on either side) are too coarse to compare attributions well.
+MIN_MAP_SIDE = 4
+
+
+def map_size(model: nn.Module, layer: str, example_inputs: torch.Tensor) -> tuple[int, int]:
+    """The ``(h, w)`` of the map ``layer`` outputs for ``example_inputs`` (one probe pass, no grad).
+
+    Examples
+    --------
+    >>> from torchvision.models import resnet18
+    >>> map_size(resnet18(weights=None), "layer4", torch.zeros(1, 3, 64, 64))
+    (2, 2)
+    """
+    example_inputs = check_tensor(example_inputs, "example_inputs", ndim=4, floating=True)
+    shapes = {call.name: call.shape for call in _probe(model, example_inputs)}
+    shape = shapes.get(layer)
+    if shape is None or len(shape) != 4:
+        found = [name for name, s in shapes.items() if len(s) == 4]
+        raise ValidationError(f"layer {layer!r} of {type(model).__name__} outputs no (N, K, h, w) map for inputs of "
+                              f"shape {tuple(example_inputs.shape)}; layers with maps: {', '.join(found[-8:])}")
+    return int(shape[2]), int(shape[3])

@@ -16,7 +16,14 @@ Examples
 (10, 30, 40)
 """
 
-from apkit.training.evaluate import METRIC_NAMES, classification_metrics, evaluate, predict, resolve_task
+from apkit.training.evaluate import (
+    METRIC_NAMES,
+    classification_metrics,
+    evaluate,
+    num_classes_of,
+    predict,
+    resolve_task,
+)
 from apkit.training.loop import FitOptions, FitResult, fit, seed_everything
 from apkit.training.objectives import TaskObjective, class_targets, task_loss
 from apkit.training.pipeline import TrainingReport, datasets_for, train_model
@@ -25,6 +32,6 @@ from apkit.training.state import CHECKPOINT_NAME
 
 __all__ = [
     "CHECKPOINT_NAME", "METRIC_NAMES", "RECIPES", "FitOptions", "FitResult", "Recipe", "TaskObjective",
-    "TrainingReport", "classification_metrics", "resolve_task",
+    "TrainingReport", "classification_metrics", "num_classes_of", "resolve_task",
     "class_targets", "datasets_for", "evaluate", "fit", "predict", "seed_everything", "task_loss", "train_model",
 ]

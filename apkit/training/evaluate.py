@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -23,8 +24,8 @@ from apkit.metrics.classification import (
 )
 from apkit.training.objectives import task_loss
 
-__all__ = ["DEFAULT_SELECT", "METRIC_NAMES", "classification_metrics", "evaluate", "predict", "resolve_task",
-           "split_batch"]
+__all__ = ["DEFAULT_SELECT", "METRIC_NAMES", "classification_metrics", "evaluate", "num_classes_of", "predict",
+           "resolve_task", "split_batch"]
 
 # Metrics evaluate() returns per task; all but "loss" are better when higher.
 METRIC_NAMES = {"multilabel": ("map_class", "map_image", "f1", "loss"), "multiclass": ("top1", "loss")}
@@ -32,11 +33,60 @@ METRIC_NAMES = {"multilabel": ("map_class", "map_image", "f1", "loss"), "multicl
 DEFAULT_SELECT = {"multilabel": "map_class", "multiclass": "top1"}
 
 
+def _label_of(dataset: Any) -> Any:
+    """The label of the dataset's first item, or ``None`` when it cannot be read."""
+    try:
+        item = dataset[0]
+    except Exception:  # noqa: BLE001 - an unreadable item is reported where the data is used
+        return None
+    return item[1] if isinstance(item, (tuple, list)) and len(item) >= 2 else None
+
+
 def resolve_task(task: str | None, dataset: Any) -> str:
-    """``task``, or the dataset's ``task`` attribute, or ``"multilabel"``; checked."""
+    """``task``, else the dataset's ``task`` attribute, else the task its labels show; checked.
+
+    A dataset without a ``task`` attribute (a plain torchvision or PyTorch dataset) is read once:
+    an integer label (a Python or NumPy int, or an integer tensor) means a single-label
+    (``"multiclass"``) task; any other label, e.g. a multi-hot float vector, ``"multilabel"``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch.utils.data import TensorDataset
+    >>> resolve_task(None, TensorDataset(torch.zeros(4, 3), torch.tensor([0, 2, 1, 0])))
+    'multiclass'
+    >>> resolve_task(None, TensorDataset(torch.zeros(4, 3), torch.eye(4, 3)))
+    'multilabel'
+    """
     if task is None:
-        task = getattr(dataset, "task", "multilabel")
+        task = getattr(dataset, "task", None)
+    if task is None:
+        label = _label_of(dataset)
+        integer = isinstance(label, (int, np.integer)) and not isinstance(label, bool)
+        if isinstance(label, torch.Tensor):
+            integer = label.dim() == 0 and not label.is_floating_point() and label.dtype != torch.bool
+        task = "multiclass" if integer else "multilabel"
     return check_choice(task, "task", TASK_NAMES)
+
+
+def num_classes_of(dataset: Any) -> int | None:
+    """The class count of a dataset: ``num_classes``, else ``len(classes)``, else the largest of its
+    ``targets`` + 1 (torchvision's datasets have them); ``None`` when none is there.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> num_classes_of(SimpleNamespace(classes=["cat", "dog", "fox"])), num_classes_of(SimpleNamespace(targets=[0, 4]))
+    (3, 5)
+    """
+    if getattr(dataset, "num_classes", None) is not None:
+        return int(dataset.num_classes)
+    if getattr(dataset, "classes", None) is not None:
+        return len(dataset.classes)
+    targets = getattr(dataset, "targets", None)
+    if targets is not None and len(targets):
+        return int(max(int(t) for t in targets)) + 1
+    return None
 
 
 def split_batch(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,7 +118,7 @@ def evaluate(
     dataset : Dataset
         Items ``(image, label, ...)``; labels multi-hot (multilabel) or one-hot (multiclass).
     task : {"multilabel", "multiclass"}, optional
-        Defaults to ``dataset.task``, else ``"multilabel"``.
+        Defaults to ``dataset.task``, else the task the labels show (:func:`resolve_task`).
     device : str or torch.device, optional
         Where to run (``None``: CUDA if available).  A model on another device is moved there
         for the evaluation and moved back afterwards.

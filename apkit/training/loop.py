@@ -1,7 +1,7 @@
 """The training loop, :func:`fit`: one SGD loop for teachers, distillation and fine-tuning after pruning.
 
 What it minimises is an ``objective(model, images, labels) -> (loss, logits)`` callable (the task
-loss by default).  It uses SGD with momentum and weight decay, a step or cosine learning-rate
+loss by default).  It uses SGD with momentum (or AdamW) and weight decay, a step or cosine learning-rate
 schedule, keeps the weights of the best validation epoch, writes a resumable checkpoint after
 every epoch (:class:`apkit.training.state.TrainingState`), and runs unchanged under ``torchrun``
 (DistributedDataParallel, one process per device).
@@ -111,7 +111,7 @@ class FitOptions:
     Attributes
     ----------
     task : {"multilabel", "multiclass"}, optional
-        Defaults to ``train_set.task``, else ``"multilabel"``.
+        Defaults to ``train_set.task``, else the task its labels show (integers: ``"multiclass"``).
     device : str or torch.device, optional
         ``"cpu"``, ``"cuda"``, ``"cuda:N"``; ``None`` picks CUDA when available.
     seed : int
@@ -181,7 +181,7 @@ def fit(
         Items ``(image, label, ...)``.  With ``val_set``, the model is evaluated after every epoch
         and the weights of the best epoch are restored at the end.
     recipe : Recipe or dict
-        Epochs, learning rate and schedule, batch size, SGD momentum and weight decay
+        Epochs, learning rate and schedule, batch size, optimiser (SGD or AdamW), momentum and weight decay
         (:class:`apkit.training.Recipe`; a dict of its fields is made into one).  Under torchrun
         each process loads ``batch_size / W`` images per step; a resumed run trains the missing
         epochs.
@@ -231,7 +231,7 @@ def fit(
     rank, _ = world_info()
     show = run.progress and rank == 0
     device = _place(model, objective, run)
-    optimizer = _sgd(model, recipe)
+    optimizer = _optimizer(model, recipe)
     scheduler = _make_scheduler(optimizer, recipe)
     path = Path(run.checkpoint_dir) / CHECKPOINT_NAME if run.checkpoint_dir is not None else None
     state = TrainingState(path, settings, device)
@@ -302,10 +302,12 @@ def _place(model: nn.Module, objective: Callable, run: FitOptions) -> torch.devi
     return device
 
 
-def _sgd(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
+def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValidationError("model has no trainable parameters (all have requires_grad=False)")
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
 
 

@@ -74,13 +74,29 @@ def datasets_for(model: nn.Module, data: str, sizes: Mapping[str, int | None], *
 
     Synthetic images are rendered at the model's input size (from its ``apkit_config``), and a
     model whose class count is not the data's is refused.  ``sizes`` other than ``None`` apply to
-    the synthetic data only.
+    the synthetic data only.  ``options`` are dataset options: ``image_size``, ``mean`` and
+    ``std`` (:data:`apkit.data.INPUT_OPTIONS`) for data read from files, ``None`` meaning the
+    dataset's default (pass what :func:`apkit.models.recorded_input` found for the model to use
+    the input it was trained on).
+
+    Examples
+    --------
+    >>> from apkit import models
+    >>> net = models.create("vgg_small", num_classes=8, input_size=48)
+    >>> datasets_for(net, "synthetic", {"val": 4})["val"].image_size
+    48
     """
     DATASETS.get(spec_name(data))  # an unknown name is the problem, not the sizes given with it
     check_synthetic_only(data, **{f"{split}_samples": n for split, n in sizes.items()})
+    options = {k: v for k, v in options.items() if v is not None}
     input_size = getattr(model, "apkit_config", {}).get("options", {}).get("input_size")
-    if spec_name(data) == "synthetic" and input_size is not None:
-        options.setdefault("image_size", input_size)
+    if spec_name(data) == "synthetic":
+        given = [k for k in ("mean", "std") if k in options]
+        if given:
+            raise ValidationError(f"{' and '.join(given)} apply only to data read from files, not to the synthetic "
+                                  "data (it has its own normalisation); drop them")
+        if input_size is not None:
+            options.setdefault("image_size", input_size)
     splits = {split: from_spec(data, split=split, **options, **({"num_samples": n} if n is not None else {}))
               for split, n in sizes.items()}
     classes = getattr(model, "apkit_config", {}).get("num_classes")

@@ -11,7 +11,9 @@ Examples
 >>> recipe.epochs, recipe.lr, recipe.milestones
 (350, 0.1, (150, 200, 250))
 >>> sorted(recipe.to_dict())
-['batch_size', 'epochs', 'gamma', 'lr', 'milestones', 'momentum', 'schedule', 'weight_decay']
+['batch_size', 'epochs', 'gamma', 'lr', 'milestones', 'momentum', 'optimizer', 'schedule', 'weight_decay']
+>>> recipe.replace(optimizer="adamw", lr=1e-3).optimizer
+'adamw'
 >>> Recipe(epochs=0, lr=0.1)
 Traceback (most recent call last):
 ...
@@ -30,7 +32,10 @@ from apkit.core.names import SCHEDULE_NAMES
 from apkit.core.registry import Registry
 from apkit.core.validation import check_choice, check_float, check_int, check_known
 
-__all__ = ["RECIPES", "Recipe"]
+__all__ = ["OPTIMIZER_NAMES", "RECIPES", "Recipe"]
+
+#: The optimisers a recipe may name: SGD with momentum (the paper's) and AdamW.
+OPTIMIZER_NAMES = ("sgd", "adamw")
 
 
 def _check_milestones(milestones: object) -> tuple[int, ...]:
@@ -44,7 +49,7 @@ def _check_milestones(milestones: object) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class Recipe:
-    """SGD settings and learning-rate schedule of one training run, checked when it is made.
+    """Optimiser settings and learning-rate schedule of one training run, checked when it is made.
 
     Attributes
     ----------
@@ -55,7 +60,7 @@ class Recipe:
     batch_size : int
         Images per optimiser step, over all processes under torchrun.
     momentum, weight_decay : float
-        SGD momentum (in [0, 1)) and weight decay (>= 0).
+        SGD momentum (in [0, 1); unused by AdamW) and weight decay (>= 0; AdamW's decoupled decay).
     milestones : tuple of int
         ``schedule="step"``: the epochs after which the rate is multiplied by ``gamma``
         (strictly increasing; none means a constant rate).
@@ -63,6 +68,8 @@ class Recipe:
         Step-schedule factor, in (0, 1].
     schedule : {"step", "cosine"}
         ``"cosine"`` decays the rate to 0 over ``epochs``.
+    optimizer : {"sgd", "adamw"}
+        ``torch.optim.SGD`` with ``momentum``, or ``torch.optim.AdamW`` (its default betas and eps).
 
     Raises
     ------
@@ -81,6 +88,8 @@ class Recipe:
     gamma: float = field(default=0.1, metadata={"help": "Step-schedule factor"})
     schedule: str = field(default="step", metadata={
         "help": "Learning-rate schedule: step (x gamma at each milestone) or cosine", "choices": SCHEDULE_NAMES})
+    optimizer: str = field(default="sgd", metadata={
+        "help": "Optimiser: sgd (with --momentum) or adamw", "choices": OPTIMIZER_NAMES})
 
     def __post_init__(self) -> None:
         check_int(self.epochs, "epochs", minimum=1)
@@ -91,6 +100,7 @@ class Recipe:
         object.__setattr__(self, "milestones", _check_milestones(self.milestones))  # a list becomes a tuple
         check_float(self.gamma, "gamma", minimum=0.0, maximum=1.0, exclusive_minimum=True)
         check_choice(self.schedule, "schedule", SCHEDULE_NAMES)
+        check_choice(self.optimizer, "optimizer", OPTIMIZER_NAMES)
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

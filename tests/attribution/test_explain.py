@@ -95,7 +95,7 @@ def test_bad_targets_and_inputs_raise_apkit_errors(tiny, method):
     with pytest.raises(ValidationError, match="integer"):
         explain(tiny, x, torch.tensor([1.0, 2.0]), method=method)
     with pytest.raises(ValidationError, match="rank 4"):
-        explain(tiny, x[0], torch.tensor([1]), method=method)
+        explain(tiny, x[0, 0], torch.tensor([1]), method=method)  # neither a batch nor one (C, H, W) image
     with pytest.raises(ValidationError, match="batch_size"):
         explain(tiny, x, 1, method=method, batch_size=0)
 
@@ -205,3 +205,24 @@ def test_inputs_of_the_wrong_channels_and_non_spatial_layers_get_clear_errors():
     for method in ("lrp", "rap"):
         with pytest.raises(ValidationError, match="not a spatial .* map.*pass a convolutional layer"):
             explain(net, x, torch.tensor([0, 1]), method=method, layer="classifier.1")
+
+
+def test_single_image_top1_default_and_layer_as_module():
+    """A (C, H, W) image gives one (H, W) map, for the model's top-1 class by default; a layer may be a module."""
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    net = resnet18(weights=None, num_classes=5).eval()
+    image = torch.randn(3, 48, 48)
+    top1 = int(net(image[None]).argmax())
+    by_default = explain(net, image, layer=net.layer3)
+    assert by_default.shape == (48, 48)
+    reference = explain(net, image[None], torch.tensor([top1]), layer="layer3")[0]
+    assert torch.equal(by_default, reference)
+    several = explain(net, image, [top1, (top1 + 1) % 5], layer="layer3")
+    assert several.shape == (2, 48, 48) and torch.equal(several[0], reference)
+    batch_default = explain(net, torch.stack([image, -image]), layer=net.layer3)
+    assert torch.allclose(batch_default[0], reference, atol=1e-5)  # batched: the same up to rounding
+    assert not net.training  # eval mode, as it was given
+    with pytest.raises(ValidationError, match="not a submodule"):
+        explain(net, image, layer=nn.Conv2d(3, 3, 1))

@@ -22,3 +22,10 @@ def test_list_names_every_entry_of_every_registry(capsys):
         assert [entry[0] for entry in entries] == registry.names(), heading
         for entry, name in zip(entries, registry.names()):
             assert (entry[1] if len(entry) > 1 else "") == registry.help(name).strip()
+
+
+def test_list_takes_device_like_every_command(capsys):
+    code, out, _ = run_cli(["list", "--device", "cpu"], capsys)
+    assert code == 0 and "imagefolder" in out
+    code, _, err = run_cli(["list", "--device", "gpu0"], capsys)
+    assert code == 1 and "device must be 'cpu', 'cuda', 'cuda:N' or 'auto'" in err

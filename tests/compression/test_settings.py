@@ -29,13 +29,13 @@ def test_settings_compose_a_recipe_and_the_method_settings():
 def test_to_dict_keeps_one_flat_key_per_setting_in_the_record_order():
     data = default_settings("structured", "quick", weight=10, ignored_layers=["features.0"]).to_dict()
     assert list(data) == ["method", "epochs", "lr", "batch_size", "momentum", "weight_decay", "milestones", "gamma",
-                          "schedule", "weight", "scale_weight", "drop", "teacher_layer", "student_layer", "resize",
-                          "cache_teacher", "pruning_ratio", "scheme", "pruning_ratio_dict", "ignored_layers",
+                          "schedule", "optimizer", "weight", "scale_weight", "drop", "teacher_layer", "student_layer",
+                          "resize", "cache_teacher", "pruning_ratio", "scheme", "pruning_ratio_dict", "ignored_layers",
                           "importance", "global_pruning", "round_to"]
     assert data["weight"] == 10 and data["ignored_layers"] == ["features.0"] and data["milestones"] == []
     rebuilt = Settings.from_values("structured", {k: v for k, v in data.items() if k != "method"})
     assert rebuilt == default_settings("structured", "quick", weight=10, ignored_layers=("features.0",))
-    assert list(default_settings("unstructured").to_dict())[-2:] == ["amount", "steps"]
+    assert list(default_settings("unstructured").to_dict())[-3:] == ["amount", "steps", "layers"]
 
 
 def test_overrides_and_objects_resolve_to_the_same_settings():

@@ -122,8 +122,6 @@ def _layout_error(root, match, *, read=False):
     pytest.param(lambda r: (r / "classes.txt").write_text("\n\n"), "lists no classes", id="empty-classes"),
     pytest.param(lambda r: (r / "classes.txt").write_text("cat\ndog\ncat\n"), "lists class 'cat' twice",
                  id="repeated-class"),
-    pytest.param(lambda r: (r / "masks" / "b.png").unlink(), r"image 'b.jpg' has no mask: .*b\.png' is missing",
-                 id="image-without-mask"),
     pytest.param(lambda r: Image.new("RGB", (30, 20)).save(r / "masks" / "b.png"),
                  r"b\.png' is not single-channel.*'RGB'", id="rgb-mask"),
     pytest.param(lambda r: Image.new("LA", (30, 20)).save(r / "masks" / "b.png"),
@@ -244,3 +242,17 @@ def test_cli_image_size_is_for_folder_data_only(teacher_file, tmp_path, capsys):
             "--device", "cpu", "--quiet", "--out", tmp_path / "audit"]
     code, _, err = run_cli(args, capsys)
     assert code == 1 and "image_size applies only to folder:ROOT data" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_image_without_a_mask_has_an_unknown_label_and_mask(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "classes.txt").write_text("cat\ndog\n")
+    Image.new("RGB", (30, 20), (10, 20, 30)).save(tmp_path / "images" / "a.jpg")
+    Image.new("RGB", (30, 20)).save(tmp_path / "images" / "b.png")
+    Image.new("L", (30, 20), 2).save(tmp_path / "masks" / "b.png")
+    seg = data.SegmentationFolder(tmp_path, image_size=8)
+    assert seg.has_mask == [False, True] and seg.sample_names == ["a.jpg", "b.png"]
+    _, label, mask = seg[0]
+    assert label.tolist() == [0.0, 0.0] and bool((mask == 255).all())
+    assert seg[1][1].tolist() == [0.0, 1.0] and bool((seg[1][2] == 2).all())

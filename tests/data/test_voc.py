@@ -164,7 +164,7 @@ def test_voc_bad_inputs(voc_root, tmp_path_factory):
 
 # ------------------------------------------------------------------------------------------ registry
 def test_registry_and_specs(voc_root):
-    assert data.DATASETS.names() == ["synthetic", "voc", "imagenet-seg", "folder"]
+    assert data.DATASETS.names() == ["synthetic", "voc", "imagenet-seg", "folder", "imagefolder"]
     with pytest.raises(UnknownNameError, match="synthetic, voc, imagenet-seg"):
         data.create("coco", split="train")
     with pytest.raises(UnknownNameError, match="synthetic, voc, imagenet-seg"):
