@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -189,7 +189,8 @@ _SET_PREFIX = ".apkit-set-"
 _SET_DONE = ".complete"  # written into a staging folder once every file of the set is on the disk
 
 
-def atomic_write_set(folder: str | os.PathLike, write: Callable[[Path], Mapping[str, str]]) -> dict[str, Path]:
+def atomic_write_set(folder: str | os.PathLike, write: Callable[[Path], Mapping[str, str]], *,
+                     replaces: Sequence[str] = ()) -> dict[str, Path]:
     """Write a set of files (and folders, such as ``figures/``) that belong together, whole or not at all.
 
     ``write(staging)`` writes the set into ``staging``, a temporary sibling folder inside ``folder``,
@@ -200,6 +201,8 @@ def atomic_write_set(folder: str | os.PathLike, write: Callable[[Path], Mapping[
     killed during the renames leaves a staging folder marked complete: the next write of a set in
     ``folder`` finishes those renames first, so a set is never left mixed from two runs, and
     removes any unfinished staging folder and any stray ``.NAME.*.tmp`` file of the set's names.
+    Entries named in ``replaces`` that the new set lacks (the figures of an older report) are
+    removed with the swap, so no entry of an older set outlives it.
 
     Returns
     -------
@@ -229,7 +232,7 @@ def atomic_write_set(folder: str | os.PathLike, write: Callable[[Path], Mapping[
     try:
         names = dict(write(staging))
         _sync_tree(staging)
-        _sync_file(staging / _SET_DONE, b"")
+        _sync_file(staging / _SET_DONE, "\n".join(replaces).encode("utf-8"))
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if is_write_failure(exc):
@@ -267,7 +270,12 @@ def _swap_in(staging: Path, folder: Path) -> None:
     """Rename every entry of ``staging`` over its namesake in ``folder``, then remove ``staging``."""
     aside = staging / ".old"
     aside.mkdir(exist_ok=True)
-    for name in _entries(staging):
+    entries = _entries(staging)
+    for name in (staging / _SET_DONE).read_text(encoding="utf-8").split("\n"):
+        stale = folder / name
+        if name and name not in entries and (stale.exists() or stale.is_symlink()):
+            os.replace(stale, aside / name)
+    for name in entries:
         target = folder / name
         if target.is_dir() and not target.is_symlink():
             os.replace(target, aside / name)  # a folder cannot be renamed over a non-empty one

@@ -70,6 +70,9 @@ class RunKind:
     continues: bool = False
 
 
+#: What a benchmark folder holds.
+BENCH_ENTRIES = ("settings.json", "models", "stages", "pairs", "results.json", "tables.md", "figures")
+
 KINDS = {
     "train": RunKind("train", finished=("metrics.json",), checkpoints=("training/checkpoint.pt",),
                      own=("model.pt", "metrics.json", "training")),
@@ -77,10 +80,9 @@ KINDS = {
                         checkpoints=("*/checkpoint.pt", "unstructured_progress.pt"),
                         own=("model.pt", "model_state.pt", "record.json", "unstructured_progress.pt", "train",
                              "step*")),
-    "audit": RunKind("audit", finished=("report.json",),
-                     own=("report.md", "report.csv", "report.json", "report.html", "figures")),
-    "bench": RunKind("bench", finished=("results.json",), own=("settings.json", "models", "stages", "results.json",
-                                                               "tables.md", "figures"), continues=True),
+    # An audit's report is cheap to remake but may be someone's only copy: an unrecorded one is refused.
+    "audit": RunKind("audit", finished=("report.json",)),
+    "bench": RunKind("bench", finished=("results.json",), own=BENCH_ENTRIES, continues=True),
 }
 
 
