@@ -159,7 +159,7 @@ def claim_run_folder(out_dir: str | os.PathLike, kind: str, *, settings: Mapping
         with ``resume``; the message names what differs and the flag that settles it.
     """
     if resume and overwrite:
-        raise ValidationError("--resume and --overwrite exclude each other: --resume continues the run in --out, "
+        raise ValidationError("resume and overwrite exclude each other: --resume continues the run in --out, "
                               "--overwrite replaces it; pass one of them")
     out = check_writable(out_dir)
     run = KINDS[kind]
