@@ -205,7 +205,7 @@ CLI_CASES = [
     ("bench-voc-missing-root", ["bench", "--profile", "voc", "--out", "{out}", "--data-root", "{root}/no-voc"],
      ["is not a folder", "VOCdevkit/VOC2012"], "error"),
     ("train-resume-changed", [*TRAIN_CMD, "--out", "{trained}", "--resume", "--lr", "0.5"],
-     ["settings changed", "lr", "no --resume on the command line"], "error"),
+     ["settings changed", "lr", "--overwrite"], "error"),
     # Already clear: broken and unsafe checkpoints, unknown names, numbers out of range, missing folders.
     ("audit-corrupt", ["audit", "--teacher", "{corrupt}", "--student", "{teacher}", "--out", "{out}", *AUDIT],
      ["corrupt", "re-create it"], "error"),
@@ -291,7 +291,7 @@ def test_cli_voc_without_root_does_not_suggest_a_spec(files, tmp_path, capsys):
 
 def test_cli_resume_message_does_not_name_the_api(files, tmp_path, capsys):
     code, err = _run_cli(_argv([*TRAIN_CMD, "--out", "{trained}", "--resume", "--lr", "0.5"], files, tmp_path), capsys)
-    line = _check_stderr(code, err, ["no --resume on the command line"], "error")
+    line = _check_stderr(code, err, ["--overwrite on the command line"], "error")
     assert "another checkpoint_dir" not in line
 
 
@@ -420,7 +420,7 @@ API_CASES = [
     ("run-bench-voc-without-root", lambda f: run_bench("voc", out_dir=f["root"] / "never", progress=False),
      DataError, ["--data-root DIR", "data_root=DIR", "VOCdevkit/VOC2012"]),
     ("fit-resume-changed", _fit_resume_changed, CheckpointError,
-     ["settings changed", "lr", "resume=False in Python", "no --resume on the command line"]),
+     ["settings changed", "lr", "resume=False in Python", "--overwrite (instead of --resume) on the command line"]),
     # Already clear.
     ("checkpoint-corrupt", _load("corrupt"), CheckpointError, ["corrupt", "re-create it"]),
     ("checkpoint-truncated", _load("truncated"), CheckpointError, ["corrupt", "re-create it"]),

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from apkit.core.errors import ValidationError
+from apkit.core.errors import ApkitError, ValidationError
 from apkit.core.io import atomic_write_json, check_writable, read_json
 from apkit.core.version import __version__
 
@@ -226,8 +226,9 @@ def run_folder(out_dir: str | os.PathLike, kind: str, *, settings: Mapping[str, 
                resume: bool = False, overwrite: bool = False, resumable: Sequence[str] = ()) -> Iterator[Path]:
     """:func:`claim_run_folder`, then record the run in the folder for the time of the ``with`` block.
 
-    If the block fails and the folder was new (or empty), the record and the folder are removed
-    again when nothing else was written: a refused run leaves nothing behind.
+    If the block raises an apkit error (a refusal, a full disk), a record that was not there
+    before is removed again, and so is a folder the run created and left empty: a refused run
+    leaves nothing behind.  An interrupted run (Ctrl-C, a kill) keeps its record, to be resumed.
 
     Examples
     --------
@@ -241,15 +242,14 @@ def run_folder(out_dir: str | os.PathLike, kind: str, *, settings: Mapping[str, 
     out, identity = claim_run_folder(out_dir, kind, settings=settings, inputs=inputs, resume=resume,
                                      overwrite=overwrite, resumable=resumable)
     existed = out.exists()
-    fresh = not _listing(out)
-    if overwrite and (out / RUN_FILE).is_file():
-        (out / RUN_FILE).unlink()
+    recorded_before = (out / RUN_FILE).is_file()
     atomic_write_json(out / RUN_FILE, identity)
     try:
         yield out
-    except BaseException:
-        if fresh and _listing(out) == [RUN_FILE]:
+    except ApkitError:
+        # A refused run leaves the folder as it found it: no record where there was none, no new empty folder.
+        if not recorded_before:
             (out / RUN_FILE).unlink(missing_ok=True)
-            if not existed:
-                shutil.rmtree(out, ignore_errors=True)
+        if not existed and not _listing(out):
+            shutil.rmtree(out, ignore_errors=True)
         raise
