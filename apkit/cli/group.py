@@ -11,7 +11,8 @@ from apkit.core.names import MODEL_SPEC_HELP
 from apkit.core.version import __version__
 
 DEVICE_HELP = "cpu, cuda, cuda:N or auto."
-SPEC_HELP = MODEL_SPEC_HELP + "."
+SPEC_HELP = (MODEL_SPEC_HELP + ". A package.module:factory spec imports that module and calls the factory: it runs "
+             "that code, so name only code you trust; the factory must return a torch.nn.Module.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
