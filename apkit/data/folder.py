@@ -30,6 +30,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from apkit.core.errors import DataError, ValidationError
+from apkit.core.io import describe_missing, open_image
 from apkit.core.validation import check_choice, check_float, check_int
 from apkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, PairTransform
 
@@ -52,7 +53,7 @@ def _fail(message: str) -> DataError:
 def read_classes(path: Path) -> tuple[str, ...]:
     """The class names of ``classes.txt``: one per line, blank lines ignored, no duplicates, at most 254."""
     if not path.is_file():
-        raise _fail(f"{str(path)!r} is missing: list one class name per line")
+        raise _fail(f"{describe_missing(path, 'the class list')}: list one class name per line in that file")
     names = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
     if not names:
         raise _fail(f"{str(path)!r} lists no classes: write one class name per line")
@@ -83,7 +84,7 @@ def _images(folder: Path) -> list[Path]:
 def _header(path: Path, what: str) -> tuple[str, tuple[int, int]]:
     """Mode and size of an image file, read from its header only."""
     try:
-        with Image.open(path) as image:
+        with open_image(path, what) as image:
             return image.mode, image.size
     except OSError as exc:
         raise DataError(f"cannot read {what} {str(path)!r}: {exc}") from exc
@@ -91,7 +92,7 @@ def _header(path: Path, what: str) -> tuple[str, tuple[int, int]]:
 
 def _check_pair(image: Path, mask: Path) -> None:
     if not mask.is_file():
-        raise _fail(f"image {image.name!r} has no mask: {str(mask)!r} is missing")
+        raise _fail(f"image {image.name!r} has no mask: {describe_missing(mask, 'its mask')}")
     mode, size = _header(mask, "mask")
     if mode not in MASK_MODES:
         raise _fail(f"mask {str(mask)!r} is not single-channel (PNG mode {mode!r}): save it as an 8-bit "
@@ -181,7 +182,7 @@ class SegmentationFolder(Dataset):
 
     def _mask(self, path: Path) -> np.ndarray:
         try:
-            with Image.open(path) as png:
+            with open_image(path, "mask") as png:
                 raw = np.array(png, dtype=np.uint8)
         except OSError as exc:
             raise DataError(f"cannot read mask {str(path)!r}: {exc}") from exc
@@ -197,7 +198,7 @@ class SegmentationFolder(Dataset):
         path = self.images[index]
         raw = self._mask(self.masks[index])
         try:
-            with Image.open(path) as image:
+            with open_image(path, "image") as image:
                 rgb = image.convert("RGB")
         except OSError as exc:
             raise DataError(f"cannot read image {str(path)!r}: {exc}") from exc
