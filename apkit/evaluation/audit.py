@@ -27,7 +27,7 @@ from torch import nn
 
 from apkit import attribution
 from apkit.core.distributed import all_gather_rows
-from apkit.core.errors import ValidationError
+from apkit.core.errors import DataError, ValidationError
 from apkit.core.names import PROTOCOL_NAMES
 from apkit.core.validation import check_choice, check_int, check_known, check_module, resolve_device
 from apkit.evaluation.comparison import compare_attribution, compare_predictions, most_changed, per_class
@@ -165,6 +165,9 @@ def audit_model(
     if classes is not None and logits.shape[1] != classes:
         raise ValidationError(f"the model has {logits.shape[1]} outputs but the data has {classes} classes; "
                               "audit it on data of its own classes (or pass num_classes that match)")
+    if labels is not None and labels.numel() and not labels.any():  # before any map: nothing would be scored
+        raise DataError("no image of the data holds an object of its classes (every mask is 0 or 255, say): an audit "
+                        "scores maps against labelled objects; check the masks, or pass the data whose masks mark them")
     result = ModelAudit(predictive=classification_metrics(logits, labels, task=task),
                         logits=all_gather_rows(logits), labels=all_gather_rows(labels))
     for method in settings.attribution_methods:
