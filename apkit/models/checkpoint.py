@@ -260,6 +260,7 @@ def load_checkpoint(
         )
     model = create(config["name"], num_classes=config["num_classes"], **config.get("options", {}))
     state = payload["state_dict"]
+    check_finite_weights(state, path)
     _check_fits(model, state, config["name"], path)
     conform_to_state_dict(model, state)
     try:
@@ -270,6 +271,25 @@ def load_checkpoint(
                               "re-create it") from exc
     model.apkit_meta = payload["meta"]
     return model.to(map_location).eval()
+
+
+def check_finite_weights(state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Refuse weights holding NaN or infinity: every prediction and map of the model would be NaN.
+
+    Examples
+    --------
+    >>> try:
+    ...     check_finite_weights({"fc.weight": torch.tensor([1.0, float("nan")])}, "student.pt")
+    ... except CheckpointError as exc:
+    ...     print(str(exc).split(";")[0])
+    the weights in 'student.pt' hold NaN or infinity (fc.weight)
+    """
+    bad = [key for key, tensor in state.items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        shown = ", ".join(bad[:_SHOWN]) + (f" and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else "")
+        raise CheckpointError(f"the weights in {str(path)!r} hold NaN or infinity ({shown}); the model diverged "
+                              "or the file was damaged: use the weights of a run that trained well")
 
 
 def format_shape(tensor: torch.Tensor) -> str:

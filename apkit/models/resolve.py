@@ -47,7 +47,14 @@ from apkit.core.errors import CheckpointError, UnknownNameError, ValidationError
 from apkit.core.names import MODEL_SPEC_HELP
 from apkit.core.validation import check_int
 from apkit.models import checkpoint
-from apkit.models.checkpoint import FORMAT, conform_to_state_dict, load_checkpoint, mismatched_tensors, safe_load
+from apkit.models.checkpoint import (
+    FORMAT,
+    check_finite_weights,
+    conform_to_state_dict,
+    load_checkpoint,
+    mismatched_tensors,
+    safe_load,
+)
 from apkit.models.zoo import MODELS, create
 
 __all__ = ["ModelSpec", "build_architecture", "load_weights", "parse_model_spec", "read_weights", "resolve_model"]
@@ -335,6 +342,7 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], *, label: 
     Conv2d(3, 5, kernel_size=(3, 3), stride=(1, 1))
     """
     _check_classes(model, state, label=label, path=path, num_classes=num_classes)
+    check_finite_weights(dict(state), path or label)
     _check_fits(model, state, label=label, path=path)
     conform_to_state_dict(model, dict(state))
     try:
