@@ -742,3 +742,57 @@ def test_hostile_input_is_refused_in_one_line(hostile, tmp_path, capsys, templat
     _check_stderr(code, err, fragments, "layout" if any("folder:" in part for part in template) else "error")
     assert _tree(hostile["root"]) == before, "a refused command must leave every folder as it was"
     assert not out.exists(), "a refused command must not leave an output folder"
+
+
+# Rule 4: everything written is escaped for where it is read.  Rule 1: the same audit may rerun in its folder.
+# Every class name is hostile, so that whichever classes the untrained models keep, their rows show it.
+HOSTILE_CLASSES = [f"<script>alert({i})</script>|<img src=x onerror=alert({i})>" for i in range(TINY["num_classes"])]
+
+
+def test_audit_report_escapes_hostile_names_and_reruns_in_its_own_folder(files, tmp_path, capsys):
+    import csv
+    import io
+
+    data = _folder_data(tmp_path / "data", classes=HOSTILE_CLASSES, count=8)
+    student = tmp_path / '=HYPERLINK("http:x","click").pt'
+    student.write_bytes(files["teacher"].read_bytes())
+    out = tmp_path / "audit"
+    argv = ["audit", "--teacher", files["teacher"], "--student", student, "--data", f"folder:{data}", "--out", out,
+            "--protocol", "imagenet", *_AUDIT_FOLDER]  # imagenet: every image's top-1 class is scored
+    code, err = _run_cli(argv, capsys)
+    assert code == 0, err
+    cells = [cell for row in csv.reader(io.StringIO((out / "report.csv").read_text(encoding="utf-8"))) for cell in row]
+    assert any(cell.startswith("'=HYPERLINK") for cell in cells)
+    formulas = [c for c in cells if c[:1] in ("=", "+", "@", "\t", "\r") or (c[:1] == "-" and not _is_number(c))]
+    assert formulas == [], formulas
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    assert "<script" not in markdown and "<img" not in markdown and "&lt;script&gt;" in markdown
+    for table in markdown.split("\n\n"):
+        rows = [line for line in table.splitlines() if line.startswith("|")]
+        widths = {line.replace("\\|", "").count("|") for line in rows}
+        assert len(widths) <= 1, table  # an escaped | in a class name does not add a cell
+    assert "&lt;/script&gt;\\|&lt;img" in markdown
+
+    # The same audit again in its own folder is accepted; the set is replaced whole, nothing left over.
+    first = (out / "report.json").read_bytes()
+    code, err = _run_cli(argv, capsys)
+    assert code == 0, err
+    assert (out / "report.json").read_bytes() == first
+    assert sorted(p.name for p in out.iterdir()) == ["figures", "report.csv", "report.html", "report.json",
+                                                      "report.md", "run.json"]
+    # Another audit in that folder is refused, and leaves it as it was; --overwrite replaces it.
+    before = _tree(out)
+    code, err = _run_cli([*argv, "--methods", "gradcam,lrp"], capsys)
+    _check_stderr(code, err, ["holds a audit run with other settings", "methods", "--overwrite"], "error")
+    assert _tree(out) == before
+    code, err = _run_cli([*argv, "--tolerances", "0,3", "--overwrite"], capsys)
+    assert code == 0, err
+    assert json.loads((out / "run.json").read_text())["settings"]["tolerances"] == "0,3"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
