@@ -90,7 +90,7 @@ def _write_error(path: Path, exc: BaseException) -> ValidationError:
     full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or isinstance(exc, RuntimeError)
     reason = getattr(exc, "strerror", None) or " ".join(str(exc).split())[:120]
     if full:
-        return ValidationError(f"cannot write {str(path)!r} ({reason}; {free_space(path.parent)} free on its disk); "
+        return ValidationError(f"cannot write {str(path)!r} ({reason}; only {free_space(path.parent)} free on its disk); "
                                "free some disk space or pick another output folder")
     return ValidationError(f"cannot write {str(path)!r} ({reason}); pick another output folder")
 
@@ -237,6 +237,8 @@ def atomic_write_set(folder: str | os.PathLike, write: Callable[[Path], Mapping[
         shutil.rmtree(staging, ignore_errors=True)
         if is_write_failure(exc):
             raise _write_error(folder, exc) from exc
+        if isinstance(exc, ValidationError):  # a writer's own error: name the file where the set goes
+            raise ValidationError(str(exc).replace(str(staging), str(folder))) from exc
         raise
     _swap_in(staging, folder)
     return {key: folder / name for key, name in names.items()}
