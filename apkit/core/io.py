@@ -90,8 +90,9 @@ def _write_error(path: Path, exc: BaseException) -> ValidationError:
     full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or isinstance(exc, RuntimeError)
     reason = getattr(exc, "strerror", None) or " ".join(str(exc).split())[:120]
     if full:
-        return ValidationError(f"cannot write {str(path)!r} ({reason}; only {free_space(path.parent)} free on its disk); "
-                               "free some disk space or pick another output folder")
+        free = free_space(path.parent)
+        return ValidationError(f"cannot write {str(path)!r} ({reason}; only {free} free on its disk); free some disk "
+                               "space or pick another output folder")
     return ValidationError(f"cannot write {str(path)!r} ({reason}); pick another output folder")
 
 
