@@ -8,6 +8,10 @@ Three sections, one parametrised test each:
 * **API**: the same checks reached from Python raise the named :class:`~apkit.core.errors.ApkitError`
   subclass, with a message that names the problem and the fix.
 * **No overwrite**: a refused run leaves the files of the previous run as they were.
+* **Hostile and unlucky inputs**: run folders of other runs, interrupted runs, changed inputs on resume,
+  zip-bomb checkpoints, absurd configs, decompression-bomb images and masks, all-zero masks, factory specs
+  that exit or return no model, and unclear errors: one line each, every folder left as it was; an audit
+  with hostile class and file names writes escaped Markdown and CSV.  Full disks are in test_full_disk.py.
 
 The fixtures are tiny (untrained 32-pixel vgg_small/8 checkpoints, 32 synthetic training images);
 one fixture trains for one tiny epoch, for the resume cases.  Every refusal happens before any
@@ -430,6 +434,11 @@ API_CASES = [
      CheckpointError, ["does not exist", "check the path"]),
     ("unknown-model", lambda f: models.create("vgg_smal", num_classes=8), UnknownNameError,
      ["unknown model 'vgg_smal'", "vgg_small"]),
+    # 6. Inputs the model cannot take are refused before any pass, not by a raw RuntimeError after it.
+    ("explain-float16", lambda f: apkit.explain(_net(), torch.rand(1, 3, 32, 32).half(), 0), ValidationError,
+     ["inputs are torch.float16", "weights are torch.float32", "inputs.to(torch.float32)"]),
+    ("explain-other-device", lambda f: apkit.explain(_net().to("meta"), torch.rand(1, 3, 32, 32), 0),
+     ValidationError, ["inputs are on cpu but the model is on meta", "move both to one device"]),
     ("unknown-attribution-method", lambda f: apkit.explain(_net(), torch.rand(1, 3, 32, 32), 0, method="gradcm"),
      UnknownNameError, ["unknown attribution method 'gradcm'", "gradcam"]),
     ("unknown-dataset", lambda f: from_spec("nope", split="seg"), UnknownNameError,
