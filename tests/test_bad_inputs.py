@@ -295,7 +295,7 @@ def test_cli_voc_without_root_does_not_suggest_a_spec(files, tmp_path, capsys):
 
 def test_cli_resume_message_does_not_name_the_api(files, tmp_path, capsys):
     code, err = _run_cli(_argv([*TRAIN_CMD, "--out", "{trained}", "--resume", "--lr", "0.5"], files, tmp_path), capsys)
-    line = _check_stderr(code, err, ["--overwrite on the command line"], "error")
+    line = _check_stderr(code, err, ["--overwrite (instead of --resume) on the command line"], "error")
     assert "another checkpoint_dir" not in line
 
 
