@@ -696,6 +696,8 @@ HOSTILE_CASES = [
     ("audit-over-a-foreign-report", ["audit", "--teacher", "{teacher}", "--student", "{teacher}", "--out",
                                      "{foreign_report}", *AUDIT], ["not an apkit audit run (report.md)",
                                                                    "--overwrite"]),
+    ("bench-into-a-train-run", ["bench", "--profile", "smoke", "--out", "{train_run}", "--quiet"],
+     ["holds an apkit train run, not a bench run", "--overwrite"]),
     # 5. Bounded resources before reading.
     ("audit-zip-bomb", ["audit", "--teacher", "{teacher}", "--student", "{bomb}", "--out", "{out}", *AUDIT],
      ["bomb.pt", "expands to 64.0 MB", "refused unread"]),

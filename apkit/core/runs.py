@@ -82,7 +82,9 @@ KINDS = {
                              "step*")),
     # An audit's report is cheap to remake but may be someone's only copy: an unrecorded one is refused.
     "audit": RunKind("audit", finished=("report.json",)),
-    "bench": RunKind("bench", finished=("results.json",), own=BENCH_ENTRIES, continues=True),
+    # A benchmark keys its stages by its settings.json: rerunning the same command continues it.
+    "bench": RunKind("bench", finished=("results.json",), checkpoints=("settings.json",), own=BENCH_ENTRIES,
+                     continues=True),
 }
 
 

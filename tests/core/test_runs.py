@@ -102,3 +102,16 @@ def test_file_identity_follows_the_bytes(tmp_path):
     b.write_bytes(b"other")
     assert file_identity(a) != file_identity(b)
     assert file_identity(tmp_path / "none.pt").startswith("missing:")
+
+
+def test_a_benchmark_folder_continues_without_resume(tmp_path):
+    """The benchmark keys its stages (settings.json): an interrupted one, recorded or not, continues when rerun."""
+    out = tmp_path / "bench"
+    out.mkdir()
+    (out / "settings.json").write_text("{}")
+    (out / "stages").mkdir()
+    _claim(out, "bench")  # made before run folders were recorded
+    _record(out, kind="bench")
+    _claim(out, "bench")
+    with pytest.raises(ValidationError, match="holds a bench run with other settings"):
+        _claim(out, "bench", settings={"profile": "smoke"})
