@@ -49,6 +49,7 @@ from apkit.core.validation import check_int
 from apkit.models import checkpoint
 from apkit.models.checkpoint import (
     FORMAT,
+    MAX_CLASSES,
     check_finite_weights,
     conform_to_state_dict,
     load_checkpoint,
@@ -394,9 +395,9 @@ def resolve_model(spec: str | os.PathLike, *, num_classes: int | None = None,
     (torch.Size([1, 4]), False)
     """
     parsed = parse_model_spec(spec)
+    if num_classes is not None:  # a class count beyond any dataset would only ask for memory no machine has
+        check_int(num_classes, "num_classes", minimum=1, maximum=MAX_CLASSES)
     if parsed.arch is None:
-        if num_classes is not None:
-            check_int(num_classes, "num_classes", minimum=1)
         return load_checkpoint(parsed.path, map_location=map_location, expect_num_classes=num_classes)
     # The architecture first: a misspelt name or a missing num_classes is reported before any file is read.
     model = build_architecture(parsed.arch, num_classes=num_classes)
