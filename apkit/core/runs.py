@@ -71,7 +71,7 @@ class RunKind:
 
 
 #: What a benchmark folder holds.
-BENCH_ENTRIES = ("settings.json", "models", "stages", "pairs", "results.json", "tables.md", "figures")
+BENCH_ENTRIES = ("settings.json", "models", "stages", "pairs", "roar-cache", "results.json", "tables.md", "figures")
 
 KINDS = {
     "train": RunKind("train", finished=("metrics.json",), checkpoints=("training/checkpoint.pt",),
