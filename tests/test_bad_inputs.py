@@ -8,6 +8,10 @@ Three sections, one parametrised test each:
 * **API**: the same checks reached from Python raise the named :class:`~apkit.core.errors.ApkitError`
   subclass, with a message that names the problem and the fix.
 * **No overwrite**: a refused run leaves the files of the previous run as they were.
+* **Hostile and unlucky inputs**: run folders of other runs, interrupted runs, changed inputs on resume,
+  zip-bomb checkpoints, absurd configs, decompression-bomb images and masks, all-zero masks, factory specs
+  that exit or return no model, and unclear errors: one line each, every folder left as it was; an audit
+  with hostile class and file names writes escaped Markdown and CSV.  Full disks are in test_full_disk.py.
 
 The fixtures are tiny (untrained 32-pixel vgg_small/8 checkpoints, 32 synthetic training images);
 one fixture trains for one tiny epoch, for the resume cases.  Every refusal happens before any
@@ -205,7 +209,7 @@ CLI_CASES = [
     ("bench-voc-missing-root", ["bench", "--profile", "voc", "--out", "{out}", "--data-root", "{root}/no-voc"],
      ["is not a folder", "VOCdevkit/VOC2012"], "error"),
     ("train-resume-changed", [*TRAIN_CMD, "--out", "{trained}", "--resume", "--lr", "0.5"],
-     ["settings changed", "lr", "no --resume on the command line"], "error"),
+     ["settings changed", "lr", "--overwrite"], "error"),
     # Already clear: broken and unsafe checkpoints, unknown names, numbers out of range, missing folders.
     ("audit-corrupt", ["audit", "--teacher", "{corrupt}", "--student", "{teacher}", "--out", "{out}", *AUDIT],
      ["corrupt", "re-create it"], "error"),
@@ -291,7 +295,7 @@ def test_cli_voc_without_root_does_not_suggest_a_spec(files, tmp_path, capsys):
 
 def test_cli_resume_message_does_not_name_the_api(files, tmp_path, capsys):
     code, err = _run_cli(_argv([*TRAIN_CMD, "--out", "{trained}", "--resume", "--lr", "0.5"], files, tmp_path), capsys)
-    line = _check_stderr(code, err, ["no --resume on the command line"], "error")
+    line = _check_stderr(code, err, ["--overwrite (instead of --resume) on the command line"], "error")
     assert "another checkpoint_dir" not in line
 
 
@@ -420,7 +424,7 @@ API_CASES = [
     ("run-bench-voc-without-root", lambda f: run_bench("voc", out_dir=f["root"] / "never", progress=False),
      DataError, ["--data-root DIR", "data_root=DIR", "VOCdevkit/VOC2012"]),
     ("fit-resume-changed", _fit_resume_changed, CheckpointError,
-     ["settings changed", "lr", "resume=False in Python", "no --resume on the command line"]),
+     ["settings changed", "lr", "resume=False in Python", "--overwrite (instead of --resume) on the command line"]),
     # Already clear.
     ("checkpoint-corrupt", _load("corrupt"), CheckpointError, ["corrupt", "re-create it"]),
     ("checkpoint-truncated", _load("truncated"), CheckpointError, ["corrupt", "re-create it"]),
@@ -430,6 +434,11 @@ API_CASES = [
      CheckpointError, ["does not exist", "check the path"]),
     ("unknown-model", lambda f: models.create("vgg_smal", num_classes=8), UnknownNameError,
      ["unknown model 'vgg_smal'", "vgg_small"]),
+    # 6. Inputs the model cannot take are refused before any pass, not by a raw RuntimeError after it.
+    ("explain-float16", lambda f: apkit.explain(_net(), torch.rand(1, 3, 32, 32).half(), 0), ValidationError,
+     ["inputs are torch.float16", "weights are torch.float32", "inputs.to(torch.float32)"]),
+    ("explain-other-device", lambda f: apkit.explain(_net().to("meta"), torch.rand(1, 3, 32, 32), 0),
+     ValidationError, ["inputs are on cpu but the model is on meta", "move both to one device"]),
     ("unknown-attribution-method", lambda f: apkit.explain(_net(), torch.rand(1, 3, 32, 32), 0, method="gradcm"),
      UnknownNameError, ["unknown attribution method 'gradcm'", "gradcam"]),
     ("unknown-dataset", lambda f: from_spec("nope", split="seg"), UnknownNameError,
@@ -526,3 +535,278 @@ def test_compress_overwrite_is_explicit(files, tmp_path):
     assert check_out_dir(copy, resume=False, overwrite=True) == copy
     assert check_out_dir(copy, resume=True, overwrite=False) == copy
     assert json.loads((copy / "record.json").read_text())["finished"] is True
+
+
+# ------------------------------------------------------------------------------- hostile and unlucky inputs
+#
+# Every case below is refused with exit 1 and one ``apkit: error:`` line, no traceback, and leaves every
+# folder it names as it was (the snapshot of `hostile` before and after is the same).  Grouped by rule:
+# 1. a run folder belongs to one run; 5. bounded resources before reading; 6. nothing is wasted on a bad
+# input; 7. a model spec must give a model; 8. errors say what is wrong.  Rules 2-4 (whole report sets,
+# full disks, escaping) need a finished audit or a small disk: see the tests after the table.
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` pixels, with no pixel data (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
+        chunk(b"IEND", b"")
+
+
+def _folder_data(root: Path, *, classes=None, mask_value=1, size=32, count=4) -> Path:
+    """A folder dataset (classes.txt, images/, masks/) of ``count`` tiny images."""
+    import numpy as np
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    names = classes or [f"class{i}" for i in range(TINY["num_classes"])]
+    (root / "classes.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / "images" / f"im{i}.png")
+        mask = np.zeros((size, size), dtype=np.uint8)
+        mask[8:24, 8:24] = mask_value if mask_value == 0 else 1 + i % len(names)
+        Image.fromarray(mask, mode="L").save(root / "masks" / f"im{i}.png")
+    return root
+
+
+def _record(folder: Path, kind: str, inputs: dict, settings: dict | None = None) -> None:
+    from apkit.core.runs import RUN_FILE
+
+    atomic_write_json(folder / RUN_FILE, {"kind": kind, "settings": settings or {}, "inputs": inputs,
+                                          "apkit_version": apkit.__version__})
+
+
+@pytest.fixture(scope="module")
+def hostile(files, tmp_path_factory):
+    """Run folders, hostile files and data for the cases of the hostile-input catalogue."""
+    import shutil
+
+    from apkit.cli.group import spec_identity
+
+    root = tmp_path_factory.mktemp("hostile")
+    paths = {"root": root, "teacher": files["teacher"]}
+    # A train run made by `apkit train` (it records its folder), and an interrupted copy of it.
+    paths["train_run"] = root / "train-run"
+    code = main_exit([*TRAIN_CMD, "--out", paths["train_run"]])
+    assert code == 0
+    interrupted = root / "interrupted"
+    shutil.copytree(paths["train_run"], interrupted)
+    for name in ("model.pt", "metrics.json"):
+        (interrupted / name).unlink()
+    paths["interrupted"] = interrupted
+    corrupt = root / "corrupt-interrupted"
+    shutil.copytree(interrupted, corrupt)
+    (corrupt / "training" / "checkpoint.pt").write_bytes(b"PK\x03\x04 not a checkpoint" * 8)
+    paths["corrupt_interrupted"] = corrupt
+    # Folders of no recorded run: someone's model.pt, a bare training checkpoint, someone's report.
+    for name, entry in (("only_model", "model.pt"), ("only_checkpoint", "training/checkpoint.pt"),
+                        ("foreign_report", "report.md")):
+        target = root / name / entry
+        target.parent.mkdir(parents=True)
+        target.write_bytes(files["teacher"].read_bytes() if entry.endswith(".pt") else b"# my notes\n")
+        paths[name] = root / name
+    # A compression run, recorded with the teacher it was made from.
+    paths["compress_run"] = root / "compress-run"
+    models.save_checkpoint(_net(), paths["compress_run"] / "model.pt")
+    atomic_write_json(paths["compress_run"] / "record.json", {"method": "kd"})
+    _record(paths["compress_run"], "compress", {"teacher": spec_identity(str(files["teacher"])),
+                                                "data_spec": "synthetic"})
+    _hostile_checkpoints(root, files, paths)
+    _hostile_data(root, paths)
+    return paths
+
+
+def main_exit(argv) -> int:
+    try:
+        main([str(a) for a in argv])
+    except SystemExit as exc:
+        return exc.code or 0
+    return 0
+
+
+def _hostile_checkpoints(root: Path, files, paths) -> None:
+    import zipfile
+
+    payload = torch.load(files["teacher"], weights_only=True)
+    bomb = root / "bomb.pt"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("bomb/data.pkl", b"\x80\x02}q\x00.")
+        archive.writestr("bomb/data/0", bytes(64_000_000))
+    paths["bomb"] = bomb
+    variants = {
+        "huge_classes": {**payload, "config": {**payload["config"], "num_classes": 10**10}},
+        "string_classes": {**payload, "config": {**payload["config"], "num_classes": "8"}},
+        "unknown_option": {**payload, "config": {**payload["config"],
+                                                  "options": {**payload["config"]["options"], "widht_divisor": 8}}},
+        "nan_student": {**payload, "state_dict": {k: v.clone().fill_(float("nan")) if k.endswith("weight") else v
+                                                  for k, v in payload["state_dict"].items()}},
+    }
+    for name, content in variants.items():
+        torch.save(content, root / f"{name}.pt")
+        paths[name] = root / f"{name}.pt"
+
+
+def _hostile_data(root: Path, paths) -> None:
+    import shutil
+
+    paths["zero_masks"] = _folder_data(root / "zero-masks", mask_value=0)
+    bomb_images = _folder_data(root / "bomb-image")
+    (bomb_images / "images" / "im0.png").write_bytes(_png_header(30000, 30000))
+    paths["bomb_image"] = bomb_images
+    bomb_masks = _folder_data(root / "bomb-mask")
+    (bomb_masks / "masks" / "im0.png").write_bytes(_png_header(30000, 30000))
+    paths["bomb_mask"] = bomb_masks
+    folder_mask = _folder_data(root / "mask-is-folder")
+    (folder_mask / "masks" / "im1.png").unlink()
+    (folder_mask / "masks" / "im1.png").mkdir()
+    paths["mask_is_folder"] = folder_mask
+    folder_classes = _folder_data(root / "classes-is-folder")
+    (folder_classes / "classes.txt").unlink()
+    (folder_classes / "classes.txt").mkdir()
+    paths["classes_is_folder"] = folder_classes
+    shutil.rmtree(root / "unused", ignore_errors=True)
+
+
+_AUDIT_FOLDER = ["--image-size", "32", "--batch-size", "4", "--resamples", "20", "--device", "cpu", "--quiet"]
+
+# Each case: (id, argv with {name} for a path of `hostile` and {out} for a fresh folder, fragments of the line).
+HOSTILE_CASES = [
+    # 1. A run folder belongs to one run.
+    ("compress-into-its-teachers-run", ["compress", "--teacher", "{train_run}/model.pt", "--out", "{train_run}",
+                                        *TRAIN], ["holds an apkit train run, not a compress run", "--overwrite"]),
+    ("train-into-a-compress-run", [*TRAIN_CMD, "--out", "{compress_run}"],
+     ["holds an apkit compress run, not a train run", "--overwrite"]),
+    ("train-over-someones-model", [*TRAIN_CMD, "--out", "{only_model}"],
+     ["not an apkit train run (model.pt)", "--overwrite"]),
+    ("train-over-a-bare-checkpoint", [*TRAIN_CMD, "--out", "{only_checkpoint}"],
+     ["interrupted train run", "--resume", "--overwrite"]),
+    ("train-interrupted-without-resume", [*TRAIN_CMD, "--out", "{interrupted}"],
+     ["interrupted train run (training/checkpoint.pt)", "--resume", "--overwrite"]),
+    ("compress-resume-other-teacher", ["compress", "--teacher", "{nan_student}", "--out", "{compress_run}",
+                                       "--resume", *TRAIN], ["cannot resume", "inputs changed", "teacher"]),
+    ("audit-over-a-train-run", ["audit", "--teacher", "{teacher}", "--student", "{teacher}", "--out", "{train_run}",
+                                *AUDIT], ["holds an apkit train run, not a audit run", "--overwrite"]),
+    ("audit-over-a-foreign-report", ["audit", "--teacher", "{teacher}", "--student", "{teacher}", "--out",
+                                     "{foreign_report}", *AUDIT], ["not an apkit audit run (report.md)",
+                                                                   "--overwrite"]),
+    ("bench-into-a-train-run", ["bench", "--profile", "smoke", "--out", "{train_run}", "--quiet"],
+     ["holds an apkit train run, not a bench run", "--overwrite"]),
+    # 5. Bounded resources before reading.
+    ("audit-zip-bomb", ["audit", "--teacher", "{teacher}", "--student", "{bomb}", "--out", "{out}", *AUDIT],
+     ["bomb.pt", "expands to 64.0 MB", "refused unread"]),
+    ("compress-huge-class-count", ["compress", "--teacher", "{huge_classes}", "--out", "{out}", *TRAIN],
+     ["num_classes 10000000000", "from 1 to 100000"]),
+    ("audit-huge-num-classes", ["audit", "--teacher", "torchvision:resnet18={teacher}", "--student", "{teacher}",
+                                "--num-classes", "10000000000", "--out", "{out}", *AUDIT],
+     ["num_classes must be <= 100000, got 10000000000"]),
+    ("audit-bomb-image", ["audit", "--teacher", "{teacher}", "--student", "{teacher}", "--data",
+                          "folder:{bomb_image}", "--out", "{out}", *_AUDIT_FOLDER], ["im0.png", "too large to decode"]),
+    ("audit-bomb-mask", ["audit", "--teacher", "{teacher}", "--student", "{teacher}", "--data",
+                         "folder:{bomb_mask}", "--out", "{out}", *_AUDIT_FOLDER], ["mask", "im0.png", "too large"]),
+    # 6. Nothing is wasted on a bad input.
+    ("audit-all-zero-masks", ["audit", "--teacher", "{teacher}", "--student", "{teacher}", "--data",
+                              "folder:{zero_masks}", "--out", "{out}", *_AUDIT_FOLDER],
+     ["no image of the data holds an object", "check the masks"]),
+    # 7. A model spec must give a model.
+    ("audit-student-exits", ["audit", "--teacher", "{teacher}", "--student", "sys:exit=T", "--out", "{out}", *AUDIT],
+     ["model factory 'sys:exit'", "SystemExit", "must return a torch.nn.Module"]),
+    ("compress-teacher-exits", ["compress", "--teacher", "sys:exit=T", "--out", "{out}", *TRAIN],
+     ["model factory 'sys:exit'", "SystemExit"]),
+    ("audit-factory-returns-no-model", ["audit", "--teacher", "{teacher}", "--student", "builtins:dict=T", "--out",
+                                        "{out}", *AUDIT], ["returned a dict", "not a torch.nn.Module"]),
+    # 8. Errors say what is wrong.
+    ("audit-string-class-count", ["audit", "--teacher", "{teacher}", "--student", "{string_classes}", "--out",
+                                  "{out}", *AUDIT], ["num_classes '8' (a str)", "must be an integer"]),
+    ("audit-unknown-config-option", ["audit", "--teacher", "{unknown_option}", "--student", "{teacher}", "--out",
+                                     "{out}", *AUDIT],
+     ["option 'widht_divisor' that model 'vgg_small' does not take", "its options: width_divisor"]),
+    ("audit-mask-is-a-folder", ["audit", "--teacher", "{teacher}", "--student", "{teacher}", "--data",
+                                "folder:{mask_is_folder}", "--out", "{out}", *_AUDIT_FOLDER],
+     ["im1.png' is a folder, not a file"]),
+    ("audit-classes-is-a-folder", ["audit", "--teacher", "{teacher}", "--student", "{teacher}", "--data",
+                                   "folder:{classes_is_folder}", "--out", "{out}", *_AUDIT_FOLDER],
+     ["classes.txt' is a folder, not a file"]),
+    ("train-resume-corrupt-checkpoint", [*TRAIN_CMD, "--out", "{corrupt_interrupted}", "--resume"],
+     ["training/checkpoint.pt", "corrupt", "--overwrite"]),
+    ("audit-nan-student", ["audit", "--teacher", "{teacher}", "--student", "{nan_student}", "--out", "{out}",
+                           *AUDIT], ["nan_student.pt' hold NaN or infinity", "features.0.weight"]),
+    ("bench-paper-without-numbers", ["bench", "--profile", "smoke", "--out", "{out}", "--set", 'paper="x"'],
+     ["bench setting paper", "'x'", "voc, imagenet"]),
+]
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): (_digest(p) if p.is_file() else "/") for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("template, fragments", [c[1:] for c in HOSTILE_CASES], ids=[c[0] for c in HOSTILE_CASES])
+def test_hostile_input_is_refused_in_one_line(hostile, tmp_path, capsys, template, fragments):
+    before = _tree(hostile["root"])
+    out = tmp_path / "out"
+    values = {k: str(v) for k, v in hostile.items()} | {"out": str(out)}
+    code, err = _run_cli([part.format(**values) for part in template], capsys)
+    # A malformed data folder is followed by the expected layout, as everywhere in apkit.
+    _check_stderr(code, err, fragments, "layout" if any("folder:" in part for part in template) else "error")
+    assert _tree(hostile["root"]) == before, "a refused command must leave every folder as it was"
+    assert not out.exists(), "a refused command must not leave an output folder"
+
+
+# Rule 4: everything written is escaped for where it is read.  Rule 1: the same audit may rerun in its folder.
+# Every class name is hostile, so that whichever classes the untrained models keep, their rows show it.
+HOSTILE_CLASSES = [f"<script>alert({i})</script>|<img src=x onerror=alert({i})>" for i in range(TINY["num_classes"])]
+
+
+def test_audit_report_escapes_hostile_names_and_reruns_in_its_own_folder(files, tmp_path, capsys):
+    import csv
+    import io
+
+    data = _folder_data(tmp_path / "data", classes=HOSTILE_CLASSES, count=8)
+    student = tmp_path / '=HYPERLINK("http:x","click").pt'
+    student.write_bytes(files["teacher"].read_bytes())
+    out = tmp_path / "audit"
+    argv = ["audit", "--teacher", files["teacher"], "--student", student, "--data", f"folder:{data}", "--out", out,
+            "--protocol", "imagenet", *_AUDIT_FOLDER]  # imagenet: every image's top-1 class is scored
+    code, err = _run_cli(argv, capsys)
+    assert code == 0, err
+    cells = [cell for row in csv.reader(io.StringIO((out / "report.csv").read_text(encoding="utf-8"))) for cell in row]
+    assert any(cell.startswith("'=HYPERLINK") for cell in cells)
+    formulas = [c for c in cells if c[:1] in ("=", "+", "@", "\t", "\r") or (c[:1] == "-" and not _is_number(c))]
+    assert formulas == [], formulas
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    assert "<script" not in markdown and "<img" not in markdown and "&lt;script&gt;" in markdown
+    for table in markdown.split("\n\n"):
+        rows = [line for line in table.splitlines() if line.startswith("|")]
+        widths = {line.replace("\\|", "").count("|") for line in rows}
+        assert len(widths) <= 1, table  # an escaped | in a class name does not add a cell
+    assert "&lt;/script&gt;\\|&lt;img" in markdown
+
+    # The same audit again in its own folder is accepted; the set is replaced whole, nothing left over.
+    first = (out / "report.json").read_bytes()
+    code, err = _run_cli(argv, capsys)
+    assert code == 0, err
+    assert (out / "report.json").read_bytes() == first
+    assert sorted(p.name for p in out.iterdir()) == ["figures", "report.csv", "report.html", "report.json",
+                                                      "report.md", "run.json"]
+    # Another audit in that folder is refused, and leaves it as it was; --overwrite replaces it.
+    before = _tree(out)
+    code, err = _run_cli([*argv, "--methods", "gradcam,lrp"], capsys)
+    _check_stderr(code, err, ["holds a audit run with other settings", "methods", "--overwrite"], "error")
+    assert _tree(out) == before
+    code, err = _run_cli([*argv, "--tolerances", "0,3", "--overwrite"], capsys)
+    assert code == 0, err
+    assert json.loads((out / "run.json").read_text())["settings"]["tolerances"] == "0,3"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

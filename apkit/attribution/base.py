@@ -74,6 +74,28 @@ def _check_channels(model: nn.Module, inputs: torch.Tensor) -> None:
         )
 
 
+def check_same_dtype_and_device(model: nn.Module, inputs: torch.Tensor) -> None:
+    """Refuse inputs of another floating type or on another device than the model's weights, before any pass.
+
+    Examples
+    --------
+    >>> try:
+    ...     check_same_dtype_and_device(nn.Conv2d(3, 2, 1), torch.zeros(1, 3, 4, 4, dtype=torch.float16))
+    ... except ValidationError as error:
+    ...     print(str(error).split(";")[0])
+    inputs are torch.float16 but the model's weights are torch.float32
+    """
+    weight = next(iter(model.parameters()), None)
+    if weight is None:
+        return
+    if inputs.device != weight.device:
+        raise ValidationError(f"inputs are on {inputs.device} but the model is on {weight.device}; move both to one "
+                              f"device: inputs.to({str(weight.device)!r}) or model.to({str(inputs.device)!r})")
+    if inputs.dtype != weight.dtype:
+        raise ValidationError(f"inputs are {inputs.dtype} but the model's weights are {weight.dtype}; pass "
+                              f"inputs.to({weight.dtype}) (or convert the model)")
+
+
 def check_classes(pairs: torch.Tensor, num_classes: int) -> None:
     """Raise if a target class index is not a valid logit index."""
     if pairs.numel() and int(pairs[:, 1].max()) >= num_classes:
@@ -244,6 +266,7 @@ class Method(abc.ABC):
             )
         inputs = check_inputs(inputs)
         _check_channels(self.model, inputs)
+        check_same_dtype_and_device(self.model, inputs)
         batch_size = self.default_batch_size if batch_size is None else check_batch_size(batch_size)
         pairs = as_pairs(target, inputs.shape[0], device=inputs.device)
         if len(pairs) == 0:

@@ -513,3 +513,5 @@ def validate_profile(settings: Mapping[str, Any]) -> None:
     _check_evaluation(settings)
     _check_roar(settings)
     _check_faithfulness(settings)
+    if settings.get("paper") is not None:  # any other value would promise published numbers and show none
+        check_choice(settings["paper"], "bench setting paper (the published numbers shown)", ("voc", "imagenet"))

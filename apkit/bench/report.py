@@ -8,6 +8,7 @@ The other tables (every attribution method, ROAR) come from the first training s
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from apkit.bench import paper
@@ -24,7 +25,7 @@ from apkit.bench.stages import (
     training_seeds,
 )
 from apkit.bench.summary import cell_summaries, metric_label, verdicts
-from apkit.core.io import atomic_write_json, atomic_write_text, read_json
+from apkit.core.io import atomic_write_json, atomic_write_set, atomic_write_text, read_json
 from apkit.core.names import ATTRIBUTION_TITLES as METHOD_TITLES
 from apkit.core.names import COMPRESSION_TITLES
 from apkit.core.names import REGULARIZER_TITLES as VARIANT_TITLES
@@ -72,12 +73,19 @@ def collect_results(run: BenchRun, *, wall_seconds: float) -> dict[str, Any]:
 
 def write_outputs(run: BenchRun, results: dict[str, Any]) -> None:
     """Write ``results.json``, ``tables.md`` and the figures under the run's folder."""
-    figures = {"maps": str(plot_map_grid(run, run.out / "figures" / "maps.png"))}
-    if results["roar"]:
-        figures["roar"] = str(plot_roar_figure(results["roar"], run.out / "figures" / "roar.png"))
-    results["figures"] = figures
-    atomic_write_json(run.out / "results.json", results)
-    atomic_write_text(run.out / "tables.md", render_tables(results))
+    def write(stage: Path) -> dict[str, str]:
+        # The figures are drawn into the staging folder but recorded where they will be once swapped in.
+        plot_map_grid(run, stage / "figures" / "maps.png")
+        figures = {"maps": str(run.out / "figures" / "maps.png")}
+        if results["roar"]:
+            plot_roar_figure(results["roar"], stage / "figures" / "roar.png")
+            figures["roar"] = str(run.out / "figures" / "roar.png")
+        results["figures"] = figures
+        atomic_write_json(stage / "results.json", results)
+        atomic_write_text(stage / "tables.md", render_tables(results))
+        return {"results": "results.json", "tables": "tables.md", "figures": "figures"}
+
+    atomic_write_set(run.out, write, replaces=("figures",))  # results, tables and figures: together or not at all
 
 
 def _pct(value: Any) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from apkit.cli.group import DEVICE_HELP, SPEC_HELP, cli, comma_list
+from apkit.cli.group import DEVICE_HELP, OVERWRITE_HELP, SPEC_HELP, cli, comma_list, run_folder_of, spec_identity
 from apkit.core.names import GATE_NAMES, PROTOCOL_NAMES
 
 GATE_EXIT_CODE = 3
@@ -59,6 +59,7 @@ GATE_EXIT_CODE = 3
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="apkit-audit", show_default=True)
+@click.option("--overwrite", is_flag=True, help=OVERWRITE_HELP)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def audit_command(**options):
     """Audit compressed models against their original: accuracy (top-1, top-5 and agreement with the
@@ -72,16 +73,18 @@ def audit_command(**options):
     Exit status: 0, 1 for bad input, 3 when a --fail-under gate fails.
     """
     from apkit.core.distributed import init_from_environment
-    from apkit.core.io import check_writable
     from apkit.evaluation import audit_checkpoints, parse_gates
 
     init_from_environment(options["device"])  # under torchrun: join the process group
     gates = parse_gates(options["gates"])  # a malformed gate stops the command before any work
     arguments = _audit_options(options)  # so do bad layers and faithfulness names
     out_dir = options["out_dir"]
-    check_writable(out_dir)
-    # The audit checks each gate against what it will measure before any model runs, and judges them.
-    report = audit_checkpoints(options["teacher"], options["students"], gates=gates, **arguments)
+    inputs = {"teacher": spec_identity(options["teacher"]),
+              "students": [spec_identity(s) for s in options["students"]], "data_spec": options["data_spec"]}
+    shaping = {k: v for k, v in options.items() if k not in ("gates", "batch_size")}  # they change no value
+    with run_folder_of("audit", shaping, inputs=inputs):
+        # The audit checks each gate against what it will measure before any model runs, and judges them.
+        report = audit_checkpoints(options["teacher"], options["students"], gates=gates, **arguments)
     _write_and_judge(report, out_dir)
 
 

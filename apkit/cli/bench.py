@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from apkit.cli.group import DEVICE_HELP, cli
+from apkit.cli.group import DEVICE_HELP, OVERWRITE_HELP, cli, run_folder_of
 from apkit.core.names import BENCH_PROFILE_NAMES
 
 
@@ -20,8 +20,10 @@ from apkit.core.names import BENCH_PROFILE_NAMES
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a profile setting, e.g. --set teachers.teacher.train.epochs=5 "
                    "(repeatable; values are JSON).")
+@click.option("--overwrite", is_flag=True,
+              help=OVERWRITE_HELP + " A benchmark's own results in --out are removed first.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def bench_command(*, profile, data_root, device, out_dir, overrides, quiet):
+def bench_command(*, profile, data_root, device, out_dir, overrides, overwrite, quiet):
     """Train (or load) a teacher, compress it with KD, structured and unstructured pruning, each
     naively and with the EWA, SWA and SSWA regularizers, score every model with every attribution
     method and metric, run ROAR, and write results.json, tables.md and figures/.
@@ -34,8 +36,26 @@ def bench_command(*, profile, data_root, device, out_dir, overrides, quiet):
     init_from_environment(device)  # under torchrun: join the process group
 
     out_dir = out_dir or f"apkit-bench-{profile}"
-    results = run_bench(profile, out_dir=out_dir, data_root=data_root, device=device,
-                        overrides=overrides, progress=not quiet)
+    options = {"profile": profile, "overrides": list(overrides), "out_dir": out_dir, "overwrite": overwrite}
+    with run_folder_of("bench", options, inputs={"data_root": data_root}) as out:
+        if overwrite and is_main_process():
+            _clear_benchmark(out)
+        results = run_bench(profile, out_dir=out_dir, data_root=data_root, device=device,
+                            overrides=overrides, progress=not quiet)
     if is_main_process():
         click.echo(f"wrote {out_dir}/results.json, {out_dir}/tables.md and {out_dir}/figures/ "
                    f"(wall time {results['wall_seconds']:.0f} s)")
+
+
+def _clear_benchmark(out) -> None:
+    """Remove a previous benchmark's results from ``out`` (``--overwrite``), so that none of its stages is reused."""
+    import shutil
+
+    from apkit.core.runs import BENCH_ENTRIES
+
+    for name in BENCH_ENTRIES:
+        entry = out / name
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        elif entry.exists() or entry.is_symlink():
+            entry.unlink()

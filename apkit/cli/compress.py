@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from apkit.cli.group import DEVICE_HELP, SPEC_HELP, cli
+from apkit.cli.group import DEVICE_HELP, OVERWRITE_HELP, SPEC_HELP, cli, run_folder_of, spec_identity
 from apkit.cli.train import DATA_HELP, IMAGE_SIZE_HELP, MEAN_HELP, STD_HELP, input_options
 from apkit.core.names import (
     COMPRESSION_METHOD_NAMES,
@@ -84,7 +84,7 @@ _WEIGHTS = ", ".join(f"{weight:g} {name.upper()}" for name, weight in PAPER_WEIG
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (a finished one is loaded).")
-@click.option("--overwrite", is_flag=True, help="Compress afresh over a finished run in --out.")
+@click.option("--overwrite", is_flag=True, help=OVERWRITE_HELP)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def compress_command(**options):
     """Compress a teacher model with KD, structured or unstructured pruning, naively or with
@@ -96,22 +96,33 @@ def compress_command(**options):
     validation metrics).  Rerun with --resume to continue an interrupted run; a finished --out is
     kept unless --overwrite is given.
     """
-    from apkit.compression import compress_checkpoint
     from apkit.core.distributed import init_from_environment
-    from apkit.core.validation import parse_overrides
 
     init_from_environment(options["device"])  # under torchrun: join the process group
+    inputs = {"teacher": spec_identity(options["teacher"]), "data_spec": options["data_spec"]}
+    if options.get("student"):
+        inputs["student"] = spec_identity(options["student"])
+    with run_folder_of("compress", options, inputs=inputs, resumable=("epochs",)):
+        out_dir, (model, record) = options["out_dir"], _compress(options)
+    click.echo(_format_summary(record))
+    # compress saves apkit-built models as checkpoints, any other model as a plain state_dict.
+    model_file = "model.pt" if hasattr(model, "apkit_config") else "model_state.pt"
+    click.echo(f"wrote {out_dir}/{model_file} and {out_dir}/record.json")
+
+
+def _compress(options: dict):
+    """Call :func:`apkit.compression.compress_checkpoint` with the command's options."""
+    from apkit.compression import compress_checkpoint
+    from apkit.core.validation import parse_overrides
+
+    options = dict(options)
     given = {name: options.pop(name) for name in _SETTING_OPTIONS}
     settings = {k: v for k, v in given.items() if v is not None}  # unset options keep the profile's value
     settings.update({".".join(key).replace("-", "_"): value for key, value in parse_overrides(options.pop("sets"))})
     out_dir = options.pop("out_dir")
     options.update(input_options(options))
-    model, record = compress_checkpoint(
+    return compress_checkpoint(
         options.pop("teacher"), options.pop("method"), options.pop("regularizer"), out_dir=out_dir,
         data=options.pop("data_spec"), settings=options.pop("profile"), options=settings,
         progress=not options.pop("quiet"), **options,
     )
-    click.echo(_format_summary(record))
-    # compress saves apkit-built models as checkpoints, any other model as a plain state_dict.
-    model_file = "model.pt" if hasattr(model, "apkit_config") else "model_state.pt"
-    click.echo(f"wrote {out_dir}/{model_file} and {out_dir}/record.json")

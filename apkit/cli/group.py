@@ -11,7 +11,8 @@ from apkit.core.names import MODEL_SPEC_HELP
 from apkit.core.version import __version__
 
 DEVICE_HELP = "cpu, cuda, cuda:N or auto."
-SPEC_HELP = MODEL_SPEC_HELP + "."
+SPEC_HELP = (MODEL_SPEC_HELP + ". A package.module:factory spec imports that module and calls the factory: it runs "
+             "that code, so name only code you trust; the factory must return a torch.nn.Module.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -30,6 +31,42 @@ def comma_list(value: str, option: str) -> list[str]:
     if not items:
         raise ValidationError(f"{option} must name at least one item, comma-separated, got {value!r}")
     return items
+
+
+#: Options that do not change what a run computes: left out of the settings its folder records.
+RUN_ONLY = ("device", "num_workers", "quiet", "resume", "overwrite", "out_dir")
+
+OVERWRITE_HELP = ("Write over what --out holds (another run, other settings or inputs, an interrupted run); "
+                  "without it such a folder is refused.")
+
+
+def spec_identity(spec: str) -> str:
+    """What identifies a model spec's input: its architecture and the SHA-256 of its weights file.
+
+    The path itself is left out: the same weights moved elsewhere are the same input.
+    """
+    from apkit.core.runs import file_identity
+    from apkit.models.resolve import parse_model_spec
+
+    try:
+        parsed = parse_model_spec(spec)
+    except ApkitError:  # a malformed spec is refused with its own error once the run starts
+        return str(spec)
+    return f"{parsed.arch or 'checkpoint'}={file_identity(parsed.path)}"
+
+
+def run_folder_of(kind: str, options: dict, *, inputs: dict, resumable: tuple[str, ...] = ()):
+    """The checked folder of a command's run (see :mod:`apkit.core.runs`), recorded for the ``with`` block.
+
+    ``options`` are the command's options: those of :data:`RUN_ONLY` and the ``inputs`` are left
+    out of the recorded settings.
+    """
+    from apkit.core.runs import run_folder
+
+    settings = {k: v for k, v in options.items() if k not in RUN_ONLY and k not in inputs}
+    return run_folder(options["out_dir"], kind, settings=settings, inputs=inputs,
+                      resume=bool(options.get("resume")), overwrite=bool(options.get("overwrite")),
+                      resumable=resumable)
 
 
 def main(argv: list[str] | None = None) -> None:

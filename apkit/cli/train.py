@@ -6,7 +6,7 @@ import dataclasses
 
 import click
 
-from apkit.cli.group import DEVICE_HELP, cli
+from apkit.cli.group import DEVICE_HELP, OVERWRITE_HELP, cli, run_folder_of
 from apkit.core.errors import ValidationError
 
 
@@ -101,7 +101,7 @@ class _TrainCommand(click.Command):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights, shuffling and dropout.")
 @click.option("--num-workers", type=int, default=0, show_default=True, help="Data-loading processes.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from --out/training/checkpoint.pt.")
-@click.option("--overwrite", is_flag=True, help="Train afresh over a finished run in --out.")
+@click.option("--overwrite", is_flag=True, help=OVERWRITE_HELP)
 @click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
 def train_command(**options):
     """Train a classifier (the teacher of later compressions) and keep its best validation epoch.
@@ -116,22 +116,31 @@ def train_command(**options):
     --out is kept unless --resume (reuse or extend it) or --overwrite is given.
     """
     from apkit.core.distributed import init_from_environment
-    from apkit.training import Recipe, train_model
 
     init_from_environment(options["device"])  # under torchrun: join the process group
+    inputs = {"data_spec": options["data_spec"]}
+    with run_folder_of("train", options, inputs=inputs, resumable=("epochs",)):
+        summary = _train(options)
+    metrics = {k: v for k, v in summary.val.items() if k != "num_images"}
+    last = summary.history[-1]["epoch"] if summary.history else 0
+    click.echo("validation " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+               + f"  (epoch {summary.best_epoch} of {last}, {summary.seconds:.0f} s)")
+    click.echo(f"wrote {summary.paths['model']} and {summary.paths['metrics']}")
+
+
+def _train(options: dict):
+    """Call :func:`apkit.training.train_model` with the command's options."""
+    from apkit.training import Recipe, train_model
+
+    options = dict(options)
     recipe_changes = {name: options.pop(name) for name in Recipe.field_names()}  # one option per recipe field
     recipe_changes["milestones"] = _milestones(recipe_changes["milestones"])  # the one sequence field
     width_divisor = options.pop("width_divisor")
     data_options = {k: v for k, v in input_options(options).items() if v is not None}
-    summary = train_model(
+    return train_model(
         options.pop("model"), options.pop("data_spec"), out_dir=options.pop("out_dir"), recipe=options.pop("recipe"),
         overrides=recipe_changes, model_options={} if width_divisor is None else {"width_divisor": width_divisor},
         data_options=data_options,
         train_samples=options.pop("train_samples"), val_samples=options.pop("val_samples"),
         overwrite=options.pop("overwrite"), progress=not options.pop("quiet"), **options,
     )
-    metrics = {k: v for k, v in summary.val.items() if k != "num_images"}
-    last = summary.history[-1]["epoch"] if summary.history else 0
-    click.echo("validation " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-               + f"  (epoch {summary.best_epoch} of {last}, {summary.seconds:.0f} s)")
-    click.echo(f"wrote {summary.paths['model']} and {summary.paths['metrics']}")

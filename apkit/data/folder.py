@@ -32,6 +32,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from apkit.core.errors import DataError, ValidationError
+from apkit.core.io import describe_missing, open_image
 from apkit.core.validation import check_choice, check_float, check_int
 from apkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, PairTransform
 
@@ -54,7 +55,7 @@ def _fail(message: str) -> DataError:
 def read_classes(path: Path) -> tuple[str, ...]:
     """The class names of ``classes.txt``: one per line, blank lines ignored, no duplicates, at most 254."""
     if not path.is_file():
-        raise _fail(f"{str(path)!r} is missing: list one class name per line")
+        raise _fail(f"{describe_missing(path, 'the class list')}: list one class name per line in that file")
     names = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
     if not names:
         raise _fail(f"{str(path)!r} lists no classes: write one class name per line")
@@ -85,7 +86,7 @@ def _images(folder: Path) -> list[Path]:
 def _header(path: Path, what: str) -> tuple[str, tuple[int, int]]:
     """Mode and size of an image file, read from its header only."""
     try:
-        with Image.open(path) as image:
+        with open_image(path, what) as image:
             return image.mode, image.size
     except OSError as exc:
         raise DataError(f"cannot read {what} {str(path)!r}: {exc}") from exc
@@ -167,7 +168,7 @@ class SegmentationFolder(Dataset):
         self.images = _images(root / "images")
         self.classes = read_classes(root / "classes.txt")
         self.masks = [root / "masks" / f"{p.stem}.png" for p in self.images]
-        self.has_mask = [mask.is_file() for mask in self.masks]
+        self.has_mask = [mask.exists() for mask in self.masks]  # a folder named like a mask is an error, not absent
         for image, mask, present in zip(self.images, self.masks, self.has_mask):
             if present:
                 _check_pair(image, mask)
@@ -186,7 +187,7 @@ class SegmentationFolder(Dataset):
 
     def _mask(self, path: Path) -> np.ndarray:
         try:
-            with Image.open(path) as png:
+            with open_image(path, "mask") as png:
                 raw = np.array(png, dtype=np.uint8)
         except OSError as exc:
             raise DataError(f"cannot read mask {str(path)!r}: {exc}") from exc
@@ -212,7 +213,7 @@ class SegmentationFolder(Dataset):
     @staticmethod
     def _rgb(path: Path) -> Image.Image:
         try:
-            with Image.open(path) as image:
+            with open_image(path, "image") as image:
                 return image.convert("RGB")
         except OSError as exc:
             raise DataError(f"cannot read image {str(path)!r}: {exc}") from exc

@@ -27,6 +27,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from apkit.core.errors import DataError
+from apkit.core.io import open_image
 from apkit.core.validation import check_choice, check_int
 from apkit.data.folder import _stats
 from apkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, PairTransform
@@ -56,7 +57,7 @@ def _images_in(folder: Path) -> list[Path]:
 
 def _open_rgb(path: Path) -> Image.Image:
     try:
-        with Image.open(path) as image:
+        with open_image(path, "image") as image:
             return image.convert("RGB")
     except OSError as exc:
         raise DataError(f"cannot read image {str(path)!r}: {exc}") from exc
@@ -162,7 +163,7 @@ class ImageNetSeg(Dataset):
             return tensor, label, torch.full(tensor.shape[1:], VOID, dtype=torch.uint8)
         path = self.masks[index]
         try:
-            with Image.open(path) as png:
+            with open_image(path, "mask") as png:
                 raw = np.array(png)
         except OSError as exc:
             raise DataError(f"cannot read mask {str(path)!r}: {exc}") from exc

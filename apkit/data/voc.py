@@ -23,6 +23,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from apkit.core.errors import DataError
+from apkit.core.io import open_image
 from apkit.core.validation import check_choice, check_int
 from apkit.data.folder import _stats
 from apkit.data.transforms import VOC_MEAN, VOC_STD, PairTransform
@@ -113,7 +114,7 @@ def read_voc_mask(path: str | Path) -> np.ndarray:
     exact match to the VOC colour map.
     """
     try:
-        with Image.open(path) as png:
+        with open_image(path, "mask") as png:
             png.load()
             mode = png.mode
             array = np.array(png.convert("RGB") if mode not in ("P", "L", "RGB") else png)
@@ -199,7 +200,7 @@ class VOC2012(Dataset):
     def _image(self, image_id: str) -> Image.Image:
         path = self.root / "JPEGImages" / f"{image_id}.jpg"
         try:
-            with Image.open(path) as image:
+            with open_image(path, "image") as image:
                 return image.convert("RGB")
         except OSError as exc:
             raise DataError(f"cannot read VOC image {str(path)!r}: {exc}") from exc

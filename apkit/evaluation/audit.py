@@ -38,7 +38,7 @@ from torch import nn
 
 from apkit import attribution
 from apkit.core.distributed import all_gather_rows
-from apkit.core.errors import ValidationError
+from apkit.core.errors import DataError, ValidationError
 from apkit.core.modules import evaluating
 from apkit.core.names import GATE_NAMES, PROTOCOL_NAMES, TASK_NAMES
 from apkit.core.validation import check_choice, check_int, check_known, check_module, resolve_device
@@ -294,6 +294,10 @@ def _predictive_audit(model: nn.Module, scoring_set, *, task: str, settings: Aud
     if classes is not None and logits.shape[1] != classes:
         raise ValidationError(f"the model has {logits.shape[1]} outputs but the data has {classes} classes; "
                               "audit it on data of its own classes (or pass num_classes that match)")
+    if task == "multilabel" and labels.numel() and not labels.any() and _may_have_masks(scoring_set):
+        # Masks that mark no object (all 0 or 255, say): nothing would be scored; stop before any map.
+        raise DataError("no image of the data holds an object of its classes (every mask is 0 or 255, say): an audit "
+                        "scores maps against labelled objects; check the masks, or pass the data whose masks mark them")
     predictive = classification_metrics(logits, labels, task=task)
     logits, labels = all_gather_rows(logits), all_gather_rows(labels)
     if task == "multiclass" and len(logits):

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from apkit.core.errors import ValidationError
-from apkit.core.io import atomic_write, atomic_write_json, atomic_write_text
+from apkit.core.io import atomic_write, atomic_write_json, atomic_write_set, atomic_write_text
 from apkit.core.names import ATTRIBUTION_TITLES, GATE_NAMES
 from apkit.core.validation import parse_overrides
 from apkit.evaluation.html import render_html
@@ -362,15 +362,20 @@ class AuditReport:
     def save(self, out_dir: str | os.PathLike) -> dict[str, Path]:
         """Write ``report.md``, ``report.csv``, ``report.json`` and ``report.html`` (atomically) under ``out_dir``,
         and the figures under ``out_dir/figures``."""
-        out = Path(out_dir)
-        figures = self.figures(out / "figures")
-        links = {title: str(path.relative_to(out)) for title, path in figures.items()}
-        return {
-            "markdown": atomic_write_text(out / "report.md", self.to_markdown(figures=links)),
-            "csv": atomic_write_text(out / "report.csv", self.to_csv()),
-            "json": atomic_write_json(out / "report.json", self.to_dict()),
-            "html": atomic_write(out / "report.html", lambda h: h.write(render_html(self, figures))),
-        }
+        def write(stage: Path) -> dict[str, str]:
+            figures = self.figures(stage / "figures")
+            links = {title: str(path.relative_to(stage)) for title, path in figures.items()}
+            atomic_write_text(stage / "report.md", self.to_markdown(figures=links))
+            atomic_write_text(stage / "report.csv", self.to_csv())
+            atomic_write_json(stage / "report.json", self.to_dict())
+            atomic_write(stage / "report.html", lambda h: h.write(render_html(self, figures)))
+            return {"markdown": "report.md", "csv": "report.csv", "json": "report.json", "html": "report.html",
+                    **({"figures": "figures"} if figures else {})}
+
+        # The four files and figures/ are swapped in together: a reader never sees two runs' files mixed.
+        paths = atomic_write_set(out_dir, write, replaces=("figures",))  # an older report's figures go too
+        paths.pop("figures", None)
+        return paths
 
 
     def _examples_by_method(self) -> dict[str, dict[str, Any]]:

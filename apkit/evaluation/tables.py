@@ -13,6 +13,7 @@ import csv
 import html
 import io
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,12 +103,35 @@ def to_markdown(table: Table, *, level: int = 2) -> str:
     """
     lines = []
     if table.title:
-        lines += [f"{'#' * level} {table.title}", ""]
+        lines += [f"{'#' * level} {markdown_text(table.title)}", ""]
     if table.note:
-        lines += [table.note, ""]
-    lines += ["| " + " | ".join(table.columns) + " |", "|---" * len(table.columns) + "|"]
-    lines += ["| " + " | ".join(format_cell(cell) for cell in row) + " |" for row in table.rows]
+        lines += [markdown_text(table.note), ""]
+    lines += ["| " + " | ".join(markdown_cell(column) for column in table.columns) + " |",
+              "|---" * len(table.columns) + "|"]
+    lines += ["| " + " | ".join(markdown_cell(format_cell(cell)) for cell in row) + " |" for row in table.rows]
     return "\n".join(lines)
+
+
+def markdown_text(text: Any) -> str:
+    """``text`` with HTML's special characters escaped, so that Markdown renders it as text, never as HTML.
+
+    Examples
+    --------
+    >>> markdown_text("<script>alert(1)</script> & co")
+    '&lt;script&gt;alert(1)&lt;/script&gt; &amp; co'
+    """
+    return html.escape(str(text), quote=False)
+
+
+def markdown_cell(text: Any) -> str:
+    """One cell of a Markdown pipe table: HTML escaped, ``|`` escaped (it would end the cell), one line.
+
+    Examples
+    --------
+    >>> print(markdown_cell("cat|dog <img src=x onerror=alert(1)>"))
+    cat\\|dog &lt;img src=x onerror=alert(1)&gt;
+    """
+    return " ".join(markdown_text(text).split()).replace("|", "\\|")
 
 
 def _html_cell(value: Any) -> str:
@@ -131,9 +155,35 @@ def to_html(table: Table, *, level: int = 2) -> str:
 
 
 def to_csv(table: Table) -> str:
-    """The columns and rows as CSV with the raw values (NaN as ``nan``, ``None`` as an empty cell)."""
+    """The columns and rows as CSV with the raw values (NaN as ``nan``, ``None`` as an empty cell).
+
+    Text cells are made safe for spreadsheets (:func:`csv_cell`).
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(table.columns)
-    writer.writerows(table.rows)
+    writer.writerow([csv_cell(column) for column in table.columns])
+    writer.writerows([csv_cell(cell) for cell in row] for row in table.rows)
     return buffer.getvalue()
+
+
+#: A cell starting with one of these is read as a formula by spreadsheets (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|inf|nan)", re.IGNORECASE)
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell that a spreadsheet will not run: text starting with ``=``, ``+``, ``-``, ``@``, a tab or a
+    carriage return gets a leading ``'`` (as OWASP advises), unless the whole text is a number.
+
+    Numbers stay numbers: a negative value (``-0.25``, or the text ``"-0.25"``) is data that every
+    spreadsheet reads as a number, not a formula, so it is written as it is.  Other values are
+    returned unchanged.
+
+    Examples
+    --------
+    >>> print(csv_cell('=HYPERLINK("http://x","click")'), csv_cell("-0.25"), csv_cell(-0.25), csv_cell("-1+cmd"))
+    '=HYPERLINK("http://x","click") -0.25 -0.25 '-1+cmd
+    """
+    if not isinstance(value, str) or not value.startswith(FORMULA_STARTS) or _NUMBER.fullmatch(value):
+        return value
+    return "'" + value

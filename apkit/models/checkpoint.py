@@ -9,9 +9,11 @@ layers were narrowed by structured pruning are rebuilt, then resized to the save
 
 from __future__ import annotations
 
+import inspect
 import os
 import pickle
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from torch import nn
 
 from apkit.core.errors import CheckpointError
 from apkit.core.io import atomic_write
-from apkit.models.zoo import create
+from apkit.models.zoo import MODELS, create
 
 #: The file an apkit run (``apkit train``, ``apkit compress``) saves its model in.
 MODEL_FILE = "model.pt"
@@ -34,11 +36,78 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda handle: torch.save(obj, handle), binary=True)
 
 
-def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load`` with ``weights_only=True``; every failure becomes a :class:`CheckpointError`."""
+#: torch stores a checkpoint's entries uncompressed: what they expand to beyond the file's own size is
+#: no torch file.  This much slack is allowed for the zip's own records.
+_EXPANSION_SLACK = 1 << 20
+
+
+def check_archive_size(path: str | os.PathLike) -> None:
+    """Refuse a zip checkpoint whose entries expand beyond the file (a zip bomb) or the machine's free memory.
+
+    Only the zip directory is read; nothing is decompressed.  ``torch.save`` stores its entries
+    uncompressed, so their sizes add up to the file's size; a file that is no zip is left to
+    ``torch.load``.
+
+    Examples
+    --------
+    >>> import io, tempfile, zipfile
+    >>> path = tempfile.mkdtemp() + "/bomb.pt"
+    >>> with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+    ...     archive.writestr("bomb/data/0", bytes(50_000_000))
+    >>> try:
+    ...     check_archive_size(path)
+    ... except CheckpointError as exc:
+    ...     print(str(exc).split(", more")[0].split("bomb.pt' ")[1])
+    expands to 50.0 MB from a file of 48.7 kB
+    """
     path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return  # not a zip, or a damaged one: torch.load says which
+    expanded, size = sum(entry.file_size for entry in entries), path.stat().st_size
+    free = available_memory()
+    if expanded > size + _EXPANSION_SLACK or (free is not None and expanded > free):
+        limit = "its own size (torch stores checkpoints uncompressed)" if expanded > size + _EXPANSION_SLACK else \
+            f"the free memory ({_bytes(free)})"
+        raise CheckpointError(f"checkpoint {str(path)!r} expands to {_bytes(expanded)} from a file of {_bytes(size)}, "
+                              f"more than {limit}; it was refused unread: use a file written by torch.save or "
+                              "apkit.models.save_checkpoint")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory free for a new allocation (Linux ``MemAvailable``), or ``None`` where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _bytes(count: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"
+
+
+def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` with ``weights_only=True``; every failure becomes a :class:`CheckpointError`.
+
+    The zip's entries are checked against the file's and the machine's size first
+    (:func:`check_archive_size`), so a zip bomb is refused before it is expanded.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r} is a folder, not a file; name the checkpoint file in it")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist; check the path")
+    check_archive_size(path)
     try:
         with warnings.catch_warnings():  # a foreign pickle is refused below; torch's protocol notice is noise
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -109,7 +178,49 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"checkpoint {str(path)!r} lacks its architecture (config) or its weights (a state_dict "
                               "of tensors): the file was damaged or edited; re-create it")
+    check_config(config, path)
     return payload
+
+
+#: The most classes, and the largest integer architecture option, a checkpoint's config may hold: beyond
+#: them the model alone would not fit a machine (1e10 classes asked for 2.5 TB).
+MAX_CLASSES = 100_000
+MAX_INPUT_SIZE = 4096
+MAX_OPTION = 100_000
+
+
+def check_config(config: dict, path: str | os.PathLike) -> None:
+    """Check a checkpoint's architecture (name, class count, options) for type and size before building it.
+
+    Examples
+    --------
+    >>> try:
+    ...     check_config({"name": "vgg_small", "num_classes": "8", "options": {}}, "m.pt")
+    ... except CheckpointError as exc:
+    ...     print(str(exc).split(";")[0])
+    checkpoint 'm.pt' has num_classes '8' (a str) in its config
+    """
+    where = f"checkpoint {str(path)!r} has"
+    fix = "the file was damaged or edited, re-create it"
+    _check_count(config["num_classes"], "num_classes", MAX_CLASSES, where)
+    options = config.get("options", {})
+    if not isinstance(options, dict):
+        raise CheckpointError(f"{where} options {options!r} in its config, not a mapping; {fix}")
+    builder = MODELS.get(config["name"])
+    known = [name for name in inspect.signature(builder).parameters if name != "num_classes"]
+    for key, value in options.items():
+        if key not in known:
+            raise CheckpointError(f"{where} option {key!r} that model {config['name']!r} does not take "
+                                  f"(its options: {', '.join(known) or 'none'}); {fix}")
+        if isinstance(value, int) and not isinstance(value, bool):
+            _check_count(value, key, MAX_INPUT_SIZE if key == "input_size" else MAX_OPTION, where)
+
+
+def _check_count(value: object, name: str, maximum: int, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        kind = f" (a {type(value).__name__})" if not isinstance(value, int) or isinstance(value, bool) else ""
+        raise CheckpointError(f"{where} {name} {value!r}{kind} in its config; it must be an integer from 1 to "
+                              f"{maximum}: the file was damaged or edited, re-create it")
 
 
 def load_checkpoint(
@@ -149,6 +260,7 @@ def load_checkpoint(
         )
     model = create(config["name"], num_classes=config["num_classes"], **config.get("options", {}))
     state = payload["state_dict"]
+    check_finite_weights(state, path)
     _check_fits(model, state, config["name"], path)
     conform_to_state_dict(model, state)
     try:
@@ -159,6 +271,25 @@ def load_checkpoint(
                               "re-create it") from exc
     model.apkit_meta = payload["meta"]
     return model.to(map_location).eval()
+
+
+def check_finite_weights(state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Refuse weights holding NaN or infinity: every prediction and map of the model would be NaN.
+
+    Examples
+    --------
+    >>> try:
+    ...     check_finite_weights({"fc.weight": torch.tensor([1.0, float("nan")])}, "student.pt")
+    ... except CheckpointError as exc:
+    ...     print(str(exc).split(";")[0])
+    the weights in 'student.pt' hold NaN or infinity (fc.weight)
+    """
+    bad = [key for key, tensor in state.items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        shown = ", ".join(bad[:_SHOWN]) + (f" and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else "")
+        raise CheckpointError(f"the weights in {str(path)!r} hold NaN or infinity ({shown}); the model diverged "
+                              "or the file was damaged: use the weights of a run that trained well")
 
 
 def format_shape(tensor: torch.Tensor) -> str:

@@ -22,7 +22,9 @@ A model spec is one string, the same for every command and API function that tak
 
 Weights are read with ``torch.load(..., weights_only=True)`` (:func:`apkit.models.safe_load`) or
 with safetensors, so a file never runs code: a pickle that would is refused.  (Importing a
-``module:factory`` does run that module: it is code the user names on purpose.)  Weights of a
+``module:factory`` does run that module and calls the factory: it is code the user names on
+purpose, so name only code you trust.  Only a callable is called, and a result that is not a
+``torch.nn.Module``, or a factory that exits the program, is an apkit error.)  Weights of a
 structurally pruned model, whose tensors are smaller than the architecture's, are loaded by first
 resizing the layers to the saved shapes (:func:`apkit.models.checkpoint.conform_to_state_dict`).
 """
@@ -45,7 +47,15 @@ from apkit.core.errors import CheckpointError, UnknownNameError, ValidationError
 from apkit.core.names import MODEL_SPEC_HELP
 from apkit.core.validation import check_int
 from apkit.models import checkpoint
-from apkit.models.checkpoint import FORMAT, conform_to_state_dict, load_checkpoint, mismatched_tensors, safe_load
+from apkit.models.checkpoint import (
+    FORMAT,
+    MAX_CLASSES,
+    check_finite_weights,
+    conform_to_state_dict,
+    load_checkpoint,
+    mismatched_tensors,
+    safe_load,
+)
 from apkit.models.zoo import MODELS, create
 
 __all__ = ["ModelSpec", "build_architecture", "load_weights", "parse_model_spec", "read_weights", "resolve_model"]
@@ -147,7 +157,9 @@ def _import_factory(arch: str) -> Any:
         sys.path.insert(0, os.getcwd())
     try:
         target = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - an import runs arbitrary code and may fail in any way
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # an import runs arbitrary code: it may fail, or even call sys.exit, in any way
         raise ValidationError(f"cannot import {module_name!r} for model factory {arch!r} ({_one_line(exc)}); "
                               "make the module importable from the current folder or PYTHONPATH") from exc
     finally:
@@ -175,14 +187,18 @@ def _factory(arch: str, num_classes: int | None) -> nn.Module:
     if named is not None and named.default is inspect.Parameter.empty:
         _needs_classes(arch, num_classes)
     kwargs = {"num_classes": num_classes} if takes and num_classes is not None else {}
+    call = f"{arch.partition(':')[2]}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
     try:
         model = factory(**kwargs)
-    except Exception as exc:  # noqa: BLE001 - user code: report whatever it raised
-        call = f"{arch.partition(':')[2]}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
-        raise ValidationError(f"model factory {arch!r} raised {_one_line(exc)} when called as {call}; "
-                              "fix the factory or its arguments") from exc
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # user code: report whatever it raised, sys.exit's SystemExit included
+        raised = f"SystemExit({exc.code!r}) (it exits the program)" if isinstance(exc, SystemExit) else _one_line(exc)
+        raise ValidationError(f"model factory {arch!r} raised {raised} when called as {call}; a factory must "
+                              "return a torch.nn.Module: fix the factory or its arguments") from exc
     if not isinstance(model, nn.Module):
-        raise ValidationError(f"model factory {arch!r} returned a {type(model).__name__}, not a torch.nn.Module")
+        raise ValidationError(f"model factory {arch!r} returned a {type(model).__name__} when called as {call}, not "
+                              "a torch.nn.Module; name a function or class that builds the model")
     return model
 
 
@@ -327,6 +343,7 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], *, label: 
     Conv2d(3, 5, kernel_size=(3, 3), stride=(1, 1))
     """
     _check_classes(model, state, label=label, path=path, num_classes=num_classes)
+    check_finite_weights(dict(state), path or label)
     _check_fits(model, state, label=label, path=path)
     conform_to_state_dict(model, dict(state))
     try:
@@ -378,9 +395,9 @@ def resolve_model(spec: str | os.PathLike, *, num_classes: int | None = None,
     (torch.Size([1, 4]), False)
     """
     parsed = parse_model_spec(spec)
+    if num_classes is not None:  # a class count beyond any dataset would only ask for memory no machine has
+        check_int(num_classes, "num_classes", minimum=1, maximum=MAX_CLASSES)
     if parsed.arch is None:
-        if num_classes is not None:
-            check_int(num_classes, "num_classes", minimum=1)
         return load_checkpoint(parsed.path, map_location=map_location, expect_num_classes=num_classes)
     # The architecture first: a misspelt name or a missing num_classes is reported before any file is read.
     model = build_architecture(parsed.arch, num_classes=num_classes)

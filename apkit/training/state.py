@@ -27,7 +27,8 @@ __all__ = ["CHECKPOINT_NAME", "TrainingState", "cpu_state_dict", "finished_epoch
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "apkit-training-state"
 #: How to start a run afresh, said in both worlds: an error reaches Python callers and the command line alike.
-AFRESH = "start afresh: resume=False in Python, no --resume on the command line"
+AFRESH = ("start afresh over it: resume=False in Python (overwrite=True for a finished run), --overwrite "
+          "(instead of --resume) on the command line")
 # Settings that must match for a checkpoint to be resumed (epochs may grow, except for cosine).
 RESUME_KEYS = ("task", *(name for name in Recipe.field_names() if name != "epochs"), "seed", "world_size", "select")
 
@@ -44,6 +45,12 @@ def finished_epochs(path: Path) -> int:
         raise CheckpointError(f"the training checkpoint {str(path)!r} is corrupt ({type(exc).__name__}); use "
                               f"another folder, or {AFRESH}") from exc
     return int(payload.get("epoch", 0)) if isinstance(payload, dict) else 0
+
+
+def _reason(exc: CheckpointError) -> str:
+    """The middle of a checkpoint error (``corrupt or not a PyTorch file (EOFError)``), without its advice."""
+    text = str(exc)
+    return text.split(" is ", 1)[-1].split(";")[0] if " is " in text else text.split(";")[0]
 
 
 def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -130,7 +137,11 @@ class TrainingState:
 
     def restore(self, model: nn.Module, optimizer, scheduler) -> None:
         """Load the checkpoint into the model, optimiser, schedule, random states and this state."""
-        payload = safe_load(self.path)
+        try:
+            payload = safe_load(self.path)
+        except CheckpointError as exc:  # the user cannot re-create a run's checkpoint: say how to go on without it
+            raise CheckpointError(f"the training checkpoint {str(self.path)!r} cannot be resumed ({_reason(exc)}); "
+                                  f"use another folder, or {AFRESH}") from exc
         if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"{str(self.path)!r} is not an apkit training checkpoint; use another folder, "
                                   f"or {AFRESH}")

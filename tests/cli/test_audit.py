@@ -48,7 +48,7 @@ def test_torchrun_audit_equals_one_process_and_rank0_writes(tmp_path):
     double = _audit(paths, tmp_path / "double", launcher=torchrun)
 
     written = sorted(p.name for p in (tmp_path / "double").iterdir())
-    assert written == ["figures", "report.csv", "report.html", "report.json", "report.md"]  # no temporary file left
+    assert written == ["figures", "report.csv", "report.html", "report.json", "report.md", "run.json"]  # no .tmp left
     assert double.stdout.count("wrote ") == 1  # one process reports
     one = json.loads((tmp_path / "single" / "report.json").read_text())
     two = json.loads((tmp_path / "double" / "report.json").read_text())

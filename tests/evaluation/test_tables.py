@@ -28,21 +28,40 @@ def test_cells_follow_one_rule():
 
 def test_markdown_exact_text():
     assert to_markdown(TABLE, level=3) == (
-        "### Scores <all>\n\nMeans & intervals.\n\n"
+        "### Scores &lt;all&gt;\n\nMeans &amp; intervals.\n\n"
         "| model | AUC | Δ auc | kept |\n"
         "|---|---|---|---|\n"
-        "| a|b | 0.1235 | +0.0125 [-0.2500, +0.5000] | 3 |\n"
+        "| a\\|b | 0.1235 | +0.0125 [-0.2500, +0.5000] | 3 |\n"
         "| =SUM(A1:A2) | – | – | – |\n"
-        "| <script>x</script> | 1.0000 | -0.5000 | 0 |")
+        "| &lt;script&gt;x&lt;/script&gt; | 1.0000 | -0.5000 | 0 |")
     untitled = Table(None, ["x"], [[1]])
     assert to_markdown(untitled) == "| x |\n|---|\n| 1 |"
 
 
-def test_csv_keeps_raw_values_and_leaves_formulas_as_they_are():
+def test_csv_keeps_raw_values_and_defuses_formulas():
     text = to_csv(Table(None, ["model", "auc", "kept"], [["=SUM(A1:A2)", math.nan, None], ["b", 0.123456, 3]]))
     assert list(csv.reader(io.StringIO(text, newline=""))) == [
-        ["model", "auc", "kept"], ["=SUM(A1:A2)", "nan", ""], ["b", "0.123456", "3"]]
+        ["model", "auc", "kept"], ["'=SUM(A1:A2)", "nan", ""], ["b", "0.123456", "3"]]
     assert text.endswith("\r\n")
+
+
+def test_csv_prefixes_every_formula_start_but_keeps_numbers():
+    """OWASP's list (=, +, -, @, tab, carriage return); a number, negative or signed, is data and stays as it is."""
+    rows = [["=1+2", "+cmd", "-cmd|' /C calc'!A0", "@SUM(A1)", "\tx", "\rx", "-0.25", "+3", "-1e-05", -0.5, "-inf"]]
+    header, parsed = csv.reader(io.StringIO(to_csv(Table(None, ["c"] * 11, rows)), newline=""))
+    assert header == ["c"] * 11
+    assert parsed == ["'=1+2", "'+cmd", "'-cmd|' /C calc'!A0", "'@SUM(A1)", "'\tx", "'\rx", "-0.25", "+3", "-1e-05",
+                      "-0.5", "-inf"]
+
+
+def test_markdown_cells_carry_no_raw_html_and_no_extra_cells():
+    from apkit.evaluation.tables import markdown_cell
+
+    page = to_markdown(Table("<b>t</b>", ["a|b", "c"], [["<img src=x onerror=alert(1)>", "x | y\nz & w"]]))
+    assert "<" not in page and ">" not in page.replace("&gt;", "")
+    header, _, row = page.split("\n")[2:5]
+    assert header.replace("\\|", "").count("|") == row.replace("\\|", "").count("|") == 3
+    assert markdown_cell("x | y\nz & w") == "x \\| y z &amp; w"
 
 
 def test_html_escapes_every_text():

@@ -171,3 +171,46 @@ def test_the_code_running_payload_is_real(tmp_path):
     pickle.loads(pickle.dumps(_RunsCode(marker))).close()
     assert marker.exists()
     os.remove(marker)
+
+
+# ------------------------------------------------------------------------------- bounded before reading
+
+def test_a_zip_bomb_is_refused_before_it_is_expanded(tmp_path):
+    import zipfile
+
+    from apkit.models.checkpoint import check_archive_size, safe_load
+
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("bomb/data/0", bytes(32_000_000))
+    with pytest.raises(CheckpointError, match=r"expands to 32.0 MB from a file of .* kB, more than its own size"):
+        safe_load(bomb)
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.zeros(1000)}, good)
+    check_archive_size(good)  # torch's own files pass: their entries are stored, not compressed
+
+
+def test_a_config_is_checked_before_the_model_is_built(tmp_path):
+    from apkit.models.checkpoint import check_config
+
+    base = {"name": "vgg_small", "num_classes": 8, "options": {"width_divisor": 8, "input_size": 32}}
+    check_config(base, "m.pt")
+    cases = [({"num_classes": 10**10}, "num_classes 10000000000 in its config; it must be an integer from 1 to 100000"),
+             ({"num_classes": "8"}, "num_classes '8' (a str)"), ({"num_classes": True}, "num_classes True (a bool)"),
+             ({"options": {"input_size": 10**6}}, "input_size 1000000 in its config; it must be an integer from 1 "
+                                                  "to 4096"),
+             ({"options": {"widht_divisor": 8}}, "option 'widht_divisor' that model 'vgg_small' does not take "
+                                                 "(its options: width_divisor, input_size, dropout)")]
+    for change, message in cases:
+        with pytest.raises(CheckpointError) as caught:
+            check_config({**base, **change}, "m.pt")
+        assert message in str(caught.value)
+
+
+def test_weights_holding_nan_are_refused_with_their_file(tmp_path):
+    net = models.create("vgg_small", num_classes=8, input_size=32, width_divisor=8)
+    with torch.no_grad():
+        net.classifier[-1].weight[0, 0] = float("inf")
+    path = models.save_checkpoint(net, tmp_path / "diverged.pt")
+    with pytest.raises(CheckpointError, match=r"diverged.pt' hold NaN or infinity \(classifier\.\d+\.weight\)"):
+        models.load_checkpoint(path)

@@ -238,8 +238,16 @@ def test_factories(factory_folder):
     with pytest.raises(ValidationError, match=r"model factory 'usernets:broken' raised RuntimeError: no GPU here "
                                               r"second line when called as broken\(num_classes=3\)"):
         resolve_model(f"usernets:broken={path}", num_classes=3)
-    with pytest.raises(ValidationError, match="returned a int, not a torch.nn.Module"):
+    with pytest.raises(ValidationError, match=r"returned a int when called as not_a_model\(num_classes=3\), not a "
+                                              "torch.nn.Module"):
         resolve_model(f"usernets:not_a_model={path}", num_classes=3)
+    # A factory that exits the program (sys.exit, SystemExit) is an error, not a silent exit with status 0.
+    with pytest.raises(ValidationError, match=r"model factory 'sys:exit' raised SystemExit\(None\) \(it exits the "
+                                              r"program\) when called as exit\(\)"):
+        resolve_model(f"sys:exit={path}")
+    (factory_folder / "exits_on_import.py").write_text("import sys\nsys.exit(4)\n")
+    with pytest.raises(ValidationError, match="cannot import 'exits_on_import'.*SystemExit"):
+        resolve_model(f"exits_on_import:f={path}")
     with pytest.raises(UnknownNameError, match="'usernets' has no 'biuld'.*callables there: .*build"):
         resolve_model(f"usernets:biuld={path}", num_classes=3)
     with pytest.raises(ValidationError, match="cannot import 'nosuchpkg.nets'.*ModuleNotFoundError: No module named"):
