@@ -20,8 +20,9 @@ by the pixel's row-major index (a stable sort), so a map with ties gives one fix
 
 All perturbed images of a chunk of ``batch_size`` source images (each with all its steps or
 percentages) go through the model in one forward pass; nothing loops over single images or steps
-in Python, except ROAD's imputation on the CPU, which factorises one sparse matrix per mask.  The model runs in eval mode under :func:`torch.no_grad` and is restored afterwards,
-never modified.  :data:`FAITHFULNESS_METRICS` names the metrics for ``apkit list``.
+in Python, except ROAD's imputation on the CPU, which factorises one sparse matrix per mask.
+The model runs in eval mode under :func:`torch.no_grad` and is restored afterwards, never modified.
+:data:`FAITHFULNESS_METRICS` names the metrics for ``apkit list``.
 """
 
 from __future__ import annotations
