@@ -17,7 +17,12 @@ forward pass on the device:
   from apkit's ROAD images;
 * ``road-pgc``         - :func:`apkit.evaluation.road` vs pytorch-grad-cam's ROAD
   (``RemoveMostRelevantFirst`` with a noise-free ``NoisyLinearImputer``) at each percentage, with
-  its percentile placed between the two pixels that bound apkit's removed set.
+  its percentile placed between the two pixels that bound apkit's removed set;
+* ``imputation-smooth-quantus`` - the imputation alone (no model) on smooth maps, the shape of a
+  Grad-CAM map (a 7x7 random grid upsampled bilinearly): :func:`apkit.evaluation.road_images` vs
+  Quantus's ``noisy_linear_imputation`` per image and percentage, three channels, no noise.  Smooth
+  maps leave large removed blobs, the hard case for an iterative solve; at most
+  ``SMOOTH_IMAGES`` images.
 
 The model is torchvision's ResNet-18 with random weights (no download); a peer that is not
 installed gives a row that says so.
@@ -39,9 +44,12 @@ from torch import nn
 
 from apkit.evaluation.faithfulness import deletion_curve, road, road_images
 
-#: Largest difference of probabilities accepted between apkit and a peer (float32 CG vs a sparse solve).
+#: Largest difference of probabilities (or imputed values) accepted between apkit and a peer.
 TOLERANCE = 1e-4
 PERCENTAGES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+#: Images of the smooth-map imputation row (the peer takes about a second per image and percentage).
+SMOOTH_IMAGES = 2
+SMOOTH_GRID = 7
 
 
 class Gray(nn.Module):
@@ -112,7 +120,7 @@ def deletion_row(net, inputs, maps, target, steps, device, repeats) -> Measureme
 def road_quantus_row(net, inputs, maps, target, percentages, device, repeats) -> Measurement:
     size, count = inputs.shape[-1], inputs.shape[0]
     row = Measurement(name="road-quantus", operation=f"ROAD MoRF, {len(percentages)} percentages, {count} "
-                      f"one-channel images at {size}x{size}", apkit="apkit.evaluation.road, batched",
+                      f"one-channel images at {size}x{size}", apkit="apkit.evaluation.road, batched forward passes",
                       baseline="Quantus ROAD (scipy spsolve per image and percentage)", device=str(device),
                       repeats=repeats)
     reason = _missing("quantus", "quantus")
@@ -178,9 +186,47 @@ def road_pgc_row(net, inputs, maps, target, percentages, device, repeats) -> Mea
     return row
 
 
+def smooth_maps(count: int, size: int, seed: int, device: torch.device) -> torch.Tensor:
+    """Grad-CAM-like maps: a ``SMOOTH_GRID`` square random grid upsampled bilinearly to ``size``."""
+    grid = torch.rand(count, 1, SMOOTH_GRID, SMOOTH_GRID, generator=torch.Generator().manual_seed(seed + 1))
+    return nn.functional.interpolate(grid, size=(size, size), mode="bilinear", align_corners=False)[:, 0].to(device)
+
+
+def imputation_smooth_row(inputs, percentages, device, repeats, seed) -> Measurement:
+    count, size = min(SMOOTH_IMAGES, inputs.shape[0]), inputs.shape[-1]
+    row = Measurement(name="imputation-smooth-quantus", operation=f"ROAD's noisy linear imputation (MoRF, no noise) "
+                      f"of {count} images x {len(percentages)} percentages at {size}x{size}, smooth maps",
+                      apkit="apkit.evaluation.road_images (sparse LU per mask on the CPU, CG on a GPU)",
+                      baseline="Quantus noisy_linear_imputation (scipy spsolve) per image and percentage",
+                      device=str(device), repeats=repeats)
+    reason = _missing("quantus", "quantus")
+    if reason:
+        row.skipped, row.check = True, reason
+        return row
+    from quantus.functions.perturb_func import noisy_linear_imputation as quantus_imputation
+
+    images, maps = inputs[:count], smooth_maps(count, size, seed, device)
+    order = np.argsort(-maps.reshape(count, -1).cpu().numpy(), axis=1, kind="stable")
+    pixels = size * size
+    counts = [int(np.floor(round(p * pixels, 6))) for p in percentages]
+    x = images.double().cpu().numpy()
+
+    def theirs():
+        return np.stack([np.stack([quantus_imputation(x[i], order[i, :k], noise=0.0) for k in counts])
+                         for i in range(count)])
+
+    row.apkit_s, row.apkit_peak, ours = timed(lambda: road_images(images, maps, percentages=percentages, noise=0.0),
+                                              repeats=repeats, device=device)
+    row.baseline_s, row.baseline_peak, reference = timed(lambda: _quiet(theirs), repeats=repeats, device=device)
+    error = float(np.abs(ours.double().cpu().numpy() - reference).max())
+    row.equal = error <= TOLERANCE
+    row.check = f"imputed images max difference {error:.1e} (<= {TOLERANCE:g})"
+    return row
+
+
 def measure(*, size: int = 224, images: int = 100, steps: int = 16, percentages=PERCENTAGES, threads: int = 2,
             seed: int = 0, device: torch.device | str = "cpu", repeats: int = 1) -> list[Measurement]:
-    """Time apkit's deletion and ROAD against Quantus and pytorch-grad-cam on the same inputs; check the values.
+    """Time apkit's deletion, ROAD and imputation against Quantus and pytorch-grad-cam on the same inputs; check values.
 
     ``steps`` must divide ``size * size`` (Quantus's step size is a whole number of pixels); the
     default 16 does for 224.  ``threads`` sets torch's threads for the run (0 keeps the default).
@@ -194,7 +240,8 @@ def measure(*, size: int = 224, images: int = 100, steps: int = 16, percentages=
         percentages = tuple(percentages)
         return [deletion_row(net, inputs, maps, target, steps, device, repeats),
                 road_quantus_row(net, inputs, maps, target, percentages, device, repeats),
-                road_pgc_row(net, inputs, maps, target, percentages, device, repeats)]
+                road_pgc_row(net, inputs, maps, target, percentages, device, repeats),
+                imputation_smooth_row(inputs, percentages, device, repeats, seed)]
     finally:
         torch.set_num_threads(previous)
 

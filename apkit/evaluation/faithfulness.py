@@ -20,16 +20,19 @@ by the pixel's row-major index (a stable sort), so a map with ties gives one fix
 
 All perturbed images of a chunk of ``batch_size`` source images (each with all its steps or
 percentages) go through the model in one forward pass; nothing loops over single images or steps
-in Python.  The model runs in eval mode under :func:`torch.no_grad` and is restored afterwards,
-never modified.  :data:`FAITHFULNESS_METRICS` names the metrics for ``apkit list``.
+in Python, except ROAD's imputation on the CPU, which factorises one sparse matrix per mask.
+The model runs in eval mode under :func:`torch.no_grad` and is restored afterwards, never modified.
+:data:`FAITHFULNESS_METRICS` names the metrics for ``apkit list``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
@@ -48,12 +51,15 @@ from apkit.core.validation import (
 
 __all__ = ["DEFAULT_PERCENTAGES", "DEFAULT_STEPS", "FAITHFULNESS_METRICS", "ORDERS", "TASKS", "curve_auc",
            "deletion", "deletion_curve", "insertion", "insertion_curve", "noisy_linear_imputation", "pixel_rank",
-           "rank_of_order", "road", "road_images", "target_probability"]
+           "rank_of_order", "road", "road_images", "SOLVERS", "target_probability"]
 
 #: How the model's outputs become probabilities: softmax over classes, or a sigmoid per class.
 TASKS = ("multiclass", "multilabel")
 #: ROAD's removal orders: most relevant first, least relevant first.
 ORDERS = ("morf", "lerf")
+#: How the imputation's systems are solved: "direct" (sparse LU in float64, on the CPU), "cg"
+#: (conjugate gradients on the images' device), or "auto": direct for CPU tensors, cg otherwise.
+SOLVERS = ("auto", "direct", "cg")
 DEFAULT_STEPS = 20
 DEFAULT_BATCH_SIZE = 8
 #: ROAD's fractions of removed pixels (the paper's 10 % to 90 %).
@@ -66,7 +72,7 @@ BLUR_SIGMA = 5.0
 #: Noisy linear imputation's neighbour weights (the ROAD paper): 1/6 for each of the four direct
 #: neighbours, 1/12 for each of the four diagonal ones, summing to 1 (see :func:`_neighbour_sum`).
 DIAGONAL_WEIGHT = 1 / 12
-#: The imputation's conjugate-gradient solve stops when every system's residual is this small
+#: The imputation's conjugate-gradient solve (the "cg" solver) stops when every system's residual is this small
 #: relative to its right-hand side (checked every few iterations), or after MAX_ITERATIONS.
 SOLVER_TOLERANCE = 1e-6
 MAX_ITERATIONS = 2000
@@ -363,7 +369,7 @@ def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
     return torch.where(denominator > 0, numerator / denominator.clamp(min=tiny), 0.0)
 
 
-def _solve_imputation(images: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
+def _solve_by_conjugate_gradients(images: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
     """Solve ``W_i x_i = sum_j w_j v_j`` for every removed pixel ``i`` by conjugate gradients.
 
     ``v_j`` is the neighbour's image value when kept and its unknown ``x_j`` when removed; ``W_i``
@@ -394,23 +400,77 @@ def _solve_imputation(images: torch.Tensor, removed: torch.Tensor) -> torch.Tens
         worst = float((updated / limit.clamp(min=torch.finfo(images.dtype).tiny)).max().sqrt()) * SOLVER_TOLERANCE
         warnings.warn(f"noisy linear imputation stopped after {MAX_ITERATIONS} iterations with a relative "
                       f"residual of {worst:.1e} (asked {SOLVER_TOLERANCE:g}); the imputed pixels are approximate",
-                      RuntimeWarning, stacklevel=3)
+                      RuntimeWarning, stacklevel=4)
     return solution
 
 
+@functools.lru_cache(maxsize=4)
+def _grid_matrix(height: int, width: int):
+    """The imputation's matrix over every pixel of an ``height x width`` image, ``diag(W) - N`` (scipy CSR).
+
+    ``N`` holds the neighbour weights: the kernel [1, 2, 1] x [1, 2, 1] / 12 without its centre, a
+    Kronecker product of two tridiagonal matrices (zero outside the image); ``W`` its row sums.
+    """
+    from scipy import sparse  # a dependency of scikit-learn, used only by the CPU solve
+
+    def tridiagonal(size: int):
+        return sparse.diags([1.0, 2.0, 1.0], [-1, 0, 1], shape=(size, size))
+
+    neighbours = (sparse.kron(tridiagonal(height), tridiagonal(width)) - 4 * sparse.identity(height * width))
+    neighbours = neighbours * DIAGONAL_WEIGHT
+    return (sparse.diags(np.asarray(neighbours.sum(axis=1)).ravel()) - neighbours).tocsr()
+
+
+def _solve_directly(images: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
+    """The same systems as :func:`_solve_by_conjugate_gradients`, by a sparse LU factorisation (SuperLU), in float64.
+
+    Each mask's system is restricted to its removed pixels and factorised once for all channels.
+    It is symmetric positive definite whenever a pixel is kept (a region of removed pixels bounded
+    only by the image's edge would be the whole image), so it is factorised without pivoting, with
+    the minimum-degree ordering of a symmetric matrix.  The time does not depend on the shape of
+    the removed region, where conjugate gradients need hundreds of iterations for large blobs.
+    SuperLU runs one system at a time: the loop is over masks, each a factorisation.
+    """
+    from scipy.sparse.linalg import splu
+
+    count, channels, height, width = images.shape
+    right = _neighbour_sum(images * (1.0 - removed)).double().reshape(count, channels, -1).numpy()
+    flags = removed.reshape(count, -1).bool().numpy()
+    matrix = _grid_matrix(height, width)
+    solution = np.zeros((count, channels, height * width))
+    for index in range(count):
+        unknowns = np.flatnonzero(flags[index])
+        if 0 < len(unknowns) < height * width:
+            system = matrix[unknowns][:, unknowns].tocsc()
+            factors = splu(system, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                           options={"SymmetricMode": True})
+            solution[index][:, unknowns] = factors.solve(np.ascontiguousarray(right[index][:, unknowns].T)).T
+    return torch.from_numpy(solution.reshape(images.shape)).to(images.dtype)
+
+
+def _solve_imputation(images: torch.Tensor, removed: torch.Tensor, solver: str) -> torch.Tensor:
+    """The imputed values (zero outside the removed pixels): a direct solve on the CPU, else conjugate gradients."""
+    if solver == "direct" or (solver == "auto" and images.device.type == "cpu"):
+        return _solve_directly(images.cpu(), removed.cpu()).to(images.device)
+    return _solve_by_conjugate_gradients(images, removed)
+
+
 def noisy_linear_imputation(images: torch.Tensor, removed: torch.Tensor, *, noise: float = DEFAULT_NOISE,
-                            generator: torch.Generator | None = None) -> torch.Tensor:
+                            generator: torch.Generator | None = None, solver: str = "auto") -> torch.Tensor:
     """ROAD's noisy linear imputation (Rong et al., 2022) of the ``removed`` pixels of ``images``.
 
     Every removed pixel becomes the weighted mean of its neighbours inside the image (weights 1/6
     for the direct and 1/12 for the diagonal neighbours), where removed neighbours are themselves
-    unknowns: one sparse linear system per image and channel, solved jointly by conjugate gradients
-    to a relative residual of :data:`SOLVER_TOLERANCE` (the test holds it to a sparse direct solve
-    within 1e-4; a RuntimeWarning says when :data:`MAX_ITERATIONS` did not reach it).  The number of
-    iterations grows with the width of the largest removed region: scattered pixels take tens,
-    the large blobs that a smooth map leaves at 224x224 and 90 % take hundreds.  Then Gaussian
-    noise of standard deviation ``noise`` is added to the removed pixels.  A region of removed
-    pixels that touches no kept pixel (e.g. the whole image) becomes 0 plus noise.
+    unknowns: one sparse linear system per image, with one right-hand side per channel.  On the
+    CPU (``solver="auto"`` or ``"direct"``) each system is restricted to its removed pixels and
+    factorised once by SuperLU in float64, whatever the shape of the removed region.  On a GPU
+    (``"auto"`` or ``"cg"``) all systems are solved at once by conjugate gradients to a relative
+    residual of :data:`SOLVER_TOLERANCE` (the tests hold both solvers to a dense solve within 1e-4;
+    a RuntimeWarning says when :data:`MAX_ITERATIONS` did not reach it); the number of iterations
+    grows with the width of the largest removed region: scattered pixels take tens, the large blobs
+    that a smooth map leaves at 224x224 take hundreds.  Then Gaussian noise of standard deviation
+    ``noise`` is added to the removed pixels.  When every pixel is removed, nothing is left to
+    impute from: the image becomes 0 plus noise.
 
     Parameters
     ----------
@@ -422,6 +482,9 @@ def noisy_linear_imputation(images: torch.Tensor, removed: torch.Tensor, *, nois
         Standard deviation of the added noise (>= 0).
     generator : torch.Generator, optional
         Source of the noise, on the images' device; draws from the global generator when None.
+    solver : {"auto", "direct", "cg"}
+        The sparse direct solve (computed on the CPU, the result moved back), conjugate gradients
+        on the images' device, or "auto": direct for CPU tensors, conjugate gradients otherwise.
 
     Examples
     --------
@@ -434,11 +497,12 @@ def noisy_linear_imputation(images: torch.Tensor, removed: torch.Tensor, *, nois
     check_tensor(images, "images", ndim=4, floating=True)
     check_tensor(removed, "removed", ndim=3)
     check_float(noise, "noise", minimum=0.0)
+    check_choice(solver, "solver", SOLVERS)
     if removed.shape != (images.shape[0], *images.shape[2:]):
         raise ValidationError(f"removed must be (M, H, W) = {(images.shape[0], *images.shape[2:])}, "
                               f"got {tuple(removed.shape)}")
     mask = removed.to(images.dtype)[:, None]
-    filled = _solve_imputation(images, mask)
+    filled = _solve_imputation(images, mask, solver)
     if noise > 0:
         filled = filled + noise * torch.randn(images.shape, generator=generator, dtype=images.dtype,
                                               device=images.device)
@@ -456,12 +520,12 @@ def _road_removed(maps: torch.Tensor, percentages: tuple[float, ...], order: str
 
 
 def road_images(inputs: torch.Tensor, maps: torch.Tensor, *, percentages: Sequence[float] = DEFAULT_PERCENTAGES,
-                order: str = "morf", noise: float = DEFAULT_NOISE,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                order: str = "morf", noise: float = DEFAULT_NOISE, generator: torch.Generator | None = None,
+                solver: str = "auto") -> torch.Tensor:
     """ROAD's perturbed images ``(N, P, C, H, W)``: per percentage, the removed pixels imputed.
 
-    See :func:`road` for the parameters; this is its input to the model, for inspection or for a
-    score of one's own.
+    See :func:`road` for the parameters and :func:`noisy_linear_imputation` for ``solver``; this is
+    its input to the model, for inspection or for a score of one's own.
 
     Examples
     --------
@@ -474,7 +538,7 @@ def road_images(inputs: torch.Tensor, maps: torch.Tensor, *, percentages: Sequen
     check_choice(order, "order", ORDERS)
     removed = _road_removed(maps, chosen, order).flatten(0, 1)
     repeated = inputs.repeat_interleave(len(chosen), dim=0)
-    imputed = noisy_linear_imputation(repeated, removed, noise=noise, generator=generator)
+    imputed = noisy_linear_imputation(repeated, removed, noise=noise, generator=generator, solver=solver)
     return imputed.reshape(inputs.shape[0], len(chosen), *inputs.shape[1:])
 
 

@@ -186,25 +186,49 @@ def reference_imputation(image, removed):
     return result
 
 
-def test_imputation_equals_a_dense_solve_of_the_papers_system():
-    # Tolerance 1e-4: conjugate gradients in float32 against a float64 direct solve.
+@pytest.mark.parametrize(("solver", "tolerance"), [("direct", 1e-6), ("cg", 1e-4)])
+def test_imputation_equals_a_dense_solve_of_the_papers_system(solver, tolerance):
+    # Against a float64 dense solve: 1e-6 for the sparse LU (float64, rounded to float32 at the end),
+    # 1e-4 for conjugate gradients in float32.
     gen = torch.Generator().manual_seed(1)
     images = torch.randn(2, 3, 9, 11, generator=gen)
     removed = torch.rand(2, 9, 11, generator=gen) < 0.7
-    ours = noisy_linear_imputation(images, removed, noise=0.0)
+    ours = noisy_linear_imputation(images, removed, noise=0.0, solver=solver)
     for i in range(2):
-        assert torch.allclose(ours[i].double(), reference_imputation(images[i], removed[i]), atol=1e-4)
+        assert torch.allclose(ours[i].double(), reference_imputation(images[i], removed[i]), atol=tolerance)
     assert torch.equal(ours[~removed[:, None].expand_as(images)], images[~removed[:, None].expand_as(images)])
 
 
+def test_the_cpu_default_is_the_direct_solve_and_both_solvers_agree_on_large_blobs():
+    # A smooth map leaves one large removed blob (the slow case for conjugate gradients); tolerance 1e-4.
+    gen = torch.Generator().manual_seed(5)
+    images = torch.randn(2, 3, 40, 40, generator=gen)
+    smooth = nn.functional.interpolate(torch.rand(2, 1, 3, 3, generator=gen), size=(40, 40), mode="bilinear")[:, 0]
+    removed = smooth > smooth.flatten(1).median(dim=1).values[:, None, None]
+    direct = noisy_linear_imputation(images, removed, noise=0.0, solver="direct")
+    assert torch.equal(noisy_linear_imputation(images, removed, noise=0.0), direct)
+    assert (noisy_linear_imputation(images, removed, noise=0.0, solver="cg") - direct).abs().max() < 1e-4
+    assert torch.allclose(direct[0].double(), reference_imputation(images[0], removed[0]), atol=1e-6)
+
+
+@pytest.mark.parametrize("solver", ["direct", "cg"])
+def test_nothing_and_everything_removed(solver):
+    images = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(6))
+    removed = torch.zeros(2, 6, 6, dtype=torch.bool)
+    removed[1] = True  # nothing is left to impute from: zeros
+    ours = noisy_linear_imputation(images, removed, noise=0.0, solver=solver)
+    assert torch.equal(ours[0], images[0]) and torch.equal(ours[1], torch.zeros_like(images[1]))
+
+
 @needs_quantus
-def test_imputation_equals_quantus_noisy_linear_imputation():
+@pytest.mark.parametrize("solver", ["direct", "cg"])
+def test_imputation_equals_quantus_noisy_linear_imputation(solver):
     from quantus.functions.perturb_func import noisy_linear_imputation as quantus_imputation
 
     gen = torch.Generator().manual_seed(2)
     image = torch.randn(1, 3, 32, 32, generator=gen)
-    removed = torch.rand(1, 32, 32, generator=gen) < 0.9  # large holes: the slowest case for the solver
-    ours = noisy_linear_imputation(image, removed, noise=0.0)[0].numpy()
+    removed = torch.rand(1, 32, 32, generator=gen) < 0.9  # large holes: the slowest case for conjugate gradients
+    ours = noisy_linear_imputation(image, removed, noise=0.0, solver=solver)[0].numpy()
     theirs = quantus_imputation(image[0].double().numpy(), np.flatnonzero(removed[0].numpy()), noise=0.0)
     assert np.abs(ours - theirs).max() < 1e-4
 
@@ -373,6 +397,8 @@ def test_unknown_order_and_task_suggest_the_known_ones():
         road(model, inputs, maps, target, order="mrf")
     with pytest.raises(UnknownNameError, match="choose one of: multiclass, multilabel"):
         deletion(model, inputs, maps, target, task="binary")
+    with pytest.raises(UnknownNameError, match="did you mean direct"):
+        noisy_linear_imputation(inputs, maps > 0.5, solver="drect")
 
 
 def test_an_unfinished_solve_says_so(monkeypatch):
@@ -382,4 +408,4 @@ def test_an_unfinished_solve_says_so(monkeypatch):
     gen = torch.Generator().manual_seed(4)
     images, removed = torch.randn(1, 3, 32, 32, generator=gen), torch.rand(1, 32, 32, generator=gen) < 0.9
     with pytest.warns(RuntimeWarning, match="stopped after 3 iterations with a relative residual"):
-        noisy_linear_imputation(images, removed, noise=0.0)
+        noisy_linear_imputation(images, removed, noise=0.0, solver="cg")
