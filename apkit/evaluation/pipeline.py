@@ -10,7 +10,7 @@ from typing import Any
 from apkit.core.errors import ValidationError
 from apkit.data import check_synthetic_only, spec_name
 from apkit.evaluation.audit import TEACHER, AuditReport, audit
-from apkit.models import parse_model_spec, resolve_model
+from apkit.models import parse_model_spec, recorded_input, resolve_model
 from apkit.training import datasets_for
 
 __all__ = ["audit_checkpoints", "model_name"]
@@ -48,14 +48,10 @@ def _unique_names(specs: Sequence[str | os.PathLike]) -> list[str]:
     return names
 
 
-def _folder_options(data: str, **given: Any) -> dict[str, Any]:
-    """The options given for ``folder:`` data (those not ``None``); refused for other data."""
-    folder_options = {k: v for k, v in given.items() if v is not None}
-    if folder_options and spec_name(data) != "folder":
-        verb = "apply" if len(folder_options) > 1 else "applies"
-        raise ValidationError(f"{' and '.join(folder_options)} {verb} only to folder:ROOT data, not to {data!r}; "
-                              "drop them or audit on a folder of your images")
-    return folder_options
+def _input_options(teacher: str | os.PathLike, **given: Any) -> dict[str, Any]:
+    """``image_size``, ``mean`` and ``std``: those given, else those recorded for the teacher (its training
+    run's or its compression's), so that a model is audited on the input it was trained on."""
+    return {**recorded_input(teacher), **{k: v for k, v in given.items() if v is not None}}
 
 
 def audit_checkpoints(
@@ -91,9 +87,10 @@ def audit_checkpoints(
     samples : int, optional
         Synthetic data only: the number of evaluation images.
     image_size, mean, std : optional
-        ``folder:`` data only: the side of the square input the images are resized to (default
-        224) and the input normalisation (default ImageNet's, see
-        :class:`~apkit.data.SegmentationFolder`).
+        Data read from files: the side of the square input the images are resized to and the
+        input normalisation.  Default: what the teacher's files record
+        (:func:`apkit.models.recorded_input`), else the model's own input size, else the data's
+        default (224 px, ImageNet's normalisation).
     num_classes : int, optional
         The models' class count, needed for ``torchvision:`` and apkit names in ``ARCH=PATH``; it
         must be the data's.  Students take the data's class count when it is not given.
@@ -103,10 +100,13 @@ def audit_checkpoints(
         ``gates``, ...
     """
     check_synthetic_only(data, samples=samples)
-    folder_options = _folder_options(data, image_size=image_size, mean=mean, std=std)
+    if image_size is not None and spec_name(data) == "synthetic":
+        raise ValidationError("image_size applies only to data read from files: synthetic images are rendered at the "
+                              "teacher's input size; drop it, or audit on your images (e.g. imagefolder:ROOT)")
+    input_options = _input_options(teacher, image_size=image_size, mean=mean, std=std)
     names = _unique_names(students)  # a bad spec fails before any model is built
     teacher_model = resolve_model(teacher, num_classes=num_classes)
-    dataset = datasets_for(teacher_model, data, {split: samples}, **folder_options)[split]
+    dataset = datasets_for(teacher_model, data, {split: samples}, **input_options)[split]
     if num_classes is not None and num_classes != dataset.num_classes:
         raise ValidationError(f"num_classes is {num_classes} but the data has {dataset.num_classes} classes; "
                               "use models trained on this dataset")

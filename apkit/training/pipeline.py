@@ -72,7 +72,8 @@ class TrainingReport:
 def datasets_for(model: nn.Module, data: str, sizes: Mapping[str, int | None], **options) -> dict[str, Dataset]:
     """The splits ``sizes`` (``{split: number of images or None}``) of ``data`` as ``model`` needs them.
 
-    Synthetic images are rendered at the model's input size (from its ``apkit_config``), and a
+    Images are read or rendered at the model's input size (from its ``apkit_config``) unless
+    ``image_size`` is given, and a
     model whose class count is not the data's is refused.  ``sizes`` other than ``None`` apply to
     the synthetic data only.  ``options`` are dataset options: ``image_size``, ``mean`` and
     ``std`` (:data:`apkit.data.INPUT_OPTIONS`) for data read from files, ``None`` meaning the
@@ -95,8 +96,8 @@ def datasets_for(model: nn.Module, data: str, sizes: Mapping[str, int | None], *
         if given:
             raise ValidationError(f"{' and '.join(given)} apply only to data read from files, not to the synthetic "
                                   "data (it has its own normalisation); drop them")
-        if input_size is not None:
-            options.setdefault("image_size", input_size)
+    if input_size is not None:  # a model built for one input size reads its data at that size
+        options.setdefault("image_size", input_size)
     splits = {split: from_spec(data, split=split, **options, **({"num_samples": n} if n is not None else {}))
               for split, n in sizes.items()}
     classes = getattr(model, "apkit_config", {}).get("num_classes")

@@ -224,7 +224,7 @@ def test_cli_folder_input_size_and_normalisation_are_options(root, teacher_file,
     # another normalisation gives other inputs, so another loss: the options were used
     other = data.SegmentationFolder(root, image_size=32)  # ImageNet's statistics
     other_loss = apkit.audit(net, {"t": net}, other, resamples=50, device="cpu", progress=False).predictive
-    assert abs(other_loss["teacher"]["loss"] - loss) > 1e-5  # 30x the tolerance of the equality above
+    assert abs(other_loss["teacher"]["loss"] - loss) > 2e-6  # 3x the tolerance of the equality above
     assert data.SegmentationFolder(root).image_size == 224 and tuple(seg[0][0].shape[-2:]) == (32, 32)
 
 
@@ -237,11 +237,11 @@ def test_cli_folder_bad_statistics(root, teacher_file, tmp_path, capsys, extra, 
     assert code == 1 and len(err.strip().splitlines()) == 1 and fragment in err and "Traceback" not in err
 
 
-def test_cli_image_size_is_for_folder_data_only(teacher_file, tmp_path, capsys):
+def test_cli_image_size_is_for_data_read_from_files_only(teacher_file, tmp_path, capsys):
     args = ["audit", "--teacher", teacher_file, "--student", teacher_file, "--image-size", "32",
             "--device", "cpu", "--quiet", "--out", tmp_path / "audit"]
     code, _, err = run_cli(args, capsys)
-    assert code == 1 and "image_size applies only to folder:ROOT data" in err and len(err.strip().splitlines()) == 1
+    assert code == 1 and "image_size applies only to data read from files" in err and len(err.strip().splitlines()) == 1
 
 
 def test_an_image_without_a_mask_has_an_unknown_label_and_mask(tmp_path):

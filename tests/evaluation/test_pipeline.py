@@ -3,7 +3,7 @@
 import pytest
 
 from apkit.core.errors import ValidationError
-from apkit.evaluation.pipeline import _folder_options, _unique_names, audit_checkpoints, model_name
+from apkit.evaluation.pipeline import _input_options, _unique_names, audit_checkpoints, model_name
 
 
 @pytest.mark.parametrize("spec, name", [
@@ -19,10 +19,20 @@ def test_repeated_names_and_the_teachers_name_get_a_number():
     assert names == ["a", "a-2", "teacher-2", "a-3", "teacher-2-2"]
 
 
-def test_folder_options_are_only_for_folder_data():
-    assert _folder_options("folder:/data", image_size=96, mean=None, std=None) == {"image_size": 96}
-    assert _folder_options("synthetic", image_size=None, mean=None, std=None) == {}
-    with pytest.raises(ValidationError, match="image_size and mean apply only to folder:ROOT data"):
-        _folder_options("synthetic", image_size=96, mean=[0.5] * 3, std=None)
-    with pytest.raises(ValidationError, match="std applies only"):
-        audit_checkpoints("teacher.pt", ["student.pt"], data="voc:/nowhere", std=[0.5] * 3)
+def test_input_options_are_those_given_else_those_recorded_for_the_teacher(tmp_path):
+    import json
+
+    (tmp_path / "record.json").write_text(json.dumps({"input": {"image_size": 64, "mean": [0.5, 0.5, 0.5]}}))
+    teacher = f"torchvision:resnet18={tmp_path / 'model_state.pt'}"
+    assert _input_options(teacher, image_size=None, mean=None, std=None) == {"image_size": 64, "mean": [0.5] * 3}
+    assert _input_options(teacher, image_size=96, mean=None, std=[0.2] * 3) == {
+        "image_size": 96, "mean": [0.5] * 3, "std": [0.2] * 3}
+    assert _input_options(tmp_path / "elsewhere" / "nothing.pt", image_size=None, mean=None, std=None) == {}
+    with pytest.raises(ValidationError, match="mean apply only to data read from files"):
+        audit_checkpoints(_teacher(tmp_path), [_teacher(tmp_path)], data="synthetic", mean=[0.5] * 3)
+
+
+def _teacher(tmp_path):
+    from apkit import models
+
+    return models.save_checkpoint(models.create("vgg_small", num_classes=8, input_size=32), tmp_path / "t.pt")
