@@ -30,6 +30,7 @@ from apkit.attribution.lrp import LRP
 from apkit.attribution.rap import RAP
 from apkit.attribution.targets import as_pairs, target_pairs
 from apkit.core.registry import Registry
+from apkit.models.quantized import check_twin, is_quantized, quantized_twin, twin_agreement
 
 ATTRIBUTION_METHODS: Registry = Registry("attribution method")
 ATTRIBUTION_METHODS.register("gradcam", GradCAM,
@@ -84,8 +85,14 @@ def explain(
     Tensor (M, H, W)
         The paper's evaluation maps: Grad-CAM and EB upsampled bilinearly (EB clamped at 0), LRP
         and RAP summed over colour channels with the sign flipped for a negative logit (RAP: its
-        positive part), Captum methods summed over channels.
+        positive part), Captum methods summed over channels.  An int8 model is explained through
+        its fake-quant twin (:func:`apkit.models.quantized.quantized_twin`), once the twin's
+        logits are checked against the int8 model's on ``inputs``.
     """
+    if is_quantized(model):
+        twin = quantized_twin(model)
+        check_twin(twin_agreement(model, twin, inputs), name=f"this {type(model).__name__}")
+        model = twin.to(inputs.device)
     return ATTRIBUTION_METHODS.get(method)(model, layer).heatmap(inputs, target, batch_size=batch_size, **options)
 
 

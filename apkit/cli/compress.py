@@ -28,11 +28,17 @@ def _format_summary(record) -> str:
     val = {k: v for k, v in record.val.items() if k != "num_images"}
     if val:
         lines.append("validation " + "  ".join(f"{k} {v:.4f}" for k, v in val.items()))
+    if record.quantization:
+        q, latency = record.quantization, record.quantization["latency"]
+        lines.append(f"int8 ({q['bits']}-bit weights): {q['size_bytes']:,} bytes ({q['size_ratio']:.1f}x smaller), "
+                     f"CPU batch of {latency['batch']} in {latency['seconds'] * 1e3:.1f} ms "
+                     f"({latency['speedup']:.1f}x the teacher's speed)")
     lines.append(f"time {record.timings.get('total_s', 0.0):.0f} s")
     return "\n".join(lines)
 
 # The options that set one compression setting each (the rest come with --set KEY=VALUE).
-_SETTING_OPTIONS = ("epochs", "lr", "batch_size", "width_divisor", "pruning_ratio", "amount", "steps", "weight", "drop")
+_SETTING_OPTIONS = ("epochs", "lr", "batch_size", "width_divisor", "pruning_ratio", "amount", "steps", "bits", "weight",
+                    "drop")
 
 _WEIGHTS = ", ".join(f"{weight:g} {name.upper()}" for name, weight in PAPER_WEIGHTS.items())
 
@@ -59,6 +65,9 @@ _WEIGHTS = ", ".join(f"{weight:g} {name.upper()}" for name, weight in PAPER_WEIG
 @click.option("--pruning-ratio", type=float, default=None, help="structured: fraction of filters removed.")
 @click.option("--amount", type=float, default=None, help="unstructured: fraction of remaining weights per step.")
 @click.option("--steps", type=int, default=None, help="unstructured: pruning steps (1 = one-shot).")
+@click.option("--bits", type=click.Choice(["8", "4"]), default=None,
+              callback=lambda _ctx, _param, value: None if value is None else int(value),
+              help="ptq, qat: weight bit-width (per channel; activations are 8-bit) [8].")
 @click.option("--weight", type=float, default=None, help=f"Regularizer strength [default: {_WEIGHTS}].")
 @click.option("--drop", type=float, default=None,
               help=f"sswa: fraction of teacher channels left out [{PAPER_DROP:g}].")

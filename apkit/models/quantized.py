@@ -42,6 +42,7 @@ import os
 import statistics
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -268,7 +269,8 @@ def architecture_of(model: nn.Module) -> dict[str, Any]:
     """
     config = getattr(model, "apkit_config", None)
     if isinstance(config, Mapping) and "name" in config:
-        return {"name": config["name"], "num_classes": config["num_classes"], "options": dict(config.get("options", {}))}
+        options = dict(config.get("options", {}))
+        return {"name": config["name"], "num_classes": config["num_classes"], "options": options}
     arch = getattr(model, "apkit_arch", None)
     if isinstance(arch, str) and arch.startswith(TORCHVISION):
         return {"name": arch, "num_classes": int(getattr(model, "apkit_num_classes", 0)) or None, "options": {}}
@@ -570,11 +572,16 @@ def save_quantized(model: QuantizedModel, path: str | os.PathLike, *, meta: Mapp
     if not model.arch or not model.input_shape:
         raise CheckpointError("this int8 model does not record its float architecture, so it could not be rebuilt; "
                               "quantize a model built by apkit.models.create or resolve_model('torchvision:NAME=PATH')")
+    state = model.module.state_dict()
+    # A quantized Linear keeps (weight, bias) and its dtype in its state: plain data, stored beside the tensors.
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     payload = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "config": model.arch, "meta": dict(meta or {}),
-        "state_dict": model.module.state_dict(),
+        "state_dict": tensors,
         QUANTIZATION_KEY: {"bits": model.bits, "backend": BACKEND, "input_shape": list(model.input_shape),
-                           "layers": dict(model.layers)},
+                           "layers": dict(model.layers), "packed": {k: v for k, v in state.items() if k not in tensors},
+                           # The layers' state versions, which tell torch how to read the packed entries.
+                           "versions": {k: dict(v) for k, v in getattr(state, "_metadata", {}).items()}},
     }
     return atomic_save(payload, path)
 
@@ -605,7 +612,8 @@ def load_quantized(payload: Mapping[str, Any], path: str | os.PathLike) -> Quant
         prepared(torch.zeros(record["input_shape"]))  # observers need one pass before conversion
     model = convert(prepared, bits=record["bits"], arch=config, input_shape=tuple(record["input_shape"]))
     try:
-        model.module.load_state_dict(payload["state_dict"])
+        model.module.load_state_dict(_with_versions({**payload["state_dict"], **record.get("packed", {})},
+                                                    record.get("versions", {})))
     except RuntimeError as exc:
         text = " ".join(str(exc).split())[:300]
         raise CheckpointError(f"quantized checkpoint {str(path)!r} does not fit its architecture ({text}); "
@@ -615,9 +623,16 @@ def load_quantized(payload: Mapping[str, Any], path: str | os.PathLike) -> Quant
     return model.eval()
 
 
+def _with_versions(state: dict, versions: Mapping[str, Mapping]) -> OrderedDict:
+    ordered = OrderedDict(state)
+    ordered._metadata = OrderedDict((k, dict(v)) for k, v in versions.items())
+    return ordered
+
+
 def refuse_quantized_state(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
     """Refuse a plain state dict of an int8 model: its graph cannot be rebuilt from an architecture name alone."""
-    if any(isinstance(v, torch.Tensor) and v.dtype in _QUANTIZED_DTYPES for v in state.values()):
+    packed = any(str(k).endswith("_packed_params") for k in state)
+    if packed or any(isinstance(v, torch.Tensor) and v.dtype in _QUANTIZED_DTYPES for v in state.values()):
         raise CheckpointError(
             f"{str(path)!r} is a plain state_dict of a quantized (int8) model, which apkit cannot rebuild: its "
             "quantization config is not recorded; save it as an apkit quantized checkpoint (apkit compress --method "
