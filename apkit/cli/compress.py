@@ -29,8 +29,8 @@ def _format_summary(record) -> str:
     if val:
         lines.append("validation " + "  ".join(f"{k} {v:.4f}" for k, v in val.items()))
     if record.quantization:
-        q, latency = record.quantization, record.quantization["latency"]
-        lines.append(f"int8 ({q['bits']}-bit weights): {q['size_bytes']:,} bytes ({q['size_ratio']:.1f}x smaller), "
+        q, size, latency = record.quantization, record.quantization["size"], record.quantization["latency"]
+        lines.append(f"int8 ({q['bits']}-bit weights): {size['bytes']:,} bytes ({size['ratio']:.1f}x smaller), "
                      f"CPU batch of {latency['batch']} in {latency['seconds'] * 1e3:.1f} ms "
                      f"({latency['speedup']:.1f}x the teacher's speed)")
     lines.append(f"time {record.timings.get('total_s', 0.0):.0f} s")

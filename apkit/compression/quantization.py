@@ -43,22 +43,19 @@ from apkit.core.validation import check_int
 from apkit.models.quantized import (
     ACTIVATION_BITS,
     BACKEND,
+    LATENCY_BATCH,
     QuantizedModel,
     architecture_of,
-    batch_latency,
     check_bits,
     convert,
-    model_bytes,
     prepare,
     quantize_static,
     quantized_twin,
+    size_and_speed,
     twin_agreement,
 )
 
-__all__ = ["LATENCY_BATCH", "QuantizationSettings", "check_method_regularizer", "run_ptq", "run_qat"]
-
-#: Images in the batch whose CPU latency the record gives.
-LATENCY_BATCH = 32
+__all__ = ["QuantizationSettings", "check_method_regularizer", "run_ptq", "run_qat"]
 
 
 @dataclass(frozen=True)
@@ -114,19 +111,9 @@ def _calibration_batches(run, batches: int):
 def _summary(run, model: QuantizedModel) -> dict[str, Any]:
     """Bits, size and CPU latency against the float teacher, and the twin's agreement, for the record."""
     images = _images(run.train_set, LATENCY_BATCH)
-    teacher = run.teacher
-    size, teacher_size = model_bytes(model), model_bytes(teacher)
-    # Interleaved, so that a load that varies over time weighs on both alike.
-    latencies = [(batch_latency(teacher, images), batch_latency(model, images)) for _ in range(2)]
-    teacher_s, int8_s = min(t for t, _ in latencies), min(q for _, q in latencies)
-    twin = twin_agreement(model, quantized_twin(model), images)
-    return {
-        "bits": model.bits, "activation_bits": ACTIVATION_BITS, "backend": BACKEND,
-        "size_bytes": size, "teacher_size_bytes": teacher_size, "size_ratio": teacher_size / size,
-        "latency": {"batch": len(images), "device": "cpu", "seconds": int8_s, "teacher_seconds": teacher_s,
-                    "speedup": teacher_s / int8_s},
-        "twin": twin,
-    }
+    return {"bits": model.bits, "activation_bits": ACTIVATION_BITS, "backend": BACKEND,
+            **size_and_speed(model, run.teacher, images),
+            "twin": twin_agreement(model, quantized_twin(model), images)}
 
 
 def run_ptq(run) -> nn.Module:

@@ -35,6 +35,7 @@ from apkit.evaluation.localization import VOID, localization_scores
 from apkit.evaluation.maps import MapCache
 from apkit.evaluation.pairs import PairTable
 from apkit.evaluation.report import AuditReport
+from apkit.models.quantized import audit_quantized, is_quantized
 from apkit.training import classification_metrics, predict, resolve_task
 from apkit.viz import denormalize
 
@@ -140,9 +141,13 @@ def audit_model(
     cache: MapCache | None = None,
     teacher_cache: MapCache | None = None,
     settings: AuditSettings | None = None,
+    explained: nn.Module | None = None,
     **options: Any,
 ) -> ModelAudit:
     """Audit one model: its predictive metrics and, per attribution method, its attribution scores.
+
+    ``explained`` is the model whose attribution maps are scored, when not ``model`` itself: an
+    int8 model's fake-quant twin, while the predictive metrics are the int8 model's.
 
     Parameters are those of :func:`audit` (``settings`` or its fields as keywords: only
     ``attribution_methods``, ``protocol``, ``tolerances``, ``batch_size``, ``device`` and
@@ -169,7 +174,8 @@ def audit_model(
                         logits=all_gather_rows(logits), labels=all_gather_rows(labels))
     for method in settings.attribution_methods:
         # One set of maps serves every tolerance.
-        scores = localization_scores(model, dataset, teacher=teacher, cache=cache, teacher_cache=teacher_cache,
+        scores = localization_scores(model if explained is None else explained, dataset, teacher=teacher,
+                                     cache=cache, teacher_cache=teacher_cache,
                                      method=method, protocol=settings.protocol, tolerances=tolerances,
                                      batch_size=settings.batch_size, device=settings.device,
                                      progress=settings.progress)
@@ -309,23 +315,29 @@ def audit(
     })
     # The teacher's logits and maps are computed once and read by every student's comparison.
     teacher_cache = MapCache(teacher)
+    # An int8 student is explained through its fake-quant twin, checked first against its int8 logits.
+    twins = {name: audit_quantized(model, teacher, dataset, name=f"student {name!r}", device=settings.device,
+                                   batch_size=settings.batch_size) for name, model in named.items()
+             if is_quantized(model)}
+    report.quantized = {name: entry for name, (_, entry) in twins.items()}
+    explained = {name: twin for name, (twin, _) in twins.items()}
     results = {}
     for name, model in {TEACHER: teacher, **named}.items():
         is_teacher = name == TEACHER
         results[name] = audit_model(
             model, dataset, teacher=None if is_teacher else teacher, classification_set=classification_set,
             cache=teacher_cache if is_teacher else None, teacher_cache=None if is_teacher else teacher_cache,
-            settings=settings,
+            settings=settings, explained=explained.get(name),
         )
         report.predictive[name] = results[name].predictive
-        report.layers[name] = _layers(model, methods)
+        report.layers[name] = _layers(explained.get(name, model), methods)
         for method in methods:
             report.rows.append({"model": name, "method": method, **results[name].methods[method]})
             report.pairs[(name, method)] = results[name].pairs[method]
     scoring_set = dataset if classification_set is None else classification_set
     _compare(report, results, named, settings, task=resolve_task(getattr(scoring_set, "task", None), scoring_set),
              classes=getattr(dataset, "classes", None))
-    report.examples = _examples(teacher, named, dataset, pairs=report.pairs, method=methods[0],
+    report.examples = _examples(teacher, {**named, **explained}, dataset, pairs=report.pairs, method=methods[0],
                                 count=settings.examples, device=settings.device)
     return report
 

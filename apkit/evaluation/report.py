@@ -97,6 +97,11 @@ class AuditReport:
         ``{model: {method: layer}}``: the layer each layer method explained (chosen or given).
     examples : dict
         Figure material, not written to JSON: images, masks and maps of the most-changed pairs.
+    quantized : dict
+        ``{student: {...}}`` for every int8 student: ``measured_on`` (which model each number was
+        measured on), ``twin`` (its fake-quant twin's agreement with the int8 logits on the audited
+        images), ``size`` and ``latency`` against the float teacher (see
+        :func:`apkit.models.quantized.audit_quantized`).
     """
 
     predictive: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -109,6 +114,7 @@ class AuditReport:
     changed: list[dict[str, Any]] = field(default_factory=list)
     layers: dict[str, dict[str, str | None]] = field(default_factory=dict)
     examples: dict[str, Any] = field(default_factory=dict, repr=False)
+    quantized: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self):
         self.pairs = {key: PairTable.from_dict(table) for key, table in self.pairs.items()}
@@ -138,6 +144,8 @@ class AuditReport:
         if self.comparisons or self.predictive_comparisons:
             data.update(comparisons=self.comparisons, predictive_comparisons=self.predictive_comparisons,
                         per_class=self.per_class, changed=self.changed, layers=self.layers)
+        if self.quantized:
+            data["quantized"] = self.quantized
         return data
 
     # -- gates ---------------------------------------------------------------------------------
@@ -182,7 +190,7 @@ class AuditReport:
                   [[row["model"], row["method"], *[row[c] for c in ATTRIBUTION_COLUMNS], row["kept"]]
                    for row in self.rows]),
         ]
-        tables += self._comparison_tables() + self._predictive_comparison_tables()
+        tables += self._comparison_tables() + self._predictive_comparison_tables() + self._quantized_tables()
         if self.per_class:
             tables.append(Table("Per class", ["model", "method", "class", "pairs kept", "AUC", "Point Acc", "Cos"],
                                 [[r["model"], r["method"], r["class"], r["kept"], r["auc"], r["pointing"], r["cos"]]
@@ -209,6 +217,16 @@ class AuditReport:
             note="Differences (student minus teacher) on the (image, class) pairs both keep; Cos and L2 compare "
                  "the student's maps with the teacher's.")]
         return tables
+
+    def _quantized_tables(self) -> list[Table]:
+        if not self.quantized:
+            return []
+        return [Table("Int8 students: predictions measured on the int8 model, attribution on its fake-quant twin",
+                      ["student", "bits", "twin max |Δ logit|", "top-1 agreement", "bytes", "× smaller",
+                       "CPU batch s", "× faster"],
+                      [[name, q["bits"], q["twin"]["max_abs_diff"], q["twin"]["top1_agreement"], q["size"]["bytes"],
+                        q["size"]["ratio"], q["latency"]["seconds"], q["latency"]["speedup"]]
+                       for name, q in self.quantized.items()])]
 
     def _predictive_comparison_tables(self) -> list[Table]:
         if not (self.comparisons and self.predictive_comparisons):

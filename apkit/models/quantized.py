@@ -56,9 +56,10 @@ from apkit.core.validation import check_int, check_module, check_tensor
 from apkit.models.zoo import MODELS, create
 
 __all__ = [
-    "ACTIVATION_BITS", "BACKEND", "TWIN_TOLERANCE", "WEIGHT_BITS", "QuantizedModel", "batch_latency", "check_twin",
-    "convert", "is_quantized", "load_quantized", "map_layers", "model_bytes", "prepare", "qconfig_mapping",
-    "quantize_static", "quantized_twin", "refuse_quantized_state", "save_quantized", "twin_agreement",
+    "ACTIVATION_BITS", "BACKEND", "LATENCY_BATCH", "TWIN_TOLERANCE", "WEIGHT_BITS", "QuantizedModel", "architecture_of",
+    "audit_quantized", "batch_latency", "check_bits", "check_twin", "convert", "is_quantized", "load_quantized",
+    "map_layers", "model_bytes", "prepare", "qconfig_mapping", "quantize_static", "quantized_twin",
+    "refuse_quantized_state", "save_quantized", "size_and_speed", "twin_agreement",
 ]
 
 #: The quantized engine: x86 (fbgemm / oneDNN kernels) runs on any x86-64 CPU.
@@ -490,8 +491,8 @@ def _logits(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Te
                           for i in range(0, len(images), batch_size)])
 
 
-def twin_agreement(model: nn.Module, twin: nn.Module, images: torch.Tensor, *, batch_size: int = 64) -> dict:
-    """How closely ``twin`` reproduces the int8 ``model`` on ``images``.
+def twin_agreement(model: nn.Module, twin: nn.Module, images: torch.Tensor | Any, *, batch_size: int = 64) -> dict:
+    """How closely ``twin`` reproduces the int8 ``model`` on ``images`` (a batch, or a dataset of ``(image, ...)``).
 
     Returns
     -------
@@ -500,6 +501,8 @@ def twin_agreement(model: nn.Module, twin: nn.Module, images: torch.Tensor, *, b
         largest absolute int8 logit, its scale), ``top1_agreement`` (the share of images whose
         top-1 class is the same) and ``images`` (their number).
     """
+    if not isinstance(images, torch.Tensor):
+        images = _dataset_images(images)
     check_tensor(images, "images", ndim=4, floating=True)
     check_int(batch_size, "batch_size", minimum=1)
     was = twin.training
@@ -529,7 +532,20 @@ def check_twin(agreement: Mapping[str, float], *, name: str = "the model",
     return agreement
 
 
+def _dataset_images(dataset: Any, count: int | None = None) -> torch.Tensor:
+    """The first ``count`` (default: all) images of a dataset of ``(image, ...)`` items, as one batch."""
+    try:
+        stop = len(dataset) if count is None else min(count, len(dataset))
+        return torch.stack([dataset[i][0] for i in range(stop)]).float()
+    except (TypeError, IndexError, RuntimeError) as exc:
+        raise ValidationError(f"images must be a batch (N, C, H, W) or a dataset of (image, ...) items of one size "
+                              f"({type(exc).__name__}: {exc})") from exc
+
+
 # ------------------------------------------------------------------------------------------ size and speed
+
+#: Images in the batch whose CPU latency is measured against the float teacher's.
+LATENCY_BATCH = 32
 
 
 def model_bytes(model: nn.Module) -> int:
@@ -552,6 +568,49 @@ def batch_latency(model: nn.Module, images: torch.Tensor, *, repeats: int = 5) -
             model_on_cpu(images.cpu())
             times.append(time.perf_counter() - began)
     return statistics.median(times)
+
+
+def size_and_speed(model: QuantizedModel, teacher: nn.Module, images: torch.Tensor) -> dict[str, Any]:
+    """``model``'s saved size and the CPU latency of the batch ``images``, each against the float ``teacher``.
+
+    Sizes are those of the state dicts as ``torch.save`` writes them; latencies the best of two
+    interleaved medians (so that a load that varies over time weighs on both alike).
+    """
+    size, teacher_size = model_bytes(model), model_bytes(teacher)
+    pairs = [(batch_latency(teacher, images), batch_latency(model, images)) for _ in range(2)]
+    teacher_s, int8_s = min(t for t, _ in pairs), min(q for _, q in pairs)
+    return {"size": {"bytes": size, "teacher_bytes": teacher_size, "ratio": teacher_size / size},
+            "latency": {"batch": len(images), "device": "cpu", "seconds": int8_s, "teacher_seconds": teacher_s,
+                        "speedup": teacher_s / int8_s}}
+
+
+def audit_quantized(model: nn.Module, teacher: nn.Module, dataset: Any, *, name: str = "the model",
+                    device: str | torch.device = "cpu", batch_size: int = 64) -> tuple[nn.Module, dict[str, Any]]:
+    """What an audit needs of an int8 student: its fake-quant twin, checked on the audited images, and its record.
+
+    Returns
+    -------
+    twin : torch.fx.GraphModule
+        On ``device``; the audit scores its attribution maps.
+    record : dict
+        ``bits``, ``measured_on`` (which model each number of the report was measured on),
+        ``twin`` (:func:`twin_agreement` on every image of ``dataset``), and ``size`` and
+        ``latency`` against the float teacher (:func:`size_and_speed`).
+
+    Raises
+    ------
+    ValidationError
+        The twin does not reproduce the int8 logits within :data:`TWIN_TOLERANCE`.
+    """
+    twin = quantized_twin(model)
+    images = _dataset_images(dataset)
+    agreement = check_twin(twin_agreement(model, twin, images, batch_size=batch_size), name=name)
+    bits = model.bits if isinstance(model, QuantizedModel) else None
+    measured_on = {"predictive": "int8 model", "attribution": "fake-quant twin",
+                   "similarity": "fake-quant twin against the float teacher", "size": "int8 state dict",
+                   "latency": "int8 model on the CPU"}
+    return twin.to(device), {"bits": bits, "measured_on": measured_on, "twin": dict(agreement),
+                             **size_and_speed(model, teacher, images[:LATENCY_BATCH])}
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
