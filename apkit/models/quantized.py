@@ -102,7 +102,7 @@ def qconfig_mapping(bits: int = 8, *, qat: bool = False):
     """The ``QConfigMapping`` of a ``bits``-bit weight, 8-bit activation quantization.
 
     Weights: per output channel, symmetric, ``qint8`` storage with ``quant_min, quant_max`` of
-    ``bits`` bits (-128..127 for 8, -8..7 for 4).  Activations: per tensor, affine, ``quint8``
+    ``bits`` bits in the restricted range (-127..127 for 8, -7..7 for 4).  Activations: per tensor, affine, ``quint8``
     0..255.  ``qat=True`` gives fake-quantize modules (moving-average observers) for training,
     otherwise observers for calibration (a histogram observer for activations).
 
@@ -111,7 +111,7 @@ def qconfig_mapping(bits: int = 8, *, qat: bool = False):
     >>> m = qconfig_mapping(4)
     >>> w = m.global_qconfig.weight()
     >>> w.quant_min, w.quant_max, w.qscheme
-    (-8, 7, torch.per_channel_symmetric)
+    (-7, 7, torch.per_channel_symmetric)
     """
     from torch.ao.quantization import (
         FakeQuantize,
@@ -124,7 +124,10 @@ def qconfig_mapping(bits: int = 8, *, qat: bool = False):
     )
 
     bits = check_bits(bits)
-    weight_range = {"quant_min": -(2 ** (bits - 1)), "quant_max": 2 ** (bits - 1) - 1, "dtype": torch.qint8,
+    # The symmetric range without its lowest level (-7..7 at 4 bits): the observer's scale, max|w| / 7,
+    # then maps every weight into it, whereas -8..7 gives max|w| / 7.5, which rounds the largest weight
+    # to 8, a level the conversion (which clamps to qint8, not to 4 bits) would keep.
+    weight_range = {"quant_min": 1 - 2 ** (bits - 1), "quant_max": 2 ** (bits - 1) - 1, "dtype": torch.qint8,
                     "qscheme": torch.per_channel_symmetric, "ch_axis": 0}
     activation_range = {"quant_min": 0, "quant_max": 2**ACTIVATION_BITS - 1, "dtype": torch.quint8}
     if qat:
