@@ -69,10 +69,11 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, meta: dict | N
     """Save ``model`` (built by :func:`apkit.models.create`) with its build recipe and ``meta``.
 
     Unstructured-pruning masks must be baked first (``apkit.compression`` does it).  An int8
-    model is saved with its quantization (:func:`apkit.models.quantized.save_quantized`).
+    model is saved with its quantization (:func:`apkit.models.quantized.quantized_payload`).
     """
     if isinstance(model, quantized.QuantizedModel):
-        return quantized.save_quantized(model, path, meta=meta)
+        payload = quantized.quantized_payload(model, meta=meta)
+        return atomic_save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, path)
     config = getattr(model, "apkit_config", None)
     if config is None:
         raise CheckpointError(

@@ -44,7 +44,6 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -59,7 +58,7 @@ __all__ = [
     "ACTIVATION_BITS", "BACKEND", "LATENCY_BATCH", "TWIN_TOLERANCE", "WEIGHT_BITS", "QuantizedModel", "architecture_of",
     "audit_quantized", "batch_latency", "check_bits", "check_twin", "convert", "is_quantized", "load_quantized",
     "map_layers", "model_bytes", "prepare", "qconfig_mapping", "quantize_static", "quantized_twin",
-    "refuse_quantized_state", "save_quantized", "size_and_speed", "twin_agreement",
+    "quantized_payload", "refuse_quantized_state", "size_and_speed", "twin_agreement",
 ]
 
 #: The quantized engine: x86 (fbgemm / oneDNN kernels) runs on any x86-64 CPU.
@@ -74,7 +73,7 @@ ACTIVATION_BITS = 8
 #: requantizes (average pooling): by a few quantization steps, 0.002-2.4 % of the largest logit for
 #: apkit's VGG and torchvision's ResNet-18 and MobileNets at 8 and 4 bits.
 TWIN_TOLERANCE = {"relative_diff": 0.1, "top1_agreement": 0.95}
-#: The key of a checkpoint's quantization record (see :func:`save_quantized`).
+#: The key of a checkpoint's quantization record (see :func:`quantized_payload`).
 QUANTIZATION_KEY = "quantization"
 TORCHVISION = "torchvision:"
 _QUANTIZED_DTYPES = (torch.qint8, torch.quint8, torch.qint32)
@@ -619,33 +618,30 @@ def audit_quantized(model: nn.Module, teacher: nn.Module, dataset: Any, *, name:
 # ------------------------------------------------------------------------------------------ checkpoints
 
 
-def save_quantized(model: QuantizedModel, path: str | os.PathLike, *, meta: Mapping[str, Any] | None = None) -> Path:
-    """Save an int8 model as an apkit checkpoint that records its quantization, loadable without running code.
+def quantized_payload(model: QuantizedModel, *, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What the checkpoint of an int8 model holds (:func:`apkit.models.save_checkpoint` writes it).
 
-    The file holds the int8 state dict (``qint8`` weights, scales, zero points), the float
-    architecture and the quantization (``bits``, ``backend``, ``input_shape``);
-    :func:`apkit.models.load_checkpoint` rebuilds it: architecture, ``prepare_fx``, ``convert_fx``,
-    then the saved state.
+    The int8 state dict (``qint8`` weights, scales, zero points), the float architecture and the
+    quantization (``bits``, ``backend``, ``input_shape``), all plain data that
+    ``torch.load(weights_only=True)`` reads; :func:`apkit.models.load_checkpoint` rebuilds the
+    model: architecture, ``prepare_fx``, ``convert_fx``, then the saved state.
     """
-    from apkit.models.checkpoint import FORMAT, FORMAT_VERSION, atomic_save
-
     if not isinstance(model, QuantizedModel):
-        raise CheckpointError(f"save_quantized saves apkit's QuantizedModel, got {type(model).__name__}")
+        raise CheckpointError(f"expected apkit's QuantizedModel, got {type(model).__name__}")
     if not model.arch or not model.input_shape:
         raise CheckpointError("this int8 model does not record its float architecture, so it could not be rebuilt; "
                               "quantize a model built by apkit.models.create or resolve_model('torchvision:NAME=PATH')")
     state = model.module.state_dict()
     # A quantized Linear keeps (weight, bias) and its dtype in its state: plain data, stored beside the tensors.
     tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    payload = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "config": model.arch, "meta": dict(meta or {}),
+    return {
+        "config": model.arch, "meta": dict(meta or {}),
         "state_dict": tensors,
         QUANTIZATION_KEY: {"bits": model.bits, "backend": BACKEND, "input_shape": list(model.input_shape),
                            "layers": dict(model.layers), "packed": {k: v for k, v in state.items() if k not in tensors},
                            # The layers' state versions, which tell torch how to read the packed entries.
                            "versions": {k: dict(v) for k, v in getattr(state, "_metadata", {}).items()}},
     }
-    return atomic_save(payload, path)
 
 
 def _float_architecture(config: Mapping[str, Any], path) -> nn.Module:
@@ -661,7 +657,7 @@ def _float_architecture(config: Mapping[str, Any], path) -> nn.Module:
 
 
 def load_quantized(payload: Mapping[str, Any], path: str | os.PathLike) -> QuantizedModel:
-    """Rebuild the int8 model of a checkpoint that :func:`save_quantized` wrote (its checked payload)."""
+    """Rebuild the int8 model of a checkpoint holding a :func:`quantized_payload` (its checked payload)."""
     record = payload[QUANTIZATION_KEY]
     if not isinstance(record, Mapping) or record.get("backend") != BACKEND or \
             record.get("bits") not in WEIGHT_BITS or not record.get("input_shape"):
@@ -698,4 +694,4 @@ def refuse_quantized_state(state: Mapping[str, torch.Tensor], path: str | os.Pat
         raise CheckpointError(
             f"{str(path)!r} is a plain state_dict of a quantized (int8) model, which apkit cannot rebuild: its "
             "quantization config is not recorded; save it as an apkit quantized checkpoint (apkit compress --method "
-            "ptq or qat writes one; in Python apkit.models.quantized.save_quantized) and pass that file as PATH")
+            "ptq or qat writes one; in Python apkit.models.save_checkpoint) and pass that file as PATH")
