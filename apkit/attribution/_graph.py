@@ -416,10 +416,16 @@ class Plan:
                                     for u in users)
             )
         for node, layer in layers.items():
-            layer.first = sources[node] is self.input
+            layer.first = self._unquantized(sources[node]) is self.input
             layer.top = clear[node]
         self.sources = sources
         return layers
+
+    def _unquantized(self, node: fx.Node) -> fx.Node:
+        """The node a chain of fake quantizers reads (a quantized model's twin quantizes its input first)."""
+        while node.op == "call_module" and isinstance(self.modules[node.target], FakeQuantizeBase):
+            node = node.args[0]
+        return node
 
     @staticmethod
     def _fold(layer: LinearLayer, bn: nn.Module) -> LinearLayer:

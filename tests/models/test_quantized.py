@@ -1,12 +1,18 @@
-"""Int8 models: the fake-quant twin against the int8 kernels and a closed-form gradient; checkpoints."""
+"""Int8 models: the fake-quant twin against the int8 kernels, zennit's LRP and a closed-form gradient; checkpoints."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
-from helpers import calibrate_batchnorm
+from helpers import calibrate_batchnorm, relative_error
 from torch import nn
+from torch.ao.quantization import FakeQuantizeBase
+from zennit.attribution import Gradient
+from zennit.composites import SpecialFirstLayerMapComposite
+from zennit.rules import Pass, ZBox, ZPlus
+from zennit.types import Activation, Convolution, Linear
 
 import apkit
 from apkit import models
@@ -105,6 +111,23 @@ def test_twin_gradient_is_the_straight_through_closed_form():
     hidden = second[0].weight[1] * (z > 0).float() * in_range(z.relu(), first[-1])
     expected = (hidden @ first[0].weight) * in_range(flat, input_quant)
     assert torch.allclose(inputs.grad.flatten(1), expected.detach(), atol=1e-6)
+
+
+def test_lrp_on_the_twin_equals_zennit(vgg_int8):
+    _, int8, images = vgg_int8
+    twin = quantized_twin(int8)
+    x, classes = images[:3], torch.tensor([0, 2, 3])
+    low, high = x.amin((1, 2, 3), keepdim=True), x.amax((1, 2, 3), keepdim=True)
+    # The z^B rule on the first convolution, behind the input's fake quantizer; fake quantizers pass relevance
+    # (zennit's Pass: the straight-through gradient would drop the relevance of saturated values).
+    ours = apkit.attribution.LRP(twin).attribute(x, classes, bounds=(low, high))
+    composite = SpecialFirstLayerMapComposite(
+        layer_map=[(Activation, Pass()), (FakeQuantizeBase, Pass()), (Linear, ZPlus(stabilizer=1e-12,
+                                                                                     zero_params="bias"))],
+        first_map=[(Convolution, ZBox(low, high, stabilizer=1e-12))])
+    with Gradient(twin, composite) as attributor:
+        _, reference = attributor(x.clone(), lambda out: out * F.one_hot(classes, out.shape[1]))
+    assert relative_error(ours, reference) < 1e-4
 
 
 def test_explain_runs_through_the_twin_and_methods_refuse_int8(vgg_int8):
