@@ -35,7 +35,7 @@ from apkit.evaluation.localization import VOID, localization_scores
 from apkit.evaluation.maps import MapCache
 from apkit.evaluation.pairs import PairTable
 from apkit.evaluation.report import AuditReport
-from apkit.models.quantized import audit_quantized, is_quantized
+from apkit.models.quantized import audit_quantized, checked_twin, is_quantized
 from apkit.training import classification_metrics, predict, resolve_task
 from apkit.viz import denormalize
 
@@ -147,7 +147,8 @@ def audit_model(
     """Audit one model: its predictive metrics and, per attribution method, its attribution scores.
 
     ``explained`` is the model whose attribution maps are scored, when not ``model`` itself: an
-    int8 model's fake-quant twin, while the predictive metrics are the int8 model's.
+    int8 model's fake-quant twin, while the predictive metrics are the int8 model's (an int8
+    ``model`` without one is explained through its twin, checked on ``dataset``).
 
     Parameters are those of :func:`audit` (``settings`` or its fields as keywords: only
     ``attribution_methods``, ``protocol``, ``tolerances``, ``batch_size``, ``device`` and
@@ -164,6 +165,9 @@ def audit_model(
     _check_methods(settings.attribution_methods)
     scoring_set = dataset if classification_set is None else classification_set
     task = resolve_task(getattr(scoring_set, "task", None), scoring_set)
+    if explained is None and is_quantized(model):
+        explained, _ = checked_twin(model, dataset, device=resolve_device(settings.device),
+                                    batch_size=settings.batch_size)
     logits, labels = predict(model, scoring_set, device=settings.device, batch_size=settings.batch_size,
                              progress=settings.progress)
     classes = getattr(scoring_set, "num_classes", None)

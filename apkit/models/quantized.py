@@ -56,8 +56,8 @@ from apkit.models.zoo import MODELS, create
 
 __all__ = [
     "ACTIVATION_BITS", "BACKEND", "LATENCY_BATCH", "TWIN_TOLERANCE", "WEIGHT_BITS", "QuantizedModel", "architecture_of",
-    "audit_quantized", "batch_latency", "check_bits", "check_twin", "convert", "is_quantized", "load_quantized",
-    "map_layers", "model_bytes", "prepare", "qconfig_mapping", "quantize_static", "quantized_twin",
+    "audit_quantized", "batch_latency", "check_bits", "check_twin", "checked_twin", "convert", "is_quantized",
+    "load_quantized", "map_layers", "model_bytes", "prepare", "qconfig_mapping", "quantize_static", "quantized_twin",
     "quantized_payload", "refuse_quantized_state", "size_and_speed", "twin_agreement",
 ]
 
@@ -586,6 +586,15 @@ def size_and_speed(model: QuantizedModel, teacher: nn.Module, images: torch.Tens
                         "speedup": teacher_s / int8_s}}
 
 
+def checked_twin(model: nn.Module, dataset: Any, *, name: str = "the model", device: str | torch.device = "cpu",
+                 batch_size: int = 64) -> tuple[nn.Module, dict[str, Any]]:
+    """The fake-quant twin of an int8 ``model`` on ``device``, and its :func:`twin_agreement` on every image of
+    ``dataset``; a twin outside :data:`TWIN_TOLERANCE` is refused (:func:`check_twin`)."""
+    twin = quantized_twin(model)
+    agreement = check_twin(twin_agreement(model, twin, dataset, batch_size=batch_size), name=name)
+    return twin.to(device), dict(agreement)
+
+
 def audit_quantized(model: nn.Module, teacher: nn.Module, dataset: Any, *, name: str = "the model",
                     device: str | torch.device = "cpu", batch_size: int = 64) -> tuple[nn.Module, dict[str, Any]]:
     """What an audit needs of an int8 student: its fake-quant twin, checked on the audited images, and its record.
@@ -604,15 +613,14 @@ def audit_quantized(model: nn.Module, teacher: nn.Module, dataset: Any, *, name:
     ValidationError
         The twin does not reproduce the int8 logits within :data:`TWIN_TOLERANCE`.
     """
-    twin = quantized_twin(model)
-    images = _dataset_images(dataset)
-    agreement = check_twin(twin_agreement(model, twin, images, batch_size=batch_size), name=name)
+    twin, agreement = checked_twin(model, dataset, name=name, device=device, batch_size=batch_size)
+    images = _dataset_images(dataset, LATENCY_BATCH)
     bits = model.bits if isinstance(model, QuantizedModel) else None
     measured_on = {"predictive": "int8 model", "attribution": "fake-quant twin",
                    "similarity": "fake-quant twin against the float teacher", "size": "int8 state dict",
                    "latency": "int8 model on the CPU"}
-    return twin.to(device), {"bits": bits, "measured_on": measured_on, "twin": dict(agreement),
-                             **size_and_speed(model, teacher, images[:LATENCY_BATCH])}
+    return twin, {"bits": bits, "measured_on": measured_on, "twin": agreement,
+                  **size_and_speed(model, teacher, images)}
 
 
 # ------------------------------------------------------------------------------------------ checkpoints

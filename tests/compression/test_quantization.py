@@ -99,3 +99,18 @@ def test_ptq_refuses_a_regularizer_and_bad_bits_before_any_work(tmp_path, capsys
     code, _, err = run_cli(["compress", "--teacher", tmp_path / "missing.pt", "--method", "ptq", "--regularizer",
                             "swa", "--out", tmp_path / "out"], capsys)
     assert code == 1 and "takes no regularizer" in err
+
+
+def test_audit_model_explains_an_int8_model_through_its_twin():
+    from apkit.evaluation import audit_model
+    from apkit.models.quantized import quantized_twin
+
+    data = TinyImages(12, num_classes=3, image_size=32)
+    teacher = models.create("vgg_small", num_classes=3, input_size=32, width_divisor=4)
+    int8, _ = compress(teacher, "ptq", "none", train_set=data, progress=False, device="cpu", calibration_batches=1)
+    result = audit_model(int8, data, attribution_methods=["gradcam"], progress=False, device="cpu")
+    on_twin = audit_model(int8, data, explained=quantized_twin(int8), attribution_methods=["gradcam"],
+                          progress=False, device="cpu")
+    assert result.methods["gradcam"]["auc"] == pytest.approx(on_twin.methods["gradcam"]["auc"])
+    logits, labels = predict(int8, data, device="cpu", progress=False)
+    assert result.predictive == pytest.approx(classification_metrics(logits, labels, task=data.task))
