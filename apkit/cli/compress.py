@@ -49,7 +49,8 @@ _WEIGHTS = ", ".join(f"{weight:g} {name.upper()}" for name, weight in PAPER_WEIG
               help="Number of classes of a teacher given as ARCH=PATH: required for torchvision: and apkit names, "
                    "passed to a factory that takes num_classes; must be the data's (a checkpoint knows its own).")
 @click.option("--method", type=click.Choice(COMPRESSION_METHOD_NAMES), default="kd", show_default=True,
-              help="Knowledge distillation, L1 filter (structured) or global magnitude (unstructured) pruning.")
+              help="Knowledge distillation, L1 filter (structured) or global magnitude (unstructured) pruning, "
+                   "post-training int8 quantization (ptq) or quantization-aware training (qat).")
 @click.option("--regularizer", type=click.Choice(REGULARIZER_CHOICES), default=NAIVE, show_default=True,
               help="Attribution-matching regularizer (none = the naive baseline).")
 @click.option("--data", "data_spec", default="synthetic", show_default=True,
@@ -82,12 +83,14 @@ _WEIGHTS = ", ".join(f"{weight:g} {name.upper()}" for name, weight in PAPER_WEIG
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def compress_command(**options):
     """Compress a teacher model with KD, structured or unstructured pruning, naively or with
-    the EWA / SWA / SSWA attribution-matching regularizer.
+    the EWA / SWA / SSWA attribution-matching regularizer, or quantize it to int8 (ptq, or qat
+    with or without a regularizer; see docs/quantization.md).
 
     Writes --out/model.pt (load it with apkit.models.load_checkpoint or pass it to `apkit audit`;
     for a teacher apkit did not build, --out/model_state.pt, a state_dict: audit it as ARCH=PATH)
     and --out/record.json (parameters, non-zero parameters, MACs, sparsity, settings, timings,
-    validation metrics).  Rerun with --resume to continue an interrupted run; a finished --out is
+    validation metrics; for ptq and qat the int8 model's size and CPU latency against the
+    teacher's).  Rerun with --resume to continue an interrupted run; a finished --out is
     kept unless --overwrite is given.
     """
     from apkit.compression import compress_checkpoint

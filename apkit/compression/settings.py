@@ -193,7 +193,7 @@ class Settings:
 
     Attributes
     ----------
-    method : {"kd", "structured", "unstructured"}
+    method : {"kd", "structured", "unstructured", "ptq", "qat"}
     train : Recipe
         The training (:func:`apkit.training.fit`); ``epochs`` is per step for iterative pruning.
     matching : MatchingSettings
@@ -202,7 +202,7 @@ class Settings:
         Compute the teacher's logits and matching evidence once per training image when the
         training set is ``deterministic`` (no random augmentation), instead of once per image and
         epoch; the training is the same.
-    method_settings : DistillationSettings, StructuredSettings or UnstructuredSettings
+    method_settings : DistillationSettings, StructuredSettings, UnstructuredSettings or QuantizationSettings
         The method's own settings; default: that class's defaults.
     """
 
