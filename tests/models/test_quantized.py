@@ -184,3 +184,13 @@ def test_int8_model_stays_on_the_cpu(vgg_int8):
     _, int8, images = vgg_int8
     assert int8.to("meta") is int8
     assert int8(images).device.type == "cpu"
+
+
+def test_torchvision_int8_checkpoint_rebuilds_from_its_spec(tmp_path):
+    torch.save(torchvision.models.squeezenet1_1(weights=None, num_classes=3).state_dict(), tmp_path / "float.pt")
+    teacher = resolve_model(f"torchvision:squeezenet1_1={tmp_path / 'float.pt'}", num_classes=3)
+    images = torch.randn(6, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    int8 = quantize_static(teacher, [images])
+    check_twin(twin_agreement(int8, quantized_twin(int8), images))  # torch.cat of quantized tensors included
+    loaded = load_checkpoint(save_checkpoint(int8, tmp_path / "int8.pt"))
+    assert loaded.arch["name"] == "torchvision:squeezenet1_1" and torch.equal(loaded(images), int8(images))
