@@ -33,6 +33,7 @@ from apkit.core.errors import ValidationError
 from apkit.core.modules import evaluating
 from apkit.core.registry import Registry
 from apkit.core.validation import check_tensor
+from apkit.models.quantized import check_twin, is_quantized, quantized_twin, twin_agreement
 
 ATTRIBUTION_METHODS: Registry = Registry("attribution method")
 ATTRIBUTION_METHODS.register("gradcam", GradCAM,
@@ -113,7 +114,9 @@ def explain(
         The paper's evaluation maps: Grad-CAM and EB upsampled bilinearly (EB clamped at 0), LRP
         and RAP summed over colour channels with the sign flipped for a negative logit (RAP: its
         positive part), Captum methods summed over channels.  A single image with one target
-        (or the default) gives one ``(H, W)`` map.
+        (or the default) gives one ``(H, W)`` map.  An int8 model is explained through its
+        fake-quant twin (:func:`apkit.models.quantized.quantized_twin`), once the twin's logits are
+        checked against the int8 model's on ``inputs``.
 
     Examples
     --------
@@ -125,9 +128,13 @@ def explain(
     >>> explain(net, image, [0, 2]).shape  # two classes of one image
     torch.Size([2, 64, 64])
     """
-    attributor = ATTRIBUTION_METHODS.get(method)(model, _layer_name(model, layer))
     single = isinstance(inputs, torch.Tensor) and inputs.dim() == 3
     batch = check_tensor(inputs[None] if single else inputs, "inputs", ndim=4, floating=True)
+    if is_quantized(model):
+        twin = quantized_twin(model)
+        check_twin(twin_agreement(model, twin, batch), name=f"this {type(model).__name__}")
+        model = twin.to(batch.device)
+    attributor = ATTRIBUTION_METHODS.get(method)(model, _layer_name(model, layer))
     per_class = single and target is not None and not isinstance(target, int) and torch.as_tensor(target).dim() == 1
     if target is None:
         target = _top1(model, batch)

@@ -57,6 +57,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
+from torch.ao.quantization import FakeQuantizeBase
 from torchvision.ops import StochasticDepth, stochastic_depth
 
 from apkit.attribution.base import Method, check_classes, check_layer_output
@@ -73,7 +74,9 @@ _CPU_GROUP_ELEMENTS = 1 << 23
 
 _PASS_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish, nn.SiLU, nn.GELU, nn.ELU, nn.CELU, nn.SELU,
                  nn.Mish)
-_IDENTITY_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity, StochasticDepth)
+# A fake quantizer (a quantized model's twin) rounds each value to its grid: elementwise and sign-keeping.
+_IDENTITY_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity, StochasticDepth,
+                     FakeQuantizeBase)
 _GRADIENT_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
 _NORM_MODULES = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -213,14 +216,15 @@ class Rules(abc.ABC):
 
 
 class _Tracer(fx.Tracer):
-    """Keeps the stop layer, torchvision's StochasticDepth (and the usual torch.nn modules) as single calls."""
+    """Keeps the stop layer, torchvision's StochasticDepth, fake quantizers (and the usual torch.nn modules) as
+    single calls."""
 
     def __init__(self, stop: str | None):
         super().__init__()
         self.stop = stop
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return (qualified_name == self.stop or isinstance(module, StochasticDepth)
+        return (qualified_name == self.stop or isinstance(module, (StochasticDepth, FakeQuantizeBase))
                 or super().is_leaf_module(module, qualified_name))
 
 
@@ -412,10 +416,16 @@ class Plan:
                                     for u in users)
             )
         for node, layer in layers.items():
-            layer.first = sources[node] is self.input
+            layer.first = self._unquantized(sources[node]) is self.input
             layer.top = clear[node]
         self.sources = sources
         return layers
+
+    def _unquantized(self, node: fx.Node) -> fx.Node:
+        """The node a chain of fake quantizers reads (a quantized model's twin quantizes its input first)."""
+        while node.op == "call_module" and isinstance(self.modules[node.target], FakeQuantizeBase):
+            node = node.args[0]
+        return node
 
     @staticmethod
     def _fold(layer: LinearLayer, bn: nn.Module) -> LinearLayer:

@@ -21,6 +21,7 @@ from apkit.core.errors import ValidationError
 from apkit.core.modules import evaluating, get_layer
 from apkit.core.validation import check_int, check_module, check_tensor
 from apkit.models import default_layer
+from apkit.models.quantized import is_quantized
 
 
 def check_inputs(inputs: object) -> torch.Tensor:
@@ -172,6 +173,10 @@ class Method(abc.ABC):
 
     def __init__(self, model: nn.Module, layer: str | None = None):
         self.model = check_module(model)
+        if is_quantized(model):  # int8 kernels have no gradients
+            raise ValidationError(f"{type(model).__name__} is an int8 model, which has no gradients; explain its "
+                                  "fake-quant twin (apkit.models.quantized.quantized_twin(model)), or call "
+                                  "apkit.explain, which does")
         if layer is not None and not self.accepts_layer:
             raise ValidationError(f"{self.name} attributes to the input and takes no layer; pass layer=None")
         # A layer method without a layer takes the one the model names, or else chooses one per call.

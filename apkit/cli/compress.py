@@ -32,12 +32,17 @@ def _format_summary(record) -> str:
     if record.layers:
         lines.append(f"matching layers: teacher {record.layers['teacher']} {record.layers['teacher_map']}, "
                      f"student {record.layers['student']} {record.layers['student_map']}")
+    if record.quantization:
+        q, size, latency = record.quantization, record.quantization["size"], record.quantization["latency"]
+        lines.append(f"int8 ({q['bits']}-bit weights): {size['bytes']:,} bytes ({size['ratio']:.1f}x smaller), "
+                     f"CPU batch of {latency['batch']} in {latency['seconds'] * 1e3:.1f} ms "
+                     f"({latency['speedup']:.1f}x the teacher's speed)")
     lines.append(f"time {record.timings.get('total_s', 0.0):.0f} s")
     return "\n".join(lines)
 
 # The options that set one compression setting each (the rest come with --set KEY=VALUE).
 _SETTING_OPTIONS = ("epochs", "lr", "batch_size", "optimizer", "width_divisor", "pruning_ratio", "amount", "steps",
-                    "weight", "drop", "teacher_layer")
+                    "bits", "weight", "drop", "teacher_layer")
 
 _WEIGHTS = ", ".join(f"{weight:g} {name.upper()}" for name, weight in PAPER_WEIGHTS.items())
 
@@ -48,7 +53,8 @@ _WEIGHTS = ", ".join(f"{weight:g} {name.upper()}" for name, weight in PAPER_WEIG
               help="Number of classes of a teacher given as ARCH=PATH: required for torchvision: and apkit names, "
                    "passed to a factory that takes num_classes; must be the data's (a checkpoint knows its own).")
 @click.option("--method", type=click.Choice(COMPRESSION_METHOD_NAMES), default="kd", show_default=True,
-              help="Knowledge distillation, L1 filter (structured) or global magnitude (unstructured) pruning.")
+              help="Knowledge distillation, L1 filter (structured) or global magnitude (unstructured) pruning, "
+                   "post-training int8 quantization (ptq) or quantization-aware training (qat).")
 @click.option("--regularizer", type=click.Choice(REGULARIZER_CHOICES), default=NAIVE, show_default=True,
               help="Attribution-matching regularizer (none = the naive baseline).")
 @click.option("--data", "data_spec", default="synthetic", show_default=True, help=DATA_HELP)
@@ -71,6 +77,9 @@ _WEIGHTS = ", ".join(f"{weight:g} {name.upper()}" for name, weight in PAPER_WEIG
 @click.option("--pruning-ratio", type=float, default=None, help="structured: fraction of filters removed.")
 @click.option("--amount", type=float, default=None, help="unstructured: fraction of remaining weights per step.")
 @click.option("--steps", type=int, default=None, help="unstructured: pruning steps (1 = one-shot).")
+@click.option("--bits", type=click.Choice(["8", "4"]), default=None,
+              callback=lambda _ctx, _param, value: None if value is None else int(value),
+              help="ptq, qat: weight bit-width (per channel; activations are 8-bit) [8].")
 @click.option("--weight", type=float, default=None, help=f"Regularizer strength [default: {_WEIGHTS}].")
 @click.option("--drop", type=float, default=None,
               help=f"sswa: fraction of teacher channels left out [{PAPER_DROP:g}].")
@@ -88,12 +97,14 @@ _WEIGHTS = ", ".join(f"{weight:g} {name.upper()}" for name, weight in PAPER_WEIG
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def compress_command(**options):
     """Compress a teacher model with KD, structured or unstructured pruning, naively or with
-    the EWA / SWA / SSWA attribution-matching regularizer.
+    the EWA / SWA / SSWA attribution-matching regularizer, or quantize it to int8 (ptq, or qat
+    with or without a regularizer; see docs/quantization.md).
 
     Writes --out/model.pt (load it with apkit.models.load_checkpoint or pass it to `apkit audit`;
     for a teacher apkit did not build, --out/model_state.pt, a state_dict: audit it as ARCH=PATH)
     and --out/record.json (parameters, non-zero parameters, MACs, sparsity, settings, timings,
-    validation metrics).  Rerun with --resume to continue an interrupted run; a finished --out is
+    validation metrics; for ptq and qat the int8 model's size and CPU latency against the
+    teacher's).  Rerun with --resume to continue an interrupted run; a finished --out is
     kept unless --overwrite is given.
     """
     from apkit.core.distributed import init_from_environment

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from apkit.compression.distill import DistillationLoss
 from apkit.compression.layers import make_twice_differentiable, matching_layers
 from apkit.compression.objective import CompressionObjective
+from apkit.compression.quantization import check_method_regularizer, run_ptq, run_qat
 from apkit.compression.settings import Settings, check_regularizer_settings, resolve_settings
 from apkit.compression.structured import paper_vgg16_ratios, prune_structured, vgg_config
 from apkit.compression.students import make_student
@@ -48,6 +49,7 @@ from apkit.core.validation import check_choice, check_dataset, check_int, check_
 from apkit.core.version import __version__
 from apkit.models import atomic_save, count_parameters, load_checkpoint, safe_load, save_checkpoint
 from apkit.models.checkpoint import MODEL_FILE, conform_to_state_dict
+from apkit.models.quantized import is_quantized, quantized_twin
 from apkit.regularizers import AttributionMatchingLoss
 from apkit.training import CHECKPOINT_NAME, evaluate, fit, resolve_task, seed_everything
 from apkit.training.state import AFRESH, finished_epochs
@@ -108,6 +110,11 @@ class CompressionRecord:
         (a map smaller than 4x4).
     student : str or None
         KD into a given student: its architecture (a model spec's ``ARCH``, or its class name).
+    quantization : dict or None
+        Quantization (``ptq``, ``qat``): ``bits``, ``size_bytes`` and ``latency`` (a CPU batch)
+        against the float teacher's, and ``twin``, the fake-quant twin's agreement with the int8
+        logits.  ``params``, ``macs`` and the sparsities of a quantized model are its float twin's;
+        ``val`` is measured on the int8 model.
     """
 
     method: str
@@ -136,10 +143,12 @@ class CompressionRecord:
     input: dict[str, Any] = field(default_factory=dict)
     layers: dict[str, Any] | None = None
     student: str | None = None
+    quantization: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-ready data; the fields a method does not have are left out."""
-        optional = ("best_epoch", "best_metrics", "history", "val_after_pruning", "steps", "layers", "student")
+        optional = ("best_epoch", "best_metrics", "history", "val_after_pruning", "steps", "layers", "student",
+                    "quantization")
         return {k: v for k, v in dataclasses.asdict(self).items() if not (k in optional and v is None)}
 
     @classmethod
@@ -310,11 +319,14 @@ def _run_unstructured(run: _Run) -> nn.Module:
     return model
 
 
-_RUNNERS = {"kd": _run_kd, "structured": _run_structured, "unstructured": _run_unstructured}
+_RUNNERS = {"kd": _run_kd, "structured": _run_structured, "unstructured": _run_unstructured, "ptq": run_ptq,
+            "qat": run_qat}
 _HELP = {
     "kd": "knowledge distillation into a narrower student (sigmoid KD for multi-label data)",
     "structured": "L1 filter pruning with Torch-Pruning, one shot, then fine-tuning",
     "unstructured": "global magnitude pruning of conv weights, iterative or one-shot, with fine-tuning",
+    "ptq": "post-training static int8 quantization (8- or 4-bit weights), calibrated on training images",
+    "qat": "quantization-aware training (fake quantization, 8- or 4-bit weights), then int8 conversion",
 }
 for _name in COMPRESSION_METHOD_NAMES:
     COMPRESSION_METHODS.register(_name, _RUNNERS[_name], help=_HELP[_name])
@@ -397,7 +409,9 @@ def _load_finished(out: Path, run: _Run, method: str) -> tuple[nn.Module, Compre
 
 
 def _record(run: _Run, model: nn.Module, method: str, teacher_params: int) -> CompressionRecord:
-    report = sparsity_report(model)
+    # An int8 model is counted on its float twin (the same weights, dequantized); it is evaluated itself.
+    measured = quantized_twin(model).to(run.device) if is_quantized(model) else model
+    report = sparsity_report(measured)
     try:
         config = vgg_config(model)
     except ValidationError:
@@ -406,7 +420,7 @@ def _record(run: _Run, model: nn.Module, method: str, teacher_params: int) -> Co
         method=method, regularizer=run.regularizer_name, seed=run.seed, task=run.task, device=str(run.device),
         apkit_version=__version__, settings=run.settings.to_dict(),
         architecture=getattr(model, "apkit_config", {}).get("name"),
-        params=report["params"], nonzero_params=report["nonzero_params"], macs=_macs(model, run.example_inputs),
+        params=report["params"], nonzero_params=report["nonzero_params"], macs=_macs(measured, run.example_inputs),
         sparsity=report["sparsity"], weight_sparsity=report["weight_sparsity"],
         compression_ratio=teacher_params / max(report["nonzero_params"], 1),
         teacher={"params": teacher_params, "macs": _macs(run.teacher, run.example_inputs)}, config=config,
@@ -484,8 +498,10 @@ def compress(
     ----------
     teacher : torch.nn.Module
         The trained original model (not modified).
-    method : {"kd", "structured", "unstructured"}
-        Knowledge distillation, L1 filter pruning or global magnitude pruning of conv weights.
+    method : {"kd", "structured", "unstructured", "ptq", "qat"}
+        Knowledge distillation, L1 filter pruning, global magnitude pruning of conv weights,
+        post-training int8 quantization or quantization-aware training (see
+        :mod:`apkit.compression.quantization`; ``ptq`` takes no regularizer).
     regularizer : {"none", "ewa", "swa", "sswa"}
         Attribution-matching regularizer added during training ("none": the naive baseline).
     train_set, val_set : Dataset
@@ -521,6 +537,7 @@ def compress(
     options, overrides = RunOptions.split(options)
     s = resolve_settings(method, settings, **overrides)
     check_regularizer_settings(regularizer, settings, **overrides)
+    check_method_regularizer(method, regularizer)
     if student is not None and method != "kd":
         raise ValidationError("student= applies only to method='kd'")
     check_dataset(train_set, "train_set")

@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from apkit.compression.api import CompressionRecord, RunOptions, check_compression_out_dir, compress
+from apkit.compression.quantization import check_method_regularizer
 from apkit.compression.settings import check_regularizer_settings, resolve_settings
 from apkit.core.errors import ValidationError, unknown_name
 from apkit.core.names import COMPRESSION_METHOD_NAMES, NAIVE, REGULARIZER_CHOICES
@@ -111,6 +112,7 @@ choose one of: image_size, resume, overwrite, device, seed, progress, mean, std,
     overrides = dict(options or {})
     resolve_settings(method, settings, **overrides)
     check_regularizer_settings(regularizer, settings, **overrides)
+    check_method_regularizer(method, regularizer)
     for key in run:
         if key not in _KEYS:
             raise unknown_name(key, "option of compress_checkpoint", _KEYS)

@@ -10,6 +10,9 @@
 * ``"imagenet"`` - the supplement's ImageNet protocol: one-shot unstructured pruning (set
   ``amount=0.6`` or ``0.9``) with 10 epochs at batch 180; structured pruning of 10 % of the
   channels (ResNet-34) with 20 epochs.
+
+Quantization is the same in every profile: ``ptq`` calibrates on 8 batches of training images,
+``qat`` fine-tunes for 2 epochs at lr 0.001; both at 8-bit weights (``bits=4`` for 4-bit).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from apkit.compression.quantization import QuantizationSettings
 from apkit.compression.structured import IMPORTANCES, SCHEMES
 from apkit.compression.unstructured import iterative_sparsity, layer_types_of
 from apkit.core.errors import ValidationError, unknown_name
@@ -174,7 +178,8 @@ class UnstructuredSettings:
 
 
 #: The settings of each compression method.
-METHOD_SETTINGS = {"kd": DistillationSettings, "structured": StructuredSettings, "unstructured": UnstructuredSettings}
+METHOD_SETTINGS = {"kd": DistillationSettings, "structured": StructuredSettings, "unstructured": UnstructuredSettings,
+                   "ptq": QuantizationSettings, "qat": QuantizationSettings}
 #: The settings of the attribution-matching regularizer (refused with regularizer "none").
 REGULARIZER_SETTINGS = tuple(f.name for f in dataclasses.fields(MatchingSettings))
 
@@ -193,7 +198,7 @@ class Settings:
 
     Attributes
     ----------
-    method : {"kd", "structured", "unstructured"}
+    method : {"kd", "structured", "unstructured", "ptq", "qat"}
     train : Recipe
         The training (:func:`apkit.training.fit`); ``epochs`` is per step for iterative pruning.
     matching : MatchingSettings
@@ -202,7 +207,7 @@ class Settings:
         Compute the teacher's logits and matching evidence once per training image when the
         training set is ``deterministic`` (no random augmentation), instead of once per image and
         epoch; the training is the same.
-    method_settings : DistillationSettings, StructuredSettings or UnstructuredSettings
+    method_settings : DistillationSettings, StructuredSettings, UnstructuredSettings or QuantizationSettings
         The method's own settings; default: that class's defaults.
     """
 
@@ -210,7 +215,8 @@ class Settings:
     train: Recipe
     matching: MatchingSettings = field(default_factory=MatchingSettings)
     cache_teacher: bool = True
-    method_settings: DistillationSettings | StructuredSettings | UnstructuredSettings | None = None
+    method_settings: (DistillationSettings | StructuredSettings | UnstructuredSettings | QuantizationSettings
+                      | None) = None
 
     def __post_init__(self) -> None:
         check_choice(self.method, "compression method", COMPRESSION_METHOD_NAMES)
@@ -266,6 +272,12 @@ class Settings:
         return self.method_settings.final_sparsity
 
 
+# Every profile quantizes alike: ptq trains nothing (its epochs and lr are unused); qat fine-tunes the fake-quant
+# copy of a trained teacher briefly at a small rate, the common QAT practice.
+_QUANTIZATION_PROFILE = {"ptq": dict(epochs=1, lr=0.001, batch_size=64, bits=8, calibration_batches=8),
+                         "qat": dict(epochs=2, lr=0.001, batch_size=64, bits=8)}
+
+
 def _profile(method: str, profile: str) -> dict[str, Any]:
     if profile == "quick":
         return {
@@ -273,12 +285,14 @@ def _profile(method: str, profile: str) -> dict[str, Any]:
             "kd": dict(epochs=8, lr=0.05, batch_size=64, weight_decay=5e-4, schedule="cosine", width_divisor=2),
             "structured": dict(epochs=2, lr=0.01, batch_size=64, pruning_ratio=0.6, scheme="uniform"),
             "unstructured": dict(epochs=2, lr=0.01, batch_size=64, amount=0.9, steps=1),
+            **_QUANTIZATION_PROFILE,
         }[method]
     if profile == "paper":
         return {
             "kd": dict(RECIPES.get("kd").to_dict(), width_divisor=8),
             "structured": dict(RECIPES.get("finetune-structured").to_dict(), pruning_ratio=0.7, scheme="paper-vgg16"),
             "unstructured": dict(RECIPES.get("finetune-unstructured").to_dict(), amount=0.2, steps=16),
+            **_QUANTIZATION_PROFILE,
         }[method]
     if method == "kd":
         raise ValidationError("the imagenet profile has no distillation setting (the supplement runs none); "
@@ -286,6 +300,7 @@ def _profile(method: str, profile: str) -> dict[str, Any]:
     return {
         "structured": dict(epochs=20, lr=1e-3, batch_size=64, pruning_ratio=0.1, scheme="uniform"),
         "unstructured": dict(epochs=10, lr=1e-3, batch_size=180, amount=0.9, steps=1),
+        **_QUANTIZATION_PROFILE,
     }[method]
 
 

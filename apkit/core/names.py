@@ -41,9 +41,10 @@ MODEL_SPEC_HELP = ("PATH of an apkit checkpoint, or ARCH=PATH: ARCH is torchvisi
                    "torchvision:resnet18=runs/pruned.safetensors")
 
 # ---------------------------------------------------------------------------------------- compression
-COMPRESSION_METHOD_NAMES = ("kd", "structured", "unstructured")
+COMPRESSION_METHOD_NAMES = ("kd", "structured", "unstructured", "ptq", "qat")
 COMPRESSION_TITLES = {
     "kd": "Knowledge distillation", "structured": "Structured pruning", "unstructured": "Unstructured pruning",
+    "ptq": "Post-training quantization", "qat": "Quantization-aware training",
     "unstructured-60": "Unstructured pruning, 60 %", "unstructured-90": "Unstructured pruning, 90 %",
 }
 #: Named settings of a compression run (see ``apkit.compression.default_settings``).

@@ -60,6 +60,7 @@ from apkit.evaluation.maps import MapCache
 from apkit.evaluation.pairs import PairTable
 from apkit.evaluation.report import AuditReport, Gate, gate_source, parse_gates
 from apkit.metrics.classification import topk_accuracy
+from apkit.models.quantized import audit_quantized, checked_twin, is_quantized
 from apkit.training import classification_metrics, predict
 from apkit.viz import denormalize
 
@@ -242,6 +243,7 @@ def audit_model(
     cache: MapCache | None = None,
     teacher_cache: MapCache | None = None,
     settings: AuditSettings | None = None,
+    explained: nn.Module | None = None,
     **options: Any,
 ) -> ModelAudit:
     """Audit one model: its predictive metrics and, per attribution method, its attribution scores
@@ -255,6 +257,10 @@ def audit_model(
     localization step put there.  ``faithfulness=()`` skips faithfulness (each metric costs
     ``faithfulness_steps + 1`` forward passes per image, ROAD one per percentage and order).
 
+    ``explained`` is the model whose attribution maps are computed, when not ``model`` itself: an
+    int8 model's fake-quant twin, while the predictive and faithfulness metrics are the int8
+    model's (an int8 ``model`` without one is explained through its twin, checked on ``dataset``).
+
     Returns
     -------
     ModelAudit
@@ -266,20 +272,24 @@ def audit_model(
     scoring_set = dataset if classification_set is None else classification_set
     task = task_of(scoring_set)
     protocol = settings.protocol_for(task)
+    if explained is None and is_quantized(model):
+        explained, _ = checked_twin(model, dataset, device=resolve_device(settings.device),
+                                    batch_size=settings.batch_size)
+    shown = model if explained is None else explained  # the model whose maps are computed
     result = _predictive_audit(model, scoring_set, task=task, settings=settings)
-    cache = cache if cache is not None else MapCache(model, layer=dict(settings.layers or {}))
+    cache = cache if cache is not None else MapCache(shown, layer=dict(settings.layers or {}))
     if teacher is not None and teacher_cache is None:
         teacher_cache = MapCache(teacher, layer=dict(settings.layers or {}))
     for method in settings.attribution_methods:
         # One set of maps serves every tolerance, and the faithfulness metrics read them from the cache.
-        scores = localization_scores(model, dataset, teacher=teacher, cache=cache, teacher_cache=teacher_cache,
+        scores = localization_scores(shown, dataset, teacher=teacher, cache=cache, teacher_cache=teacher_cache,
                                      method=method, protocol=protocol, tolerances=tolerances,
                                      similarity="all" if protocol == "teacher" else "kept",
                                      batch_size=settings.batch_size, device=settings.device,
                                      progress=settings.progress)
         result.methods[method] = {k: v for k, v in scores.summary().items() if not isinstance(v, (list, dict))}
         result.pairs[method] = scores.pairs
-        if faithful.metrics:
+        if faithful.metrics:  # perturbations scored by the model itself (an int8 model, not its twin)
             result.add_faithfulness(method, faithfulness_scores(
                 model, dataset, method=method, cache=cache, reference=teacher_cache, settings=faithful,
                 task=task, batch_size=settings.batch_size, device=resolve_device(settings.device)))
@@ -557,8 +567,10 @@ def audit(
     methods = list(settings.attribution_methods)
     report = AuditReport(settings=_recorded(settings, list(named), task), image_names=image_names(dataset),
                          class_names=[str(c) for c in getattr(dataset, "classes", None) or []] or None)
-    report.layers = {name: _layers(model, methods, settings.layers) for name, model in models.items()}
-    report.warnings += _coarse_map_warnings(models, report.layers, dataset, settings.device)
+    explained = _quantized_students(report, teacher, named, dataset, settings=settings)
+    shown = {name: explained.get(name, model) for name, model in models.items()}  # whose maps are computed
+    report.layers = {name: _layers(model, methods, settings.layers) for name, model in shown.items()}
+    report.warnings += _coarse_map_warnings(shown, report.layers, dataset, settings.device)
     # The teacher's logits and maps are computed once and read by every student's comparison.
     teacher_cache = MapCache(teacher, layer=dict(settings.layers or {}))
     results = {}
@@ -567,15 +579,26 @@ def audit(
         results[name] = audit_model(
             model, dataset, teacher=None if is_teacher else teacher, classification_set=classification_set,
             cache=teacher_cache if is_teacher else None, teacher_cache=None if is_teacher else teacher_cache,
-            settings=settings,
+            settings=settings, explained=explained.get(name),
         )
         _add_model(report, name, results[name], methods)
     _compare(report, results, named, settings, task=task, classes=getattr(dataset, "classes", None))
-    report.examples = {method: _examples(teacher, named, dataset, pairs=report.pairs, method=method,
+    report.examples = {method: _examples(teacher, {**named, **explained}, dataset, pairs=report.pairs, method=method,
                                          settings=settings, protocol=settings.protocol_for(task)) for method in methods}
     if gates:
         report.judge(gates)
     return report
+
+
+def _quantized_students(report: AuditReport, teacher: nn.Module, named: Mapping[str, nn.Module], dataset, *,
+                        settings: AuditSettings) -> dict[str, nn.Module]:
+    """``{name: fake-quant twin}`` of every int8 student, each checked against its int8 logits first;
+    their agreement, size and latency go into ``report.quantized``."""
+    twins = {name: audit_quantized(model, teacher, dataset, name=f"student {name!r}", device=settings.device,
+                                   batch_size=settings.batch_size) for name, model in named.items()
+             if is_quantized(model)}
+    report.quantized = {name: entry for name, (_, entry) in twins.items()}
+    return {name: twin for name, (twin, _) in twins.items()}
 
 
 def _recorded(settings: AuditSettings, students: list[str], task: str) -> dict[str, Any]:

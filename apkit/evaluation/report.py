@@ -132,6 +132,11 @@ class AuditReport:
     verdict : list of dict
         One row per judged (gate, student[, method]): ``gate``, ``model``, ``value`` (the
         pessimistic end judged), ``interval`` and ``passed`` (:meth:`judge`).
+    quantized : dict
+        ``{student: {...}}`` for every int8 student: ``measured_on`` (which model each number was
+        measured on), ``twin`` (its fake-quant twin's agreement with the int8 logits on the audited
+        images), ``size`` and ``latency`` against the float teacher (see
+        :func:`apkit.models.quantized.audit_quantized`).
     """
 
     predictive: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -151,6 +156,7 @@ class AuditReport:
     class_names: list[str] | None = None
     warnings: list[str] = field(default_factory=list)
     verdict: list[dict[str, Any]] = field(default_factory=list)
+    quantized: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self):
         self.pairs = {key: PairTable.from_dict(table) for key, table in self.pairs.items()}
@@ -198,6 +204,8 @@ class AuditReport:
                 for (m, k), found in self.faithfulness.items()]
         data.update(image_names=self.image_names, class_names=self.class_names, warnings=self.warnings,
                     verdict=self.verdict)
+        if self.quantized:
+            data["quantized"] = self.quantized
         return data
 
     # -- gates ---------------------------------------------------------------------------------
@@ -269,7 +277,7 @@ class AuditReport:
                 note="deletion: area under the probability curve as the map's top pixels are removed (lower is more "
                      "faithful); insertion: as they are inserted into a blurred image (higher); road: mean over the "
                      "removed fractions of the LeRF minus the MoRF probability under ROAD's imputation (higher)."))
-        tables += self._comparison_tables() + self._predictive_comparison_tables()
+        tables += self._comparison_tables() + self._predictive_comparison_tables() + self._quantized_tables()
         if self.per_class:
             tables.append(Table("Per class", ["model", "method", "class", "pairs kept", "AUC", "Point Acc", "Cos"],
                                 [[r["model"], r["method"], r["class"], r["kept"], r["auc"], r["pointing"], r["cos"]]
@@ -298,6 +306,16 @@ class AuditReport:
                  "deletion, insertion and road on the teacher's top-1 class of every image; Cos and L2 compare "
                  "the student's maps with the teacher's.")]
         return tables
+
+    def _quantized_tables(self) -> list[Table]:
+        if not self.quantized:
+            return []
+        return [Table("Int8 students: predictions measured on the int8 model, attribution on its fake-quant twin",
+                      ["student", "bits", "twin max |Δ logit|", "top-1 agreement", "bytes", "× smaller",
+                       "CPU batch s", "× faster"],
+                      [[name, q["bits"], q["twin"]["max_abs_diff"], q["twin"]["top1_agreement"], q["size"]["bytes"],
+                        q["size"]["ratio"], q["latency"]["seconds"], q["latency"]["speedup"]]
+                       for name, q in self.quantized.items()])]
 
     def _predictive_comparison_tables(self) -> list[Table]:
         if not (self.comparisons and self.predictive_comparisons):

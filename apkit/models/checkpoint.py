@@ -22,6 +22,7 @@ from torch import nn
 
 from apkit.core.errors import CheckpointError
 from apkit.core.io import atomic_write
+from apkit.models import quantized
 from apkit.models.zoo import MODELS, create
 
 #: The file an apkit run (``apkit train``, ``apkit compress``) saves its model in.
@@ -136,8 +137,12 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu")
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, meta: dict | None = None) -> Path:
     """Save ``model`` (built by :func:`apkit.models.create`) with its build recipe and ``meta``.
 
-    Unstructured-pruning masks must be baked first (``apkit.compression`` does it).
+    Unstructured-pruning masks must be baked first (``apkit.compression`` does it).  An int8
+    model is saved with its quantization (:func:`apkit.models.quantized.quantized_payload`).
     """
+    if isinstance(model, quantized.QuantizedModel):
+        payload = quantized.quantized_payload(model, meta=meta)
+        return atomic_save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, path)
     config = getattr(model, "apkit_config", None)
     if config is None:
         raise CheckpointError(
@@ -160,6 +165,8 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, meta: dict | N
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Load and check the raw checkpoint dictionary (``config``, ``meta``, ``state_dict``)."""
     payload = safe_load(path, map_location)
+    if isinstance(payload, dict) and payload.get("format") != FORMAT:
+        quantized.refuse_quantized_state(payload, path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{str(path)!r} is not an apkit checkpoint (no apkit metadata); "
@@ -258,6 +265,8 @@ def load_checkpoint(
             f"checkpoint {str(path)!r} has {config['num_classes']} classes but the data has "
             f"{expect_num_classes}; use a checkpoint trained on this dataset"
         )
+    if quantized.QUANTIZATION_KEY in payload:  # an int8 model: rebuilt through its float architecture
+        return quantized.load_quantized(payload, path)
     model = create(config["name"], num_classes=config["num_classes"], **config.get("options", {}))
     state = payload["state_dict"]
     check_finite_weights(state, path)

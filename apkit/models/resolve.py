@@ -56,6 +56,7 @@ from apkit.models.checkpoint import (
     mismatched_tensors,
     safe_load,
 )
+from apkit.models.quantized import refuse_quantized_state
 from apkit.models.zoo import MODELS, create
 
 __all__ = ["ModelSpec", "build_architecture", "load_weights", "parse_model_spec", "read_weights", "resolve_model"]
@@ -256,6 +257,8 @@ def _unwrapped(payload: Any) -> Any:
 
 def _state_dict_of(payload: Any, path: Path) -> dict[str, torch.Tensor]:
     payload = _unwrapped(payload)
+    if isinstance(payload, Mapping):
+        refuse_quantized_state(payload, path)
     if not isinstance(payload, Mapping) or not payload:
         raise CheckpointError(f"{str(path)!r} holds no state_dict (found a {type(payload).__name__}); "
                               "save model.state_dict() with torch.save or safetensors")
@@ -403,4 +406,6 @@ def resolve_model(spec: str | os.PathLike, *, num_classes: int | None = None,
     model = build_architecture(parsed.arch, num_classes=num_classes)
     state = read_weights(parsed.path, map_location)
     load_weights(model, state, label=parsed.arch, path=parsed.path, num_classes=num_classes)
+    if parsed.kind == "torchvision":  # recorded, so that a quantized copy can be saved and rebuilt
+        model.apkit_arch, model.apkit_num_classes = parsed.arch, num_classes
     return model.to(map_location).eval()
