@@ -19,6 +19,7 @@ Run: ``python benchmarks/bench_limit.py`` (about 5 minutes on 2 CPU cores); ``--
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import torch
@@ -46,6 +47,13 @@ def forward_backward(model: torch.nn.Module, inputs: torch.Tensor, classes: torc
     logits = model(x)
     (gradient,) = torch.autograd.grad(logits.gather(1, classes[:, None]).sum(), x)
     return gradient
+
+
+def _warm(model, inputs, classes, method: str, layer: str):
+    if method == "limit":
+        return forward_backward(model, inputs, classes)
+    options = {"layer": layer} if method in ("gradcam", "excitation") else {}
+    return apkit.explain(model, inputs, classes, method=method, **options)
 
 
 def _timed_once(function, device: torch.device) -> tuple[float, int | None, object]:
@@ -90,10 +98,13 @@ def measure_model(model_name: str, *, size: int, images: int, repeats: int, meth
     for method in methods:
         options = {"layer": layer} if method in ("gradcam", "excitation") else {}
         functions[method] = lambda m=method, o=options: apkit.explain(model, inputs, classes, method=m, **o)
-    for function in functions.values():  # warm-up: kernels, allocator, the traced graph's first use
-        function()
+    # Warm-up on two of the images: kernels, the allocator, the layer probe's modules.
+    _interleaved({name: lambda m=method: _warm(model, inputs[:2], classes[:2], m, layer) for name, method
+                  in zip(functions, ["limit", *methods])}, repeats=1, device=device)
     results = _interleaved(functions, repeats=repeats, device=device)
     limit_s, limit_peak, _ = results["limit"]
+    figures = "  ".join(f"{method} {results[method][0] / limit_s:.2f}x" for method in methods)
+    print(f"{model_name}: forward + backward {limit_s:.3f} s; {figures}", file=sys.stderr, flush=True)
     rows = []
     for method in methods:
         seconds, peak, maps = results[method]
