@@ -19,6 +19,8 @@ are those of the ``bench_*.py`` scripts beside this file (which still run on the
 * ``limit``       - each method's time over one forward + backward pass to the input on the same batch
   (torchvision's ResNet-50, MobileNetV2/V3, EfficientNet-B0 and VGG16-BN, random weights, 2 threads), the
   bound no attribution method can beat; printed as a table of its own;
+* ``peers-cnn``   - LRP vs zennit (the same rules, zennit's canonizers) on torchvision's ResNet-50 and
+  MobileNetV2 at 224x224, one class per image;
 * ``randomization`` - the cascading model-parameter randomisation test vs Quantus's MPRT (the top layers of a
   ResNet-18, the same draws on both sides).
 
@@ -67,11 +69,13 @@ SUITES: dict[str, Callable[..., list[Measurement]]] = {
     "faithfulness": bench_faithfulness.measure,
     "randomization": bench_randomization.measure,
     "limit": bench_limit.measure,
+    "peers-cnn": bench_peers.measure_cnns,
 }
 # Keyword arguments of each suite's measure() per size; "full" is each script's own default.
 SIZES: dict[str, dict[str, dict]] = {
     "full": {"synthetic": {}, "metrics": {}, "attribution": {}, "peers": {}, "regularizer": {}, "audit": {},
-             "faithfulness": {}, "randomization": {}, "limit": {}},
+             "faithfulness": {}, "randomization": {}, "limit": {},
+             "peers-cnn": {}},
     "quick": {
         "synthetic": {"images": 500, "repeats": 2},
         "metrics": {"maps": 500, "size": 112, "repeats": 2},
@@ -84,6 +88,7 @@ SIZES: dict[str, dict[str, dict]] = {
         "faithfulness": {"size": 64, "images": 8, "steps": 16},
         "randomization": {"images": 8, "size": 112},
         "limit": {"models": ("resnet18", "mobilenet_v2"), "size": 112, "images": 4, "repeats": 2},
+        "peers-cnn": {"models": ("resnet18", "mobilenet_v2"), "size": 112, "images": 4, "repeats": 2},
     },
     "smoke": {
         "synthetic": {"images": 32, "size": 32, "repeats": 1},
@@ -96,6 +101,7 @@ SIZES: dict[str, dict[str, dict]] = {
         "faithfulness": {"size": 32, "images": 2, "steps": 4, "percentages": (0.2, 0.6), "threads": 0},
         "randomization": {"images": 2, "size": 64, "layers": 2, "threads": 0},
         "limit": {"models": ("resnet18",), "size": 64, "images": 2, "repeats": 1, "threads": 0},
+        "peers-cnn": {"models": ("resnet18",), "size": 64, "images": 2, "repeats": 1},
     },
 }
 # Suites whose measure() takes no device: they run on the CPU.

@@ -16,11 +16,11 @@ ROWS = {"synthetic", "metrics", "metrics-quantus", "metrics-npsort", "gradcam", 
         "gradcam-captum", "gradcam-pgc", "lrp-zennit", "excitation-torchray", "regularizer-step",
         "regularizer-student", "audit", "deletion-quantus", "road-quantus", "road-pgc",
         "randomization-quantus", "limit-resnet18-gradcam", "limit-resnet18-lrp", "limit-resnet18-excitation",
-        "limit-resnet18-rap"}
+        "limit-resnet18-rap", "lrp-zennit-resnet18"}
 # Rows whose baseline is an optional peer (the .[bench] extra): without it the row says "not installed".
 PEER_MODULES = {"metrics-quantus": "quantus", "gradcam-pgc": "pytorch_grad_cam", "lrp-zennit": "zennit",
                 "excitation-torchray": "torchray", "deletion-quantus": "quantus", "road-quantus": "quantus",
-                "road-pgc": "pytorch_grad_cam", "randomization-quantus": "quantus"}
+                "road-pgc": "pytorch_grad_cam", "randomization-quantus": "quantus", "lrp-zennit-resnet18": "zennit"}
 
 
 @pytest.fixture
