@@ -79,11 +79,10 @@ def _interleaved(functions: dict[str, object], *, repeats: int, device: torch.de
 
 
 def _check(maps: torch.Tensor, images: int, size: int) -> tuple[bool, str]:
+    # A random network may leave a map all zero (EB's positive part), so only shape and finiteness are checked.
     finite = bool(torch.isfinite(maps).all())
     shaped = tuple(maps.shape) == (images, size, size)
-    varied = bool(maps.flatten(1).std(1).gt(0).all())
-    return finite and shaped and varied, (
-        f"a bound, not a reference: maps {tuple(maps.shape)}, finite: {finite}, non-constant: {varied}")
+    return finite and shaped, f"a bound, not a reference: maps {tuple(maps.shape)}, finite: {finite}"
 
 
 def measure_model(model_name: str, *, size: int, images: int, repeats: int, methods: tuple[str, ...],
@@ -176,7 +175,7 @@ def main(argv=None) -> list[Measurement]:
           f"device {device}, best of {args.repeats} interleaved runs")
     print(limit_table(rows))
     if any(row.equal is False for row in rows):
-        raise SystemExit("a method gave non-finite or constant maps")
+        raise SystemExit("a method gave non-finite maps or maps of the wrong shape")
     return rows
 
 
