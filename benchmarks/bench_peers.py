@@ -99,7 +99,8 @@ def pgc_scaled(layer_maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def zennit_model(net):
-    """A copy of ``net`` whose BatchNorms zennit merged into the convolutions, left as exact identities."""
+    """A copy of ``net`` whose BatchNorms zennit merged into the convolutions, left as exact identities, and
+    whose activations run out of place."""
     from zennit.canonizers import SequentialMergeBatchNorm
 
     merged = copy.deepcopy(net)
@@ -107,11 +108,14 @@ def zennit_model(net):
     for module in merged.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.eps = 0.0
+        if getattr(module, "inplace", False) is True:
+            module.inplace = False  # zennit's hooks need the activations' inputs intact
     return merged.eval()
 
 
-def zennit_lrp(net, inputs, pairs, num_classes: int) -> torch.Tensor:
-    """zennit's LRP with apkit's rules, on the images repeated once per pair, as apkit's maps."""
+def zennit_lrp(net, inputs, pairs, num_classes: int, canonizers: tuple = ()) -> torch.Tensor:
+    """zennit's LRP with apkit's rules, on the images repeated once per pair, as apkit's maps (``canonizers``:
+    zennit canonizers applied while it runs, e.g. :func:`block_canonizers`)."""
     from zennit.attribution import Gradient
     from zennit.composites import SpecialFirstLayerMapComposite
     from zennit.layer import Sum
@@ -124,7 +128,8 @@ def zennit_lrp(net, inputs, pairs, num_classes: int) -> torch.Tensor:
     composite = SpecialFirstLayerMapComposite(
         layer_map=[(Activation, Pass()), (Sum, Norm(stabilizer=stabilizer)), (AvgPool, Norm(stabilizer=stabilizer)),
                    (BatchNorm, Pass()), (Linear, ZPlus(stabilizer=stabilizer, zero_params="bias"))],
-        first_map=[(Convolution, ZBox(low, high, stabilizer=stabilizer))],
+        first_map=[(Convolution, ZBox(low, high, stabilizer=stabilizer, zero_params="bias"))],
+        canonizers=list(canonizers),
     )
     one_hot = F.one_hot(pairs[:, 1], num_classes).to(x.dtype)
     with Gradient(net, composite) as attributor:
@@ -132,6 +137,49 @@ def zennit_lrp(net, inputs, pairs, num_classes: int) -> torch.Tensor:
     # apkit's evaluation map: summed over colour channels, flipped for a negative target logit.
     sign = torch.where(logits[torch.arange(len(pairs), device=pairs.device), pairs[:, 1]] < 0, -1.0, 1.0)
     return (relevance.sum(1) * sign.view(-1, 1, 1)).detach()
+
+
+def _sum(module, *terms):
+    """``terms[0] + terms[1] + ...`` through the block's zennit ``Sum`` module, so that its rule applies."""
+    return module.canonizer_sum(torch.stack(terms, dim=-1))
+
+
+def _inverted_residual_forward(self, x):
+    return _sum(self, x, self.conv(x)) if self.use_res_connect else self.conv(x)
+
+
+def _mobilenet_v2_forward(self, x):
+    return self.classifier(torch.flatten(self.canonizer_pool(self.features(x)), 1))
+
+
+def mobilenet_v2_canonizer():
+    """A zennit canonizer for torchvision's MobileNetV2, as zennit's ``ResNetCanonizer`` for ResNets: the
+    residual sums go through a ``Sum`` module and the global average pool through an ``AdaptiveAvgPool2d``
+    module (torchvision calls the functional one), so that the proportional rule applies to both."""
+    from torchvision.models.mobilenetv2 import InvertedResidual, MobileNetV2
+    from zennit.canonizers import AttributeCanonizer
+    from zennit.layer import Sum
+
+    def attributes(_name, module):
+        if isinstance(module, InvertedResidual):
+            return {"forward": _inverted_residual_forward.__get__(module), "canonizer_sum": Sum()}
+        if isinstance(module, MobileNetV2):
+            return {"forward": _mobilenet_v2_forward.__get__(module),
+                    "canonizer_pool": torch.nn.AdaptiveAvgPool2d(1)}
+        return None
+
+    return AttributeCanonizer(attributes)
+
+
+def block_canonizers(model: str) -> list:
+    """zennit's canonizers for the residual blocks of ``model`` (its BatchNorms are merged beforehand)."""
+    if model.startswith("resnet"):
+        from zennit.torchvision import ResNetBasicBlockCanonizer, ResNetBottleneckCanonizer
+
+        return [ResNetBottleneckCanonizer(), ResNetBasicBlockCanonizer()]
+    if model == "mobilenet_v2":
+        return [mobilenet_v2_canonizer()]
+    return []
 
 
 def torchray_excitation(net, layer: str, inputs, pairs) -> torch.Tensor:
@@ -211,6 +259,64 @@ def measure(*, model: str = "vgg16_bn", size: int = 227, images: int = 8, classe
         _compare(row, ours, theirs, check, repeats=repeats, device=device)
         row.extra = {"pairs": len(pairs), "images": images, "layer": layer}
     return out
+
+
+def _relative_maps_error(mine, reference) -> tuple[float, str]:
+    error = _relative_error(mine, reference)
+    return error, f"maps: max difference {error:.1e} of the largest value (<= {TOLERANCE:g})"
+
+
+def _cnn_case(model: str, *, size: int, images: int, classes: int, device: torch.device):
+    """A torchvision ``model`` with random weights (seed 0), random images and one random class per image."""
+    import torchvision
+
+    torch.manual_seed(0)
+    net = getattr(torchvision.models, model)(weights=None, num_classes=classes).to(device).eval()
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(images, 3, size, size, generator=generator).to(device)
+    pairs = torch.stack([torch.arange(images), torch.randint(0, classes, (images,), generator=generator)], 1)
+    # BatchNorm statistics of these images, so that activations stay of order one through the random layers:
+    # with the initial statistics they shrink to where zennit's stabilizer (1e-12) changes MobileNetV2's maps.
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None  # a cumulative average: exactly this batch's statistics
+    with torch.no_grad():
+        net.train()(inputs)
+    return net.eval(), inputs, pairs.to(device)
+
+
+def measure_cnns(*, models: tuple[str, ...] = ("resnet50", "mobilenet_v2"), size: int = 224, images: int = 8,
+                 classes: int = 1000, repeats: int = 2, device: torch.device | str = "cpu") -> list[Measurement]:
+    """LRP against zennit on torchvision CNNs (random weights, seed 0), one class per image.
+
+    Both sides explain the same copy of each model, its BatchNorms merged by zennit's
+    ``SequentialMergeBatchNorm``; zennit runs with its canonizers for the residual blocks
+    (``ResNetCanonizer``'s block canonizers; for MobileNetV2 :func:`mobilenet_v2_canonizer`), so that
+    residual sums and the global average pool get the proportional rule that apkit applies.
+    """
+    device = torch.device(device)
+    rows = []
+    for model in models:
+        row = Measurement(name=f"lrp-zennit-{model}", apkit="apkit.explain",
+                          operation=f"lrp maps of {model} at {size}x{size}, {images} images x 1 class "
+                          "(BatchNorm merged)", device=str(device),
+                          baseline="zennit, the same rules (z+, z^B first layer) and its canonizers")
+        rows.append(row)
+        reason = peer_missing("zennit")
+        if reason is not None:
+            row.skipped, row.check = True, reason
+            continue
+        net, inputs, pairs = _cnn_case(model, size=size, images=images, classes=classes, device=device)
+        _compare_lrp(row, zennit_model(net), inputs, pairs, block_canonizers(model), repeats=repeats)
+        row.extra = {"pairs": images, "images": images, "model": model}
+    return rows
+
+
+def _compare_lrp(row: Measurement, merged, inputs, pairs, canonizers: list, *, repeats: int) -> None:
+    classes = merged(inputs[:1]).shape[1]
+    _compare(row, lambda: apkit.explain(merged, inputs, pairs, method="lrp"),
+             lambda: zennit_lrp(merged, inputs, pairs, classes, canonizers=canonizers), _relative_maps_error,
+             repeats=repeats, device=inputs.device)
 
 
 def main(argv: list[str] | None = None) -> list[Measurement]:

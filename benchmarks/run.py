@@ -16,6 +16,11 @@ are those of the ``bench_*.py`` scripts beside this file (which still run on the
 * ``audit``       - the full audit of one student with four methods vs the paper's per-image protocol;
 * ``faithfulness`` - deletion and ROAD batched on the device vs Quantus's PixelFlipping and ROAD and
   pytorch-grad-cam's ROAD, which compute image by image (ResNet-18, random weights, 2 threads);
+* ``limit``       - each method's time over one forward + backward pass to the input on the same batch
+  (torchvision's ResNet-50, MobileNetV2/V3, EfficientNet-B0 and VGG16-BN, random weights, 2 threads), the
+  bound no attribution method can beat; printed as a table of its own;
+* ``peers-cnn``   - LRP vs zennit (the same rules, zennit's canonizers) on torchvision's ResNet-50 and
+  MobileNetV2 at 224x224, one class per image;
 * ``randomization`` - the cascading model-parameter randomisation test vs Quantus's MPRT (the top layers of a
   ResNet-18, the same draws on both sides).
 
@@ -42,6 +47,7 @@ from pathlib import Path
 import bench_attribution
 import bench_audit
 import bench_faithfulness
+import bench_limit
 import bench_metrics
 import bench_peers
 import bench_randomization
@@ -62,11 +68,14 @@ SUITES: dict[str, Callable[..., list[Measurement]]] = {
     "audit": bench_audit.measure,
     "faithfulness": bench_faithfulness.measure,
     "randomization": bench_randomization.measure,
+    "limit": bench_limit.measure,
+    "peers-cnn": bench_peers.measure_cnns,
 }
 # Keyword arguments of each suite's measure() per size; "full" is each script's own default.
 SIZES: dict[str, dict[str, dict]] = {
     "full": {"synthetic": {}, "metrics": {}, "attribution": {}, "peers": {}, "regularizer": {}, "audit": {},
-             "faithfulness": {}, "randomization": {}},
+             "faithfulness": {}, "randomization": {}, "limit": {},
+             "peers-cnn": {}},
     "quick": {
         "synthetic": {"images": 500, "repeats": 2},
         "metrics": {"maps": 500, "size": 112, "repeats": 2},
@@ -78,6 +87,8 @@ SIZES: dict[str, dict[str, dict]] = {
                   "repeats": 2},
         "faithfulness": {"size": 64, "images": 8, "steps": 16},
         "randomization": {"images": 8, "size": 112},
+        "limit": {"models": ("resnet18", "mobilenet_v2"), "size": 112, "images": 4, "repeats": 2},
+        "peers-cnn": {"models": ("resnet18", "mobilenet_v2"), "size": 112, "images": 4, "repeats": 2},
     },
     "smoke": {
         "synthetic": {"images": 32, "size": 32, "repeats": 1},
@@ -89,6 +100,8 @@ SIZES: dict[str, dict[str, dict]] = {
         "audit": {"model": "vgg_small", "width_divisor": 2, "size": 32, "images": 4, "batch_size": 4},
         "faithfulness": {"size": 32, "images": 2, "steps": 4, "percentages": (0.2, 0.6), "threads": 0},
         "randomization": {"images": 2, "size": 64, "layers": 2, "threads": 0},
+        "limit": {"models": ("resnet18",), "size": 64, "images": 2, "repeats": 1, "threads": 0},
+        "peers-cnn": {"models": ("resnet18",), "size": 64, "images": 2, "repeats": 1},
     },
 }
 # Suites whose measure() takes no device: they run on the CPU.
@@ -102,7 +115,9 @@ NOTES = (
     "regularized step and the baseline the plain one, so the ratio below 1 is the regularizer's cost "
     "(0.95: the regularized step takes 1.05x as long).  The metrics-npsort row's baseline is a bound, the "
     "bare np.sort of the pixels apkit scores: its ratio below 1 says how close apkit comes to only sorting "
-    "(0.5: apkit takes twice as long as the sort alone).",
+    "(0.5: apkit takes twice as long as the sort alone).  The limit rows' baseline is a bound too, one forward "
+    "and one backward pass to the input on the same batch; their table gives the inverse, each method's time "
+    "over the bound (1.5x: half as long again as the bound).",
     "Skipped: a peer library that is not installed here (pip install -e .[bench] installs them all).",
     "Peak memory is what one run adds to the memory in use when it starts.  CUDA: "
     "torch.cuda.max_memory_allocated minus the allocated memory at the start.  CPU (Linux): the kernel's "
@@ -170,6 +185,10 @@ def to_markdown(rows: list[Measurement], info: dict, size: str, command: str) ->
             f"| {_seconds(row.apkit_s)} | {_seconds(row.baseline_s)} | {ratio} | {_same(row)} "
             f"| {format_bytes(row.apkit_peak)} | {format_bytes(row.baseline_peak)} | {row.repeats} |"
         )
+    limit_rows = [row for row in rows if "over_limit" in row.extra]
+    if limit_rows:
+        lines += ["", "Each method's time over one forward + backward pass to the input (the limit rows):", "",
+                  bench_limit.limit_table(limit_rows)]
     lines += ["", "Value checks:", ""]
     lines += [f"- `{row.name}`: {row.check or '–'}" for row in rows]
     lines += ["", "Notes:", ""]

@@ -15,11 +15,12 @@ BENCHMARKS = ROOT / "benchmarks"
 ROWS = {"synthetic", "metrics", "metrics-quantus", "metrics-npsort", "gradcam", "excitation", "lrp", "rap",
         "gradcam-captum", "gradcam-pgc", "lrp-zennit", "excitation-torchray", "regularizer-step",
         "regularizer-student", "audit", "deletion-quantus", "road-quantus", "road-pgc",
-        "randomization-quantus"}
+        "randomization-quantus", "limit-resnet18-gradcam", "limit-resnet18-lrp", "limit-resnet18-excitation",
+        "limit-resnet18-rap", "lrp-zennit-resnet18"}
 # Rows whose baseline is an optional peer (the .[bench] extra): without it the row says "not installed".
 PEER_MODULES = {"metrics-quantus": "quantus", "gradcam-pgc": "pytorch_grad_cam", "lrp-zennit": "zennit",
                 "excitation-torchray": "torchray", "deletion-quantus": "quantus", "road-quantus": "quantus",
-                "road-pgc": "pytorch_grad_cam", "randomization-quantus": "quantus"}
+                "road-pgc": "pytorch_grad_cam", "randomization-quantus": "quantus", "lrp-zennit-resnet18": "zennit"}
 
 
 @pytest.fixture
@@ -85,6 +86,11 @@ def test_every_measurement_runs_and_agrees_with_its_baseline(runner, tmp_path):
     assert all(f"| {name} |" in table for name in ROWS)
     assert "**NO**" not in table and "VmHWM" in table  # the peak-memory footnote
     assert rows["metrics-npsort"]["ratio"] < 10  # a bound: apkit cannot be far faster than sorting the pixels
+    # The limit table: each method's time over the forward + backward pass, the inverse of the row's ratio.
+    assert "time over one forward + backward pass" in table and "| resnet18 |" in table
+    for method in ("gradcam", "lrp", "excitation", "rap"):
+        row = rows[f"limit-resnet18-{method}"]
+        assert row["extra"]["over_limit"] == pytest.approx(1 / row["ratio"])
 
 
 def test_bad_arguments_are_refused(runner, capsys):

@@ -47,6 +47,7 @@ from __future__ import annotations
 import abc
 import builtins
 import contextlib
+import copy
 import inspect
 import math
 import operator
@@ -112,6 +113,9 @@ SUPPORTED = (
     "MaxPool, AvgPool, AdaptiveAvgPool, AdaptiveMaxPool, Flatten, torch.flatten/reshape/view, mean, torch.cat "
     "and tensor additions"
 )
+# Activations whose outputs are never negative (rules skip the negative part of what they feed).
+_RELU_MODULES = (nn.ReLU, nn.ReLU6)
+_RELU_CALLS = (F.relu, torch.relu, F.relu6, "relu")
 # Kinds whose nodes the backward walk cannot cross; "shape" nodes (x.size()) carry no relevance at all.
 _UNSUPPORTED = ("unknown", "sigmoid", "mul", "broadcast")
 
@@ -138,6 +142,20 @@ def safe_inverse(denominator: torch.Tensor) -> torch.Tensor:
     return safe_div(torch.ones_like(denominator), denominator)
 
 
+def positive_inverse(denominator: torch.Tensor) -> torch.Tensor:
+    """:func:`safe_inverse` of a denominator known to be ``>= 0`` (a sum of non-negative products, as in the
+    z+ and Excitation Backprop rules): the same values in three passes over the tensor instead of five.
+
+    Examples
+    --------
+    >>> positive_inverse(torch.tensor([4.0, 0.0, 1e-30])).tolist()
+    [0.25, 0.0, 0.0]
+    """
+    negligible_ = denominator <= negligible(denominator.dtype)
+    return denominator.reciprocal().masked_fill_(negligible_, 0.0)
+
+
+
 def per_sample_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum over every dimension but the first, kept for broadcasting: (m, ...) -> (m, 1, ..., 1)."""
     return tensor.sum(dim=tuple(range(1, tensor.dim())), keepdim=True)
@@ -157,7 +175,8 @@ class LinearLayer:
     ``forward(x, w)`` is the layer's map without bias for any weight ``w`` (e.g. its positive
     part); ``transpose(s, w, shape)`` is its adjoint, sending output-shaped ``s`` back to an
     input of ``shape``.  ``first``: it reads the network input; ``top``: no other weighted layer
-    lies between it and the output.
+    lies between it and the output; ``nonnegative``: its input is known from the graph to be
+    ``>= 0`` (the output of a ReLU, possibly pooled or reshaped), so rules may skip its negative part.
     """
 
     name: str
@@ -166,6 +185,7 @@ class LinearLayer:
     bias: torch.Tensor | None
     first: bool
     top: bool
+    nonnegative: bool = False
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         m = self.module
@@ -249,6 +269,20 @@ def _module_kind(module: nn.Module) -> str:
     return next((kind for types, kind in _MODULE_KINDS if isinstance(module, types)), "unknown")
 
 
+def _is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules[node.target], _RELU_MODULES)
+    return node.op in ("call_function", "call_method") and any(node.target is c or node.target == c
+                                                                  for c in _RELU_CALLS)
+
+
+def _passes_unchanged(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """Dropout, identity, stochastic depth and ``.contiguous()``: their output is their input (in eval mode)."""
+    if node.op == "call_module":
+        return isinstance(modules[node.target], _IDENTITY_MODULES)
+    return node.target in (F.dropout, stochastic_depth, "contiguous")
+
+
 def _function_kind(node: fx.Node) -> str:
     if node.target is stochastic_depth:  # identity only when called with training=False (eval-mode tracing)
         training = node.args[3] if len(node.args) > 3 else node.kwargs.get("training", True)
@@ -295,6 +329,7 @@ class Plan:
         self.layers = self._linear_layers()
         self._check_supported()
         self.shapes: dict[fx.Node, torch.Size] = {}  # filled by forward()
+        self._out_of_place: dict[str, nn.Module] = {}
 
     # -- classification --------------------------------------------------------------------------
     def _classify(self, node: fx.Node) -> str:
@@ -415,9 +450,11 @@ class Plan:
                 bool(users) and all(u.op == "output" or (clear.get(u, False) and self.kind[u] != "linear")
                                     for u in users)
             )
+        nonnegative = self._nonnegative()
         for node, layer in layers.items():
             layer.first = self._unquantized(sources[node]) is self.input
             layer.top = clear[node]
+            layer.nonnegative = sources[node] in nonnegative
         self.sources = sources
         return layers
 
@@ -436,6 +473,27 @@ class Plan:
         bias = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
         weight = layer.weight * scale.view(-1, *([1] * (layer.weight.dim() - 1)))
         return LinearLayer(layer.name, layer.module, weight, (bias - bn.running_mean) * scale + shift, False, False)
+
+    def _nonnegative(self) -> set[fx.Node]:
+        """Nodes whose values are ``>= 0`` whatever the input: ReLU outputs, and what pooling, reshapes,
+        dropout, concatenation or sums make of such values only."""
+        found: set[fx.Node] = set()
+        for node in self.nodes:
+            inputs = self._sign_sources(node)
+            if _is_relu(node, self.modules) or (inputs and all(a in found for a in inputs)):
+                found.add(node)
+        return found
+
+    def _sign_sources(self, node: fx.Node) -> list:
+        """The inputs whose signs decide the sign of ``node``'s value, where it keeps their signs; else []."""
+        kind = self.kind[node]
+        if kind in ("reshape", "gradient", "norm") or (kind == "identity" and _passes_unchanged(node, self.modules)):
+            return [node.args[0]]
+        if kind == "cat":
+            return list(node.args[0])
+        if kind == "add":
+            return list(node.args)
+        return []
 
     def _batched(self) -> set[fx.Node]:
         """Nodes computed from the input: their values have one row per image."""
@@ -497,14 +555,22 @@ class Plan:
         if kwargs.get("inplace"):
             kwargs["inplace"] = False  # every intermediate value must survive for the backward walk
         if node.op == "call_module":
-            module = self.modules[node.target]
-            if getattr(module, "inplace", False) is True and args and isinstance(args[0], torch.Tensor):
-                # ReLU6(inplace=True) and the like would overwrite a value the backward walk may still read
-                args = (args[0].clone(), *args[1:])
-            return module(*args, **kwargs)
+            return self._callable(node.target)(*args, **kwargs)
         if node.op == "call_function":
             return node.target(*args, **kwargs)
         return getattr(args[0], node.target)(*args[1:], **kwargs)
+
+    def _callable(self, name: str) -> nn.Module:
+        """The module ``name``, as an out-of-place copy where it computes in place: ReLU(inplace=True) and
+        the like would overwrite a value the backward walk may still read (a copy, not a clone of the input
+        at every call, which would cost one more pass over the tensor)."""
+        module = self.modules[name]
+        if getattr(module, "inplace", False) is not True:
+            return module
+        if name not in self._out_of_place:
+            self._out_of_place[name] = copy.copy(module)  # shares the parameters; only the flag differs
+            self._out_of_place[name].inplace = False
+        return self._out_of_place[name]
 
     def _function(self, node: fx.Node, env: dict) -> Callable[[torch.Tensor], torch.Tensor]:
         """The node as a function of its first input, other arguments fixed (for pooling rules)."""
@@ -520,9 +586,11 @@ class Plan:
     def backward(self, env: dict, pairs: torch.Tensor, rules: Rules) -> torch.Tensor:
         """Relevance of each pair at the stop layer (or the input): ``(M, *shape)``.
 
-        ``pairs`` are (image, class) with image indices into the batch ``env`` was computed for.
+        ``pairs`` are (image, class) with image indices into the batch ``env`` was computed for.  Rules
+        read per-image values for the pairs as ``value[images]``; when the pairs are the images in
+        order (one class each), ``images`` is the slice ``:``, a view instead of a copy.
         """
-        images = pairs[:, 0]
+        images = _rows_of(pairs[:, 0], len(env[self.output]))
         relevance: dict[fx.Node, torch.Tensor] = {self.output: rules.start(env[self.output], pairs)}
         target = self.stop if self.stop is not None else self.input
         for node in reversed(self.nodes):
@@ -573,7 +641,7 @@ class Plan:
         function = self._function(node, env)
         gradient = self.kind[node] == "gradient"
         with torch.enable_grad():
-            x = env[first][images].requires_grad_()
+            x = env[first][images].detach().requires_grad_()
             y = function(x)
             cotangent = r if gradient else safe_div(r, y.detach())
             (grad,) = torch.autograd.grad(y, x, cotangent)
@@ -609,6 +677,14 @@ class Plan:
         else:
             name, what = node.name, getattr(node.target, "__name__", str(node.target))
         return f"{name} ({what}{': ' + reason if reason else ''})"
+
+
+def _rows_of(images: torch.Tensor, count: int) -> torch.Tensor | slice:
+    """The index that picks each pair's image from per-image values: ``slice(None)`` (a view) when the
+    pairs are images ``0, ..., count - 1`` in order, else ``images`` (a gather)."""
+    if len(images) == count and bool((images == torch.arange(count, device=images.device)).all()):
+        return slice(None)
+    return images
 
 
 def _module_settings(module: nn.Module) -> str:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 
 from apkit.attribution import postprocess
-from apkit.attribution._graph import RuleMethod, Rules, safe_inverse
+from apkit.attribution._graph import RuleMethod, Rules, positive_inverse
 
 
 class ExcitationRules(Rules):
@@ -41,7 +41,7 @@ class ExcitationRules(Rules):
         return torch.nn.functional.one_hot(pairs[:, 1], logits.shape[1]).to(logits.dtype)
 
     def linear(self, layer, x, images, relevance):
-        shape = (len(images), *x.shape[1:])
+        shape = (len(relevance), *x.shape[1:])
         out = self._excite(layer, x, images, relevance, positive_weight=layer.weight.clamp(min=0), shape=shape)
         if self.contrastive and layer.top:
             out = out - self._excite(layer, x, images, relevance,
@@ -50,8 +50,8 @@ class ExcitationRules(Rules):
 
     @staticmethod
     def _excite(layer, x, images, relevance, *, positive_weight, shape):
-        z = layer.forward(x, positive_weight).clamp(min=0)  # units that are not excited pass nothing
-        return x[images] * layer.transpose(relevance * safe_inverse(z)[images], positive_weight, shape)
+        z = layer.forward(x, positive_weight).clamp_(min=0)  # units that are not excited pass nothing
+        return layer.transpose(relevance * positive_inverse(z)[images], positive_weight, shape).mul_(x[images])
 
 
 class ExcitationBackprop(RuleMethod):

@@ -37,7 +37,7 @@ from __future__ import annotations
 import torch
 
 from apkit.attribution import postprocess
-from apkit.attribution._graph import LinearLayer, RuleMethod, Rules, safe_inverse
+from apkit.attribution._graph import LinearLayer, RuleMethod, Rules, positive_inverse, safe_inverse
 from apkit.core.errors import ValidationError
 from apkit.core.validation import check_choice
 
@@ -69,7 +69,7 @@ def zbox(layer: LinearLayer, x: torch.Tensor, images: torch.Tensor, relevance: t
     wp, wn = w.clamp(min=0), w.clamp(max=0)
     z = layer.forward(x, w) - layer.forward(low, wp) - layer.forward(high, wn)
     s = relevance * safe_inverse(z)[images]
-    shape = (len(images), *x.shape[1:])
+    shape = (len(relevance), *x.shape[1:])
     return (x[images] * layer.transpose(s, w, shape) - low[images] * layer.transpose(s, wp, shape)
             - high[images] * layer.transpose(s, wn, shape))
 
@@ -91,14 +91,15 @@ class LRPRules(Rules):
             return zbox(layer, x, images, relevance, bounds=self.bounds)
         w = layer.weight
         wp, wn = w.clamp(min=0), w.clamp(max=0)
-        xp = x.clamp(min=0)
-        shape = (len(images), *x.shape[1:])
+        shape = (len(relevance), *x.shape[1:])
+        # After a ReLU (known from the graph, else checked) there is no x- term: skip its two passes.
+        negative = not layer.nonnegative and bool(x.amin() < 0)
+        xp = x.clamp(min=0) if negative else x
         z = layer.forward(xp, wp)
-        negative = bool((x < 0).any())  # after a ReLU there is no x- term: skip its two passes
         if negative:
             xn = x.clamp(max=0)
-            z = z + layer.forward(xn, wn)
-        s = relevance * safe_inverse(z)[images]
+            z += layer.forward(xn, wn)
+        s = relevance * positive_inverse(z)[images]  # z >= 0: a sum of products of equal signs
         out = layer.transpose(s, wp, shape).mul_(xp[images])  # in place: pair-sized tensors are the big ones
         if negative:
             out += layer.transpose(s, wn, shape).mul_(xn[images])

@@ -42,7 +42,7 @@ from __future__ import annotations
 import torch
 
 from apkit.attribution import postprocess
-from apkit.attribution._graph import LinearLayer, RuleMethod, Rules, per_sample_sum, safe_div, safe_inverse
+from apkit.attribution._graph import LinearLayer, RuleMethod, Rules, per_sample_sum, positive_inverse, safe_div
 from apkit.attribution.lrp import zbox
 
 
@@ -54,10 +54,11 @@ def shift(contributions: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
     >>> shift(torch.tensor([[3.0, 1.0, 0.0]]), torch.tensor([[2.0]])).tolist()
     [[2.0, 0.0, 0.0]]
     """
-    nonzero = contributions != 0
-    count = nonzero.flatten(1).sum(1).view(-1, *([1] * (contributions.dim() - 1))).to(contributions.dtype)
+    zero = contributions == 0
+    count = zero[0].numel() - zero.flatten(1).sum(1).view(-1, *([1] * (contributions.dim() - 1)))
     excess = per_sample_sum(contributions) - per_sample_sum(relevance)
-    return contributions - safe_div(excess, count) * nonzero
+    # Shift every value, then put the zeros back: the same values as shifting the non-zero ones only.
+    return (contributions - safe_div(excess, count.to(contributions.dtype))).masked_fill_(zero, 0.0)
 
 
 class RAPRules(Rules):
@@ -74,9 +75,11 @@ class RAPRules(Rules):
             return self._top(layer, x, images, relevance)
         if layer.first:
             return zbox(layer, x, images, relevance, bounds=self.bounds)
-        contributions = self._branch(layer, x.clamp(min=0), images, relevance)
-        if bool((x < 0).any()):
-            contributions = contributions + self._branch(layer, -x.clamp(max=0), images, relevance)
+        # After a ReLU (known from the graph, else checked) there is no x- branch.
+        negative = not layer.nonnegative and bool(x.amin() < 0)
+        contributions = self._branch(layer, x.clamp(min=0) if negative else x, images, relevance)
+        if negative:
+            contributions += self._branch(layer, -x.clamp(max=0), images, relevance)
         return shift(contributions, relevance)
 
     @staticmethod
@@ -84,7 +87,7 @@ class RAPRules(Rules):
         """Step (a): absolute influence of each input on the target unit, conserving the logit."""
         w = layer.weight
         wp, wn = w.clamp(min=0), w.clamp(max=0)
-        shape = (len(images), *x.shape[1:])
+        shape = (len(relevance), *x.shape[1:])
         xp, xn = x.clamp(min=0)[images], x.clamp(max=0)[images]
         tp, tn = layer.transpose(relevance, wp, shape), layer.transpose(relevance, wn, shape)
         c_pp, c_pn, c_np, c_nn = xp * tp, xp * tn, xn * tp, xn * tn
@@ -100,14 +103,14 @@ class RAPRules(Rules):
     def _branch(layer: LinearLayer, u, images, relevance):
         """Step (b)1-5 for one non-negative input branch ``u`` (x+ or |x-|)."""
         wp, wn = layer.weight.clamp(min=0), -layer.weight.clamp(max=0)  # w+ and |w-|
-        za1, za2 = layer.forward(u, wp), layer.forward(u, wn)
-        s_b = relevance * safe_inverse(za1 + za2)[images]  # b R+/(Za1+Za2) + b R-/(Za1+Za2)
+        za1, za2 = layer.forward(u, wp), layer.forward(u, wn)  # both >= 0: sums of non-negative products
+        s_b = relevance * positive_inverse(za1 + za2)[images]  # b R+/(Za1+Za2) + b R-/(Za1+Za2)
         if isinstance(layer.module, torch.nn.Conv2d):
-            s_a = relevance.clamp(min=0).mul_(safe_inverse(za1)[images])
-            s_b += relevance.clamp(max=0).mul_(safe_inverse(za2)[images])
+            s_a = relevance.clamp(min=0).mul_(positive_inverse(za1)[images])
+            s_b += relevance.clamp(max=0).mul_(positive_inverse(za2)[images])
         else:
-            s_a = relevance * safe_inverse(za1)[images]
-        shape = (len(images), *u.shape[1:])
+            s_a = relevance * positive_inverse(za1)[images]
+        shape = (len(relevance), *u.shape[1:])
         out = layer.transpose(s_a, wp, shape)
         del s_a  # pair-sized tensors are the big ones: keep as few alive as possible
         out += layer.transpose(s_b, wn, shape)

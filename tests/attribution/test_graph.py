@@ -362,3 +362,63 @@ def test_narrow_vgg_by_layer_name():
     probability = ExcitationBackprop(model, "features.42").attribute(x, torch.tensor([3]))
     assert probability.shape == (1, 1, 4, 4)
     torch.testing.assert_close(probability.sum(), torch.tensor(1.0), rtol=1e-4, atol=1e-4)
+
+
+# -- the fast paths of the backward walk -------------------------------------------------------------------
+
+def test_positive_inverse_is_the_safe_inverse_of_non_negative_denominators():
+    from apkit.attribution._graph import negligible, positive_inverse, safe_inverse
+
+    tiny = negligible(torch.float32)
+    z = torch.tensor([0.0, tiny / 2, tiny, tiny * 2, 1e-6, 3.0, 1e30])
+    z = torch.cat([z, torch.rand(1000) * torch.randint(0, 2, (1000,))])  # half of them exactly 0
+    assert torch.equal(positive_inverse(z), safe_inverse(z))
+    assert positive_inverse(z)[:4].tolist() == [0.0, 0.0, 0.0, pytest.approx(1 / (tiny * 2))]
+
+
+@pytest.mark.parametrize("method", ["lrp", "rap", "excitation"])
+def test_pairs_in_image_order_read_views_and_give_the_gathered_values(method):
+    # Pairs (0, a), (1, b), (2, c) take the view path; the same pairs in another order gather rows.
+    torch.manual_seed(0)
+    model = calibrate_batchnorm(torchvision.models.resnet18(weights=None, num_classes=10))
+    x = images(3)
+    in_order = torch.tensor([[0, 3], [1, 7], [2, 1]])
+    reordered = in_order[[2, 0, 1]]
+    fast = explain(model, x, in_order, method=method, layer="layer3" if method == "excitation" else None)
+    gathered = explain(model, x, reordered, method=method, layer="layer3" if method == "excitation" else None)
+    torch.testing.assert_close(fast, gathered[[1, 2, 0]], rtol=0, atol=0)
+
+
+def test_relu_inputs_are_known_non_negative_and_the_rules_skip_nothing_else():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3),
+                        nn.BatchNorm2d(4), nn.Hardswish(), nn.Conv2d(4, 4, 1), nn.ReLU6(), nn.Dropout(),
+                        nn.Conv2d(4, 4, 1), nn.Flatten(), nn.Linear(4 * 9 * 9, 5)).eval()
+    plan = Plan(net)
+    flags = {layer.name: layer.nonnegative for layer in plan.layers.values()}
+    # The input, a Hardswish output and a flattened convolution output may be negative; ReLU outputs,
+    # pooled or dropped out, may not.
+    assert flags == {"0": False, "3": True, "6": False, "9": True, "11": False}
+    x = torch.randn(2, 3, 24, 24)
+    for method in ("lrp", "rap"):
+        ours = ATTRIBUTION_METHODS.get(method)(net).attribute(x, torch.tensor([1, 4]))
+        # With every input checked at run time instead, the maps are the same.
+        checked = ATTRIBUTION_METHODS.get(method)(net)
+        checked._session = _session_with_flags_off(checked)
+        torch.testing.assert_close(ours, checked.attribute(x, torch.tensor([1, 4])), rtol=0, atol=0)
+    assert net[1].inplace is True  # the in-place ReLU ran out of place on a copy; the model is as it was
+
+
+def _session_with_flags_off(method):
+    import contextlib
+
+    @contextlib.contextmanager
+    def session():
+        method._plan = Plan(method.model, method.layer)
+        for layer in method._plan.layers.values():
+            layer.nonnegative = False
+        try:
+            yield
+        finally:
+            method._plan = None
+
+    return session
