@@ -133,7 +133,7 @@ def run_qat(run) -> nn.Module:
     _check_savable(run)
     example = run.example_inputs.cpu()
     student = prepare(run.teacher, example, bits=s.bits, qat=True).to(run.device)
-    result = run.fit(student, run.objective(), "train")
+    result = run.fit(student, run.objective(student), "train")
     run.extra.update(best_epoch=result.best_epoch, best_metrics=result.best_metrics, history=result.history)
     began = time.perf_counter()
     model = convert(student.eval(), bits=s.bits, arch=architecture_of(run.teacher), input_shape=tuple(example.shape))

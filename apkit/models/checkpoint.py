@@ -185,7 +185,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"checkpoint {str(path)!r} lacks its architecture (config) or its weights (a state_dict "
                               "of tensors): the file was damaged or edited; re-create it")
-    check_config(config, path)
+    # An int8 model names its float architecture as a model spec, which its own loader resolves.
+    check_config(config, path, registered=quantized.QUANTIZATION_KEY not in payload)
     return payload
 
 
@@ -196,8 +197,11 @@ MAX_INPUT_SIZE = 4096
 MAX_OPTION = 100_000
 
 
-def check_config(config: dict, path: str | os.PathLike) -> None:
+def check_config(config: dict, path: str | os.PathLike, *, registered: bool = True) -> None:
     """Check a checkpoint's architecture (name, class count, options) for type and size before building it.
+
+    ``registered=False`` checks the class count and the options' form only (a name that is not one
+    of :data:`~apkit.models.MODELS`, such as an int8 model's ``torchvision:NAME``).
 
     Examples
     --------
@@ -213,6 +217,8 @@ def check_config(config: dict, path: str | os.PathLike) -> None:
     options = config.get("options", {})
     if not isinstance(options, dict):
         raise CheckpointError(f"{where} options {options!r} in its config, not a mapping; {fix}")
+    if not registered:
+        return
     builder = MODELS.get(config["name"])
     known = [name for name in inspect.signature(builder).parameters if name != "num_classes"]
     for key, value in options.items():

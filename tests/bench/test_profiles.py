@@ -48,7 +48,7 @@ def test_training_sections_are_the_recipes_as_plain_data():
     assert json.loads(json.dumps(teacher)) == teacher
     # Sections a profile writes itself hold the settings it sets, gamma left to the recipe's default.
     assert smoke["roar"]["train"] == {"epochs": 1, "lr": 0.05, "batch_size": 64, "momentum": 0.9,
-                                      "weight_decay": 1e-4, "milestones": [], "schedule": "step"}
+                                      "weight_decay": 1e-4, "milestones": [], "schedule": "step", "optimizer": "sgd"}
     assert roar_settings(smoke)[1] == DEFAULT_RECIPE.replace(epochs=1, lr=0.05)
     voc = resolve_profile("voc")
     assert teacher_recipe(voc, "teacher") == Recipe(250, 0.1, 128, weight_decay=5e-4, milestones=(100, 150, 200))
