@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,7 +81,8 @@ def _synthetic(train: int, val: int, seg: int, image_size: int, *, teacher_epoch
     teacher_train = {**recipe.to_dict(), "epochs": teacher_epochs or recipe.epochs}
     # Compression entries are settings of apkit.compression.compress: a settings profile plus overrides.
     return {
-        "data": {"name": "synthetic", "image_size": image_size, "sizes": {"train": train, "val": val, "seg": seg}},
+        "data": {"name": "synthetic", "image_size": image_size, "sizes": {"train": train, "val": val, "seg": seg},
+                 "mean": None, "std": None},
         "protocol": "voc",
         "teachers": {"teacher": {"model": "vgg_small", "options": {"input_size": image_size}, "checkpoint": None,
                                  "train": teacher_train}},
@@ -134,7 +136,7 @@ def default() -> dict[str, Any]:
 
 def voc() -> dict[str, Any]:
     return {
-        "data": {"name": "voc", "image_size": 227, "sizes": {}},
+        "data": {"name": "voc", "image_size": 227, "sizes": {}, "mean": None, "std": None},
         "protocol": "voc",
         # The paper starts from ImageNet weights, which cannot be fetched here: --set teachers.teacher.checkpoint=PATH
         # uses your own teacher; otherwise it is trained from scratch with the supplement's recipe (C.2).
@@ -164,7 +166,7 @@ def voc() -> dict[str, Any]:
 
 def imagenet() -> dict[str, Any]:
     return {
-        "data": {"name": "imagenet-seg", "image_size": 224, "sizes": {}},
+        "data": {"name": "imagenet-seg", "image_size": 224, "sizes": {}, "mean": None, "std": None},
         "protocol": "imagenet",
         # Training ImageNet teachers is out of scope for a benchmark: pass your checkpoints with
         # --set teachers.teacher.checkpoint=VGG16.pt --set teachers.resnet34.checkpoint=RESNET34.pt
@@ -327,16 +329,32 @@ def _check_options(builder: Callable, options: object, where: str) -> None:
 
 
 def _check_data(settings: Mapping[str, Any]) -> None:
-    data = _check_keys(settings["data"], "data", ("name", "image_size", "sizes"), ("name", "image_size"))
+    data = _check_keys(settings["data"], "data", ("name", "image_size", "sizes", "mean", "std"), ("name", "image_size"))
     with _at("data.name"):
         check_choice(data["name"], "bench dataset", _BENCH_DATASETS)
     with _at("data.image_size"):
         check_int(data["image_size"], "image_size", minimum=1)
+    for name in ("mean", "std"):
+        if data.get(name) is not None:
+            _check_normalisation(data, name)
     for split, size in _check_keys(data.get("sizes", {}), "data.sizes", _SPLITS).items():
         with _at(f"data.sizes.{split}"):
             check_int(size, f"the number of {split} images", minimum=1)
     with _at("protocol"):
         check_choice(settings["protocol"], "protocol", PROTOCOL_NAMES)
+
+
+def _check_normalisation(data: Mapping[str, Any], name: str) -> None:
+    """``data.mean`` / ``data.std``: three finite numbers (a positive std), for data read from files only."""
+    if data["name"] == "synthetic":
+        raise ValidationError(f"bench setting data.{name} applies only to data read from files (voc, imagenet): "
+                              "the synthetic data has its own normalisation; drop it")
+    value = data[name]
+    numbers = not isinstance(value, (str, bytes)) and isinstance(value, Sequence) and len(value) == 3 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    if not numbers or (name == "std" and min(value) <= 0):
+        raise ValidationError(f"bench setting data.{name} must be three finite numbers (red, green, blue)"
+                              f"{', each above 0' if name == 'std' else ''}, got {value!r}")
 
 
 def _check_seeds(settings: Mapping[str, Any]) -> None:

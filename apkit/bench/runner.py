@@ -146,6 +146,7 @@ def _load_datasets(settings: dict[str, Any], data_root) -> dict[str, Any]:
     data = settings["data"]
     spec = data["name"] if data["name"] == "synthetic" else f"{data['name']}:{data_root}"
     options: dict[str, Any] = {"image_size": data["image_size"]}
+    options.update({name: tuple(data[name]) for name in ("mean", "std") if data.get(name) is not None})
     if data["name"] == "synthetic":
         options["seed"] = settings["seed"]
     sizes = data.get("sizes", {})

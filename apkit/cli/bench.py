@@ -20,10 +20,14 @@ from apkit.core.names import BENCH_PROFILE_NAMES
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a profile setting, e.g. --set teachers.teacher.train.epochs=5 "
                    "(repeatable; values are JSON).")
+@click.option("--image-size", type=int, default=None, metavar="N",
+              help="voc / imagenet: the side of the square input the images are resized to (data.image_size).")
+@click.option("--mean", default=None, metavar="R,G,B", help="voc / imagenet: the input normalisation mean (data.mean).")
+@click.option("--std", default=None, metavar="R,G,B", help="voc / imagenet: the input normalisation std (data.std).")
 @click.option("--overwrite", is_flag=True,
               help=OVERWRITE_HELP + " A benchmark's own results in --out are removed first.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def bench_command(*, profile, data_root, device, out_dir, overrides, overwrite, quiet):
+def bench_command(*, profile, data_root, device, out_dir, overrides, overwrite, quiet, **inputs):
     """Train (or load) a teacher, compress it with KD, structured and unstructured pruning, each
     naively and with the EWA, SWA and SSWA regularizers, score every model with every attribution
     method and metric, run ROAR, and write results.json, tables.md and figures/.
@@ -36,6 +40,7 @@ def bench_command(*, profile, data_root, device, out_dir, overrides, overwrite, 
     init_from_environment(device)  # under torchrun: join the process group
 
     out_dir = out_dir or f"apkit-bench-{profile}"
+    overrides = [*overrides, *_input_overrides(inputs)]
     options = {"profile": profile, "overrides": list(overrides), "out_dir": out_dir, "overwrite": overwrite}
     with run_folder_of("bench", options, inputs={"data_root": data_root}) as out:
         if overwrite and is_main_process():
@@ -45,6 +50,18 @@ def bench_command(*, profile, data_root, device, out_dir, overrides, overwrite, 
     if is_main_process():
         click.echo(f"wrote {out_dir}/results.json, {out_dir}/tables.md and {out_dir}/figures/ "
                    f"(wall time {results['wall_seconds']:.0f} s)")
+
+
+def _input_overrides(inputs: dict) -> list[str]:
+    """``--image-size``, ``--mean`` and ``--std`` as the profile settings they set (``data.image_size``, ...)."""
+    import json
+
+    from apkit.cli.train import parse_rgb
+
+    values = {"image_size": inputs["image_size"], "mean": parse_rgb(inputs["mean"], "--mean"),
+              "std": parse_rgb(inputs["std"], "--std")}
+    return [f"data.{name}={json.dumps(list(value) if isinstance(value, tuple) else value)}"
+            for name, value in values.items() if value is not None]
 
 
 def _clear_benchmark(out) -> None:

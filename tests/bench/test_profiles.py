@@ -95,3 +95,29 @@ def test_unknown_sections_and_settings_of_an_override():
         resolve_profile("smoke", ["teachers.teacher.train.epoch=3"])
     with pytest.raises(ValidationError, match="'seed' is a value, not a section"):
         resolve_profile("smoke", ["seed.x=1"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.mean=[0.5, 0.5, 0.5]", "applies only to data read from files"),
+])
+def test_normalisation_is_for_data_read_from_files(override, message):
+    with pytest.raises(ValidationError, match=message):
+        validate_profile(resolve_profile("smoke", [override]))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.std=[0.2, 0.0, 0.2]", "each above 0"),
+    ("data.mean=[0.5, 0.5]", "three finite numbers"),
+])
+def test_file_data_normalisation_is_checked(override, message):
+    with pytest.raises(ValidationError, match=message):
+        validate_profile(resolve_profile("voc", [override]))
+
+
+def test_bench_input_options_become_data_settings():
+    from apkit.cli.bench import _input_overrides
+
+    inputs = {"image_size": 96, "mean": "0.5,0.4,0.3", "std": None}
+    assert _input_overrides(inputs) == ["data.image_size=96", "data.mean=[0.5, 0.4, 0.3]"]
+    settings = resolve_profile("voc", _input_overrides(inputs))
+    assert settings["data"]["image_size"] == 96 and settings["data"]["mean"] == [0.5, 0.4, 0.3]
