@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
 ROWS = {"synthetic", "metrics", "metrics-quantus", "metrics-npsort", "gradcam", "excitation", "lrp", "rap",
         "gradcam-captum", "gradcam-pgc", "lrp-zennit", "excitation-torchray", "regularizer-step",
-        "regularizer-student", "audit", "deletion-quantus", "road-quantus", "road-pgc",
+        "regularizer-student", "audit", "deletion-quantus", "road-quantus", "road-pgc", "imputation-smooth-quantus",
         "randomization-quantus", "limit-resnet18-gradcam", "limit-resnet18-lrp", "limit-resnet18-excitation",
         "limit-resnet18-rap", "lrp-zennit-resnet18"}
 # Rows whose baseline is an optional peer (the .[bench] extra): without it the row says "not installed".

@@ -48,10 +48,15 @@ def _unique_names(specs: Sequence[str | os.PathLike]) -> list[str]:
     return names
 
 
-def _input_options(teacher: str | os.PathLike, **given: Any) -> dict[str, Any]:
+def _input_options(teacher: str | os.PathLike, students: Sequence[str | os.PathLike] = (), **given: Any
+                   ) -> dict[str, Any]:
     """``image_size``, ``mean`` and ``std``: those given, else those recorded for the teacher (its training
-    run's or its compression's), so that a model is audited on the input it was trained on."""
-    return {**recorded_input(teacher), **{k: v for k, v in given.items() if v is not None}}
+    run's), else for the first student that has them (a compression run records its teacher's input), so
+    that the models are audited on the input they were trained on."""
+    recorded = recorded_input(teacher)
+    for student in students:
+        recorded = {**recorded_input(student), **recorded}
+    return {**recorded, **{k: v for k, v in given.items() if v is not None}}
 
 
 def audit_checkpoints(
@@ -89,8 +94,9 @@ def audit_checkpoints(
     image_size, mean, std : optional
         Data read from files: the side of the square input the images are resized to and the
         input normalisation.  Default: what the teacher's files record
-        (:func:`apkit.models.recorded_input`), else the model's own input size, else the data's
-        default (224 px, ImageNet's normalisation).
+        (:func:`apkit.models.recorded_input`), else what the first student's compression run
+        recorded, else the model's own input size, else the data's default (224 px, ImageNet's
+        normalisation).
     num_classes : int, optional
         The models' class count, needed for ``torchvision:`` and apkit names in ``ARCH=PATH``; it
         must be the data's.  Students take the data's class count when it is not given.
@@ -103,7 +109,7 @@ def audit_checkpoints(
     if image_size is not None and spec_name(data) == "synthetic":
         raise ValidationError("image_size applies only to data read from files: synthetic images are rendered at the "
                               "teacher's input size; drop it, or audit on your images (e.g. imagefolder:ROOT)")
-    input_options = _input_options(teacher, image_size=image_size, mean=mean, std=std)
+    input_options = _input_options(teacher, students, image_size=image_size, mean=mean, std=std)
     names = _unique_names(students)  # a bad spec fails before any model is built
     teacher_model = resolve_model(teacher, num_classes=num_classes)
     dataset = datasets_for(teacher_model, data, {split: samples}, **input_options)[split]

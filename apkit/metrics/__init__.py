@@ -56,8 +56,6 @@ METRICS.register("per_class_average_precision", per_class_average_precision,
                  help="AP of each class over the images; its mean is the usual VOC mAP")
 METRICS.register("f1_samples", f1_samples, help="F1 of each image's thresholded scores (logits >= 0.5)")
 METRICS.register("top1_accuracy", top1_accuracy, help="1 where the arg-max logit is the target, per image")
-METRICS.register("topk_accuracy", topk_accuracy, help="1 where the target is among the k highest logits, per image")
-METRICS.register("top1_agreement", top1_agreement, help="1 where two models' arg-max classes agree, per image")
 
 __all__ = [
     "METRICS",
@@ -73,4 +71,6 @@ __all__ = [
     "relevance_mass",
     "roc_auc",
     "top1_accuracy",
+    "top1_agreement",
+    "topk_accuracy",
 ]

@@ -67,7 +67,9 @@ def test_interrupted_bench_resumes_to_identical_results(tmp_path):
     done = subprocess.run(_command(reference_dir), env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     tables = (reference_dir / "tables.md").read_text()
-    assert tables.count("| Naive |") == 3 and "## Verdict: each regularizer against Naive" in tables
+    # Three main tables and three faithfulness tables, one row each.
+    assert tables.count("| Naive |") == 6 and "## Faithfulness" in tables
+    assert "## Verdict: each regularizer against Naive" in tables
     reference = json.loads((reference_dir / "results.json").read_text())
     assert reference["seeds"] == [0, 1] and len(reference["verdict"]) == 9
     assert all(v["sentence"].endswith(".") and len(v["differences"]["auc"]["values"]) == 2

@@ -156,7 +156,8 @@ def test_cli_compress_writes_model_and_record_and_resumes(tmp_path, monkeypatch,
     main(args + ["--resume"])
     assert json.loads((tmp_path / "run" / "record.json").read_text()) == record
     with pytest.raises(SystemExit) as exit_info:
-        main(args + ["--set", "amount=0.5"])
+        main([*args[:args.index("--out") + 1], str(tmp_path / "other"), *args[args.index("--out") + 2:],
+              "--set", "amount=0.5"])
     assert exit_info.value.code == 1
     assert "unknown structured setting 'amount'" in capsys.readouterr().err
 

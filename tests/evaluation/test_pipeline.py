@@ -32,6 +32,18 @@ def test_input_options_are_those_given_else_those_recorded_for_the_teacher(tmp_p
         audit_checkpoints(_teacher(tmp_path), [_teacher(tmp_path)], data="synthetic", mean=[0.5] * 3)
 
 
+def test_a_teacher_without_a_record_is_audited_at_its_students_recorded_input(tmp_path):
+    import json
+
+    for name, size in (("a", 64), ("b", 96)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "record.json").write_text(json.dumps({"input": {"image_size": size}}))
+    teacher = f"torchvision:resnet18={tmp_path / 'plain' / 'weights.pt'}"  # trained elsewhere: no record
+    students = [f"torchvision:resnet18={tmp_path / n / 'model_state.pt'}" for n in ("a", "b")]
+    assert _input_options(teacher, students, image_size=None, mean=None, std=None) == {"image_size": 64}
+    assert _input_options(teacher, students, image_size=32, mean=None, std=None) == {"image_size": 32}
+
+
 def _teacher(tmp_path):
     from apkit import models
 
