@@ -48,14 +48,16 @@ def _unique_names(specs: Sequence[str | os.PathLike]) -> list[str]:
     return names
 
 
-def _input_options(teacher: str | os.PathLike, students: Sequence[str | os.PathLike] = (), **given: Any
-                   ) -> dict[str, Any]:
+def _input_options(teacher: str | os.PathLike, students: Sequence[str | os.PathLike] = (), *, data: str = "",
+                   **given: Any) -> dict[str, Any]:
     """``image_size``, ``mean`` and ``std``: those given, else those recorded for the teacher (its training
     run's), else for the first student that has them (a compression run records its teacher's input), so
     that the models are audited on the input they were trained on."""
     recorded = recorded_input(teacher)
     for student in students:
         recorded = {**recorded_input(student), **recorded}
+    if spec_name(data) == "synthetic":  # rendered at the teacher's input size, with its own normalisation
+        recorded = {}
     return {**recorded, **{k: v for k, v in given.items() if v is not None}}
 
 
@@ -109,7 +111,7 @@ def audit_checkpoints(
     if image_size is not None and spec_name(data) == "synthetic":
         raise ValidationError("image_size applies only to data read from files: synthetic images are rendered at the "
                               "teacher's input size; drop it, or audit on your images (e.g. imagefolder:ROOT)")
-    input_options = _input_options(teacher, students, image_size=image_size, mean=mean, std=std)
+    input_options = _input_options(teacher, students, data=data, image_size=image_size, mean=mean, std=std)
     names = _unique_names(students)  # a bad spec fails before any model is built
     teacher_model = resolve_model(teacher, num_classes=num_classes)
     dataset = datasets_for(teacher_model, data, {split: samples}, **input_options)[split]

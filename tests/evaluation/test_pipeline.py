@@ -42,6 +42,8 @@ def test_a_teacher_without_a_record_is_audited_at_its_students_recorded_input(tm
     students = [f"torchvision:resnet18={tmp_path / n / 'model_state.pt'}" for n in ("a", "b")]
     assert _input_options(teacher, students, image_size=None, mean=None, std=None) == {"image_size": 64}
     assert _input_options(teacher, students, image_size=32, mean=None, std=None) == {"image_size": 32}
+    # Synthetic images are rendered at the teacher's size with their own normalisation: nothing recorded applies.
+    assert _input_options(teacher, students, data="synthetic", image_size=None, mean=None, std=None) == {}
 
 
 def _teacher(tmp_path):
