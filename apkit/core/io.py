@@ -248,7 +248,7 @@ def atomic_write_set(folder: str | os.PathLike, write: Callable[[Path], Mapping[
 def recover_sets(folder: str | os.PathLike) -> None:
     """Finish the swap of a complete staging folder left in ``folder`` by a killed process; drop unfinished ones.
 
-    Stray temporary files of the entries involved (``.report.csv.XXXX.tmp``) are removed too.
+    Stray temporary files of the entries involved (``.report.csv.<random>.tmp``) are removed too.
     """
     folder = Path(folder)
     if not folder.is_dir():
