@@ -455,11 +455,17 @@ def _roar_sources(settings: Mapping[str, Any]) -> list[str]:
     return [RANDOM, *settings["teachers"], *cells, *stage_keys(settings)]
 
 
+def _enabled_section(settings: Mapping[str, Any], name: str, known: Sequence[str]) -> dict | None:
+    """A section with an ``enabled`` switch: the section when it is on, ``None`` when off."""
+    section = _check_keys(settings[name], name, known, ("enabled",))
+    if not isinstance(section["enabled"], bool):
+        raise ValidationError(f"bench setting {name}.enabled must be true or false, got {section['enabled']!r}")
+    return section if section["enabled"] else None
+
+
 def _check_roar(settings: Mapping[str, Any]) -> None:
-    roar = _check_keys(settings["roar"], "roar", _ROAR_KEYS, ("enabled",))
-    if not isinstance(roar["enabled"], bool):
-        raise ValidationError(f"bench setting roar.enabled must be true or false, got {roar['enabled']!r}")
-    if not roar["enabled"]:
+    roar = _enabled_section(settings, "roar", _ROAR_KEYS)
+    if roar is None:
         return
     _check_keys(roar, "roar", _ROAR_KEYS, ("fractions", "sources", "classifier", "train"))
     _check_list(roar["fractions"], "roar.fractions")
@@ -477,10 +483,8 @@ def _check_roar(settings: Mapping[str, Any]) -> None:
 
 
 def _check_faithfulness(settings: Mapping[str, Any]) -> None:
-    spec = _check_keys(settings["faithfulness"], "faithfulness", _FAITHFULNESS_KEYS, ("enabled",))
-    if not isinstance(spec["enabled"], bool):
-        raise ValidationError(f"bench setting faithfulness.enabled must be true or false, got {spec['enabled']!r}")
-    if not spec["enabled"]:
+    spec = _enabled_section(settings, "faithfulness", _FAITHFULNESS_KEYS)
+    if spec is None:
         return
     _check_keys(spec, "faithfulness", _FAITHFULNESS_KEYS, _FAITHFULNESS_KEYS)
     with _at("faithfulness.method"):
