@@ -55,7 +55,7 @@ from apkit.core.validation import check_int, check_module, check_tensor
 from apkit.models.zoo import MODELS, create
 
 __all__ = [
-    "ACTIVATION_BITS", "BACKEND", "LATENCY_BATCH", "TWIN_TOLERANCE", "WEIGHT_BITS", "QuantizedModel", "architecture_of",
+    "ACTIVATION_BITS", "ACTIVATION_OBSERVED_MAX", "BACKEND", "LATENCY_BATCH", "TWIN_TOLERANCE", "WEIGHT_BITS", "QuantizedModel", "architecture_of",
     "audit_quantized", "batch_latency", "check_bits", "check_twin", "checked_twin", "convert", "is_quantized",
     "load_quantized", "map_layers", "model_bytes", "prepare", "qconfig_mapping", "quantize_static", "quantized_twin",
     "quantized_payload", "refuse_quantized_state", "size_and_speed", "twin_agreement",
@@ -65,7 +65,12 @@ __all__ = [
 BACKEND = "x86"
 #: Weight bit-widths apkit offers (per output channel, symmetric); activations are always 8-bit.
 WEIGHT_BITS = (8, 4)
+#: Activations are stored as ``quint8``; the observers map the calibrated range onto 0..127 (PyTorch's
+#: ``reduce_range`` of its own x86 qconfig): the x86 kernels add pairs of u8 x s8 products in int16, and
+#: 255 x 127 x 2 overflows it, which made int8 depthwise convolutions wrong by up to 41 steps on 1 % of
+#: their outputs (docs/quantization.md).  Values above the calibrated range still reach 255.
 ACTIVATION_BITS = 8
+ACTIVATION_OBSERVED_MAX = 127
 #: How closely the twin must reproduce the int8 model on the audited images: no logit further from
 #: the int8 one than ``relative_diff`` times the largest absolute int8 logit, and the same top-1
 #: class on at least ``top1_agreement`` of the images.  The twin computes in float what the int8
@@ -101,8 +106,8 @@ def qconfig_mapping(bits: int = 8, *, qat: bool = False):
     """The ``QConfigMapping`` of a ``bits``-bit weight, 8-bit activation quantization.
 
     Weights: per output channel, symmetric, ``qint8`` storage with ``quant_min, quant_max`` of
-    ``bits`` bits in the restricted range (-127..127 for 8, -7..7 for 4).  Activations: per tensor, affine, ``quint8``
-    0..255.  ``qat=True`` gives fake-quantize modules (moving-average observers) for training,
+    ``bits`` bits in the restricted range (-127..127 for 8, -7..7 for 4).  Activations: per tensor, affine, ``quint8``,
+    observed onto 0..127 (:data:`ACTIVATION_OBSERVED_MAX`).  ``qat=True`` gives fake-quantize modules (moving-average observers) for training,
     otherwise observers for calibration (a histogram observer for activations).
 
     Examples
@@ -128,7 +133,7 @@ def qconfig_mapping(bits: int = 8, *, qat: bool = False):
     # to 8, a level the conversion (which clamps to qint8, not to 4 bits) would keep.
     weight_range = {"quant_min": 1 - 2 ** (bits - 1), "quant_max": 2 ** (bits - 1) - 1, "dtype": torch.qint8,
                     "qscheme": torch.per_channel_symmetric, "ch_axis": 0}
-    activation_range = {"quant_min": 0, "quant_max": 2**ACTIVATION_BITS - 1, "dtype": torch.quint8}
+    activation_range = {"quant_min": 0, "quant_max": ACTIVATION_OBSERVED_MAX, "dtype": torch.quint8}
     if qat:
         activation = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, **activation_range)
         weight = FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, **weight_range)
@@ -337,7 +342,10 @@ def is_quantized(model: object) -> bool:
 
 
 def _fake_quant(scale: float, zero_point: int) -> nn.Module:
-    """torch's fixed-parameter fake quantizer of a ``quint8`` activation (straight-through gradients)."""
+    """torch's fixed-parameter fake quantizer of a ``quint8`` activation (straight-through gradients).
+
+    It clamps to the dtype's 0..255, as the int8 kernels do, not to the observed 0..127.
+    """
     from torch.ao.quantization import FixedQParamsFakeQuantize, FixedQParamsObserver
 
     observer = FixedQParamsObserver.with_args(scale=float(scale), zero_point=int(zero_point), dtype=torch.quint8,
