@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
-from apkit.bench.stages import BenchRun, cell_keys, model_key, training_seeds
+from apkit.bench.stages import BenchRun, cell_keys, model_key, regularizers_of, training_seeds
 from apkit.core.names import ATTRIBUTION_TITLES, COMPRESSION_TITLES, NAIVE, REGULARIZER_TITLES
 from apkit.evaluation.audit import task_of
 from apkit.evaluation.audit_faithfulness import FaithfulnessSettings, faithfulness_scores
@@ -106,7 +106,7 @@ def faithfulness_summary(settings: Mapping[str, Any], faith: Mapping[str, dict])
         keys = [model_key(compression, regularizer, s) for s in seeds]
         cell: dict[str, Any] = {"compression": compression, "regularizer": regularizer, "seeds": seeds,
                                 "metrics": {m: _interval([faith[k]["means"][m] for k in keys]) for m in metrics}}
-        if regularizer != NAIVE and NAIVE in settings["regularizers"]:
+        if regularizer != NAIVE and NAIVE in regularizers_of(settings, compression):
             naive = [model_key(compression, NAIVE, s) for s in seeds]
             cell["against_naive"] = {
                 m: _interval([_paired_mean(faith[k]["values"][m], faith[n]["values"][m]) for k, n in zip(keys, naive)])
@@ -136,7 +136,7 @@ def faithfulness_section(results: Mapping[str, Any]) -> list[str]:
     for compression in settings["compressions"]:
         teacher = settings["compressions"][compression].get("teacher", "teacher")
         rows = [["Full network", *(f"{summary['teachers'][teacher][m]:.3f}" for m in metrics), *("–" for _ in metrics)]]
-        for regularizer in settings["regularizers"]:
+        for regularizer in regularizers_of(settings, compression):
             cell = summary["cells"][f"{compression}-{regularizer}"]
             against = cell.get("against_naive", {})
             rows.append([REGULARIZER_TITLES.get(regularizer, regularizer),

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from apkit.attribution import explain
-from apkit.bench.stages import BenchRun, model_key, training_seeds
+from apkit.bench.stages import BenchRun, model_key, regularizers_of, training_seeds
 from apkit.core.names import REGULARIZER_TITLES
 from apkit.evaluation import RoarResult, plot_roar
 from apkit.viz import denormalize, plot_attribution_grid
@@ -31,14 +31,15 @@ def plot_map_grid(run: BenchRun, path: Path) -> Path:
         with torch.no_grad():
             own = run.load_model(next(iter(settings["teachers"])))(images).argmax(1).cpu()
         classes = torch.where(has_label, classes, own)
-    shown_variant = next((r for r in ("swa", "sswa", "ewa") if r in settings["regularizers"]), None)
     columns: dict[str, str] = {}
     for compression in settings["compressions"]:
         teacher = settings["compressions"][compression].get("teacher", "teacher")
         columns.setdefault(teacher, teacher)
         first_seed = training_seeds(settings, compression)[0]
+        regularizers = regularizers_of(settings, compression)
+        shown_variant = next((r for r in ("swa", "sswa", "ewa") if r in regularizers), None)
         for variant in ("none", shown_variant):
-            if variant in settings["regularizers"]:
+            if variant in regularizers:
                 columns[f"{compression} {REGULARIZER_TITLES[variant]}"] = model_key(compression, variant, first_seed)
     maps = {title: explain(run.load_model(key), images, classes.to(run.device), method=method).cpu()
             for title, key in columns.items()}

@@ -29,8 +29,8 @@ from apkit.core.version import __version__
 from apkit.evaluation.maps import MapCache
 from apkit.models import load_checkpoint
 
-__all__ = ["TEACHER", "BenchRun", "cell_keys", "model_key", "parse_key", "platform_info", "stage_keys",
-           "first_seed_or_teacher", "training_seeds"]
+__all__ = ["TEACHER", "BenchRun", "cell_keys", "model_key", "parse_key", "platform_info", "regularizers_of",
+           "stage_keys", "first_seed_or_teacher", "training_seeds"]
 
 TEACHER = "teacher"
 
@@ -59,6 +59,19 @@ def training_seeds(settings: dict[str, Any], compression: str) -> list[int]:
     return list(settings["compressions"][compression].get("seeds", settings["seeds"]))
 
 
+def regularizers_of(settings: dict[str, Any], compression: str) -> list[str]:
+    """The regularizers one compression is trained with: its own ``regularizers`` entry, else the profile's.
+
+    Examples
+    --------
+    >>> compressions = {"kd": {}, "qat-2bit": {"regularizers": ["none", "swa"]}}
+    >>> settings = {"regularizers": ["none", "swa", "ewa"], "compressions": compressions}
+    >>> regularizers_of(settings, "kd"), regularizers_of(settings, "qat-2bit")
+    (['none', 'swa', 'ewa'], ['none', 'swa'])
+    """
+    return list(settings["compressions"][compression].get("regularizers", settings["regularizers"]))
+
+
 def first_seed_or_teacher(settings: dict[str, Any], key: str) -> bool:
     """Whether ``key`` is a teacher or a compressed model of its compression's first training seed."""
     if key in settings["teachers"]:
@@ -69,13 +82,12 @@ def first_seed_or_teacher(settings: dict[str, Any], key: str) -> bool:
 
 def stage_keys(settings: dict[str, Any]) -> list[str]:
     """Names of the compressed models of a profile: every compression x regularizer x training seed."""
-    return [model_key(c, r, s) for c in settings["compressions"] for r in settings["regularizers"]
-            for s in training_seeds(settings, c)]
+    return [model_key(c, r, s) for c, r in cell_keys(settings) for s in training_seeds(settings, c)]
 
 
 def cell_keys(settings: dict[str, Any]) -> list[tuple[str, str]]:
     """The cells of the grid, ``(compression, regularizer)``: each holds one model per training seed."""
-    return [(c, r) for c in settings["compressions"] for r in settings["regularizers"]]
+    return [(c, r) for c in settings["compressions"] for r in regularizers_of(settings, c)]
 
 
 @dataclass

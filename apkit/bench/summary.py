@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from apkit.bench.stages import cell_keys, model_key, training_seeds
+from apkit.bench.stages import cell_keys, model_key, regularizers_of, training_seeds
 from apkit.core.names import ATTRIBUTION_TITLES, NAIVE, REGULARIZER_TITLES
 from apkit.evaluation.comparison import paired_difference, score_columns
 from apkit.evaluation.pairs import PairTable
@@ -69,15 +69,13 @@ def verdicts(settings: Mapping[str, Any], evaluation: Mapping[str, dict],
 
     ``pairs_of(key)`` gives a model's per-pair tables, ``{method: PairTable or {column: list}}``.
     """
-    if NAIVE not in settings["regularizers"]:
-        return {}
     primary = settings["evaluation"]["primary"]
     predictive = predictive_metric(settings)
     # The audit's localization scores (auc, pointing, pointing@t), and the similarity to the teacher.
     columns = {**score_columns(settings["evaluation"]["tolerances"]), "cos": "cos"}
     results = {}
     for compression, regularizer in cell_keys(settings):
-        if regularizer == NAIVE:
+        if regularizer == NAIVE or NAIVE not in regularizers_of(settings, compression):
             continue
         per_seed: dict[str, list[float]] = {name: [] for name in [*columns, predictive]}
         common: list[int] = []

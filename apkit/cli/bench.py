@@ -29,8 +29,9 @@ from apkit.core.names import BENCH_PROFILE_NAMES
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def bench_command(*, profile, data_root, device, out_dir, overrides, overwrite, quiet, **inputs):
     """Train (or load) a teacher, compress it with KD, structured and unstructured pruning, each
-    naively and with the EWA, SWA and SSWA regularizers, score every model with every attribution
-    method and metric, run ROAR, and write results.json, tables.md and figures/.
+    naively and with the EWA, SWA and SSWA regularizers (the synthetic profiles add 2-bit QAT, naive
+    and with SWA), score every model with every attribution method and metric, run ROAR, and write
+    results.json, tables.md and figures/.
 
     Every finished stage is kept: if the run is interrupted, the same command continues it.
     """

@@ -13,6 +13,7 @@ from apkit.core.names import (
     PAPER_WEIGHTS,
     REGULARIZER_CHOICES,
     SETTINGS_PROFILE_NAMES,
+    WEIGHT_BITS,
 )
 
 
@@ -77,9 +78,9 @@ _WEIGHTS = ", ".join(f"{weight:g} {name.upper()}" for name, weight in PAPER_WEIG
 @click.option("--pruning-ratio", type=float, default=None, help="structured: fraction of filters removed.")
 @click.option("--amount", type=float, default=None, help="unstructured: fraction of remaining weights per step.")
 @click.option("--steps", type=int, default=None, help="unstructured: pruning steps (1 = one-shot).")
-@click.option("--bits", type=click.Choice(["8", "4"]), default=None,
+@click.option("--bits", type=click.Choice([str(b) for b in WEIGHT_BITS]), default=None,
               callback=lambda _ctx, _param, value: None if value is None else int(value),
-              help="ptq, qat: weight bit-width (per channel; activations are 8-bit) [8].")
+              help="ptq, qat: weight bit-width (per channel; 2 is ternary; activations are 8-bit) [8].")
 @click.option("--weight", type=float, default=None, help=f"Regularizer strength [default: {_WEIGHTS}].")
 @click.option("--drop", type=float, default=None,
               help=f"sswa: fraction of teacher channels left out [{PAPER_DROP:g}].")

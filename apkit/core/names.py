@@ -20,7 +20,7 @@ __all__ = [
     "LAYER_KIND_NAMES", "MODEL_SPEC_HELP", "NAIVE", "PAPER_ATTRIBUTION_METHODS", "PAPER_DROP", "PAPER_MATCHING_SIZE",
     "PAPER_WEIGHTS", "PROTOCOL_NAMES",
     "REGULARIZER_CHOICES", "REGULARIZER_NAMES", "REGULARIZER_TITLES", "SCHEDULE_NAMES", "SETTINGS_PROFILE_NAMES",
-    "SIMILARITY_PAIR_NAMES", "TARGET_POLICY_NAMES", "TASK_NAMES",
+    "SIMILARITY_PAIR_NAMES", "TARGET_POLICY_NAMES", "TASK_NAMES", "WEIGHT_BITS",
 ]
 
 # ---------------------------------------------------------------------------------------- attribution
@@ -45,8 +45,11 @@ COMPRESSION_METHOD_NAMES = ("kd", "structured", "unstructured", "ptq", "qat")
 COMPRESSION_TITLES = {
     "kd": "Knowledge distillation", "structured": "Structured pruning", "unstructured": "Unstructured pruning",
     "ptq": "Post-training quantization", "qat": "Quantization-aware training",
+    "qat-2bit": "Quantization-aware training, 2-bit weights",
     "unstructured-60": "Unstructured pruning, 60 %", "unstructured-90": "Unstructured pruning, 90 %",
 }
+#: Weight bit-widths of ptq and qat (per output channel, symmetric; 2 is ternary).
+WEIGHT_BITS = (8, 4, 2)
 #: Named settings of a compression run (see ``apkit.compression.default_settings``).
 SETTINGS_PROFILE_NAMES = ("quick", "paper", "imagenet")
 

@@ -51,11 +51,13 @@ import torch.fx as fx
 from torch import nn
 
 from apkit.core.errors import CheckpointError, ValidationError
+from apkit.core.names import WEIGHT_BITS
 from apkit.core.validation import check_int, check_module, check_tensor
 from apkit.models.zoo import MODELS, create
 
 __all__ = [
-    "ACTIVATION_BITS", "ACTIVATION_OBSERVED_MAX", "BACKEND", "LATENCY_BATCH", "TWIN_TOLERANCE", "WEIGHT_BITS", "QuantizedModel", "architecture_of",
+    "ACTIVATION_BITS", "ACTIVATION_OBSERVED_MAX", "BACKEND", "LATENCY_BATCH", "TWIN_TOLERANCE", "WEIGHT_BITS",
+    "QuantizedModel", "architecture_of",
     "audit_quantized", "batch_latency", "check_bits", "check_twin", "checked_twin", "convert", "is_quantized",
     "load_quantized", "map_layers", "model_bytes", "prepare", "qconfig_mapping", "quantize_static", "quantized_twin",
     "quantized_payload", "refuse_quantized_state", "size_and_speed", "twin_agreement",
@@ -63,8 +65,6 @@ __all__ = [
 
 #: The quantized engine: x86 (fbgemm / oneDNN kernels) runs on any x86-64 CPU.
 BACKEND = "x86"
-#: Weight bit-widths apkit offers (per output channel, symmetric); activations are always 8-bit.
-WEIGHT_BITS = (8, 4)
 #: Activations are stored as ``quint8``; the observers map the calibrated range onto 0..127 (PyTorch's
 #: ``reduce_range`` of its own x86 qconfig): the x86 kernels add pairs of u8 x s8 products in int16, and
 #: 255 x 127 x 2 overflows it, which made int8 depthwise convolutions wrong by up to 41 steps on 1 % of
@@ -106,9 +106,10 @@ def qconfig_mapping(bits: int = 8, *, qat: bool = False):
     """The ``QConfigMapping`` of a ``bits``-bit weight, 8-bit activation quantization.
 
     Weights: per output channel, symmetric, ``qint8`` storage with ``quant_min, quant_max`` of
-    ``bits`` bits in the restricted range (-127..127 for 8, -7..7 for 4).  Activations: per tensor, affine, ``quint8``,
-    observed onto 0..127 (:data:`ACTIVATION_OBSERVED_MAX`).  ``qat=True`` gives fake-quantize modules (moving-average observers) for training,
-    otherwise observers for calibration (a histogram observer for activations).
+    ``bits`` bits in the restricted range (-127..127 for 8, -7..7 for 4, -1..1 for 2).  Activations:
+    per tensor, affine, ``quint8``, observed onto 0..127 (:data:`ACTIVATION_OBSERVED_MAX`).
+    ``qat=True`` gives fake-quantize modules (moving-average observers) for training, otherwise
+    observers for calibration (a histogram observer for activations).
 
     Examples
     --------

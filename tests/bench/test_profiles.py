@@ -60,6 +60,8 @@ def test_compression_entries_pass_their_settings_and_the_regularizers():
     assert method == "structured" and "seeds" not in values and "method" not in values
     assert values == {"profile": "quick", "epochs": 1, "weight": 50.0}
     assert compression_settings(smoke, "structured", "none")[1] == {"profile": "quick", "epochs": 1}
+    assert compression_settings(smoke, "qat-2bit", "swa") == ("qat", {"profile": "quick", "bits": 2, "epochs": 1,
+                                                                     "weight": 50.0})
 
 
 def test_imagenet_structured_row_is_pruned_from_its_own_full_network():
@@ -79,6 +81,10 @@ def test_imagenet_structured_row_is_pruned_from_its_own_full_network():
     ("roar.fractions=[1.5]", ValidationError, ["bench setting roar", "fraction must be <= 1.0"]),
     ('roar.metric="top1"', UnknownNameError, ["roar.metric", "unknown metric 'top1'"]),
     ("compressions.kd.epochz=1", ValidationError, ["compressions.kd", "unknown kd setting 'epochz'"]),
+    ('compressions.qat-2bit.regularizers=["swb"]', UnknownNameError,
+     ["compressions.qat-2bit.regularizers", "regularizer 'swb'", "did you mean swa"]),
+    ("compressions.qat-2bit.regularizers=[]", ValidationError, ["compressions.qat-2bit.regularizers", "non-empty"]),
+    ("compressions.qat-2bit.bits=3", ValidationError, ["compressions.qat-2bit", "bits must be one of 8, 4, 2"]),
     ('data.name="vocc"', UnknownNameError, ["data.name", "did you mean voc"]),
 ])
 def test_a_bad_value_is_named_by_its_path(override, error, fragments):

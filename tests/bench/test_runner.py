@@ -26,7 +26,7 @@ TINY = [
 
 def _numbers(results: dict) -> dict:
     """results.json without what legitimately differs between two runs (timings, paths)."""
-    drop = {"seconds", "wall_seconds", "compute_seconds", "timings", "figures", "timings_s"}
+    drop = {"seconds", "wall_seconds", "compute_seconds", "timings", "figures", "timings_s", "latency"}
 
     def strip(value):
         if isinstance(value, dict):
@@ -67,11 +67,15 @@ def test_interrupted_bench_resumes_to_identical_results(tmp_path):
     done = subprocess.run(_command(reference_dir), env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     tables = (reference_dir / "tables.md").read_text()
-    # Three main tables and three faithfulness tables, one row each.
-    assert tables.count("| Naive |") == 6 and "## Faithfulness" in tables
+    # Four main tables and four faithfulness tables, one row each: KD, structured, unstructured, 2-bit QAT.
+    assert tables.count("| Naive |") == 8 and "## Faithfulness" in tables
     assert "## Verdict: each regularizer against Naive" in tables
     reference = json.loads((reference_dir / "results.json").read_text())
-    assert reference["seeds"] == [0, 1] and len(reference["verdict"]) == 9
+    # Three regularizers for each of the three paper compressions, SWA alone for QAT.
+    assert reference["seeds"] == [0, 1] and len(reference["verdict"]) == 10
+    assert reference["verdict"]["qat-2bit-swa"]["seeds"] == [0, 1]
+    quantization = reference["models"]["qat-2bit-swa-s0"]["quantization"]
+    assert quantization["bits"] == 2 and quantization["twin"]["top1_agreement"] == 1.0
     assert all(v["sentence"].endswith(".") and len(v["differences"]["auc"]["values"]) == 2
                for v in reference["verdict"].values())
     assert (reference_dir / "figures" / "maps.png").stat().st_size > 0

@@ -12,6 +12,7 @@ from apkit.bench.stages import (
     first_seed_or_teacher,
     model_key,
     parse_key,
+    regularizers_of,
     stage_keys,
     training_seeds,
 )
@@ -36,6 +37,13 @@ def test_the_grid_and_its_seeds():
     assert cell_keys(SETTINGS) == [("kd", "none"), ("kd", "swa"), ("structured-l1", "none"), ("structured-l1", "swa")]
     assert [first_seed_or_teacher(SETTINGS, k) for k in ("wide", "kd-swa-s0", "kd-swa-s1", "structured-l1-none-s3",
                                                          "structured-l1-none-s4")] == [True, True, False, True, False]
+
+
+def test_a_compression_with_its_own_regularizers():
+    settings = {**SETTINGS, "compressions": {"kd": {}, "qat-2bit": {"regularizers": ["none"], "seeds": [7]}}}
+    assert regularizers_of(settings, "kd") == ["none", "swa"] and regularizers_of(settings, "qat-2bit") == ["none"]
+    assert cell_keys(settings) == [("kd", "none"), ("kd", "swa"), ("qat-2bit", "none")]
+    assert stage_keys(settings) == ["kd-none-s0", "kd-none-s1", "kd-swa-s0", "kd-swa-s1", "qat-2bit-none-s7"]
 
 
 def test_each_model_is_evaluated_against_its_teacher_with_its_methods():

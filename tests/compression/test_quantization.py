@@ -94,8 +94,8 @@ def test_ptq_refuses_a_regularizer_and_bad_bits_before_any_work(tmp_path, capsys
     teacher = models.create("vgg_small", num_classes=3, input_size=32, width_divisor=4)
     with pytest.raises(ValidationError, match="ptq.*takes no regularizer.*qat"):
         compress(teacher, "ptq", "swa", train_set=data, progress=False)
-    with pytest.raises(ValidationError, match="bits must be one of 8, 4"):
-        QuantizationSettings(bits=2)
+    with pytest.raises(ValidationError, match="bits must be one of 8, 4, 2"):
+        QuantizationSettings(bits=3)
     code, _, err = run_cli(["compress", "--teacher", tmp_path / "missing.pt", "--method", "ptq", "--regularizer",
                             "swa", "--out", tmp_path / "out"], capsys)
     assert code == 1 and "takes no regularizer" in err

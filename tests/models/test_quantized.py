@@ -91,8 +91,8 @@ def test_each_twin_layer_on_the_int8_layers_input_gives_its_output():
     assert depthwise >= 17
 
 
-@pytest.mark.parametrize("bits", [8, 4])
-@pytest.mark.parametrize("arch", ["vgg_small", "resnet18", "mobilenet_v2"])
+@pytest.mark.parametrize(("arch", "bits"), [(arch, bits) for arch in ("vgg_small", "resnet18", "mobilenet_v2")
+                                           for bits in (8, 4)] + [("vgg_small", 2), ("resnet18", 2)])
 def test_twin_reproduces_the_int8_kernels(arch, bits):
     torch.manual_seed(0)
     if arch == "vgg_small":
