@@ -51,7 +51,10 @@ def make_twice_differentiable(model: nn.Module) -> int:
 
 
 def _has_layer(model: nn.Module, name: str) -> bool:
-    return name in dict(unwrap(model).named_modules())
+    model = unwrap(model)
+    if isinstance(model, torch.fx.GraphModule):  # a traced copy calls leaf modules: its blocks never run
+        return any(node.op == "call_module" and node.target == name for node in model.graph.nodes)
+    return name in dict(model.named_modules())
 
 
 def coarse_map_warning(model: nn.Module, layer: str, size: tuple[int, int],

@@ -53,6 +53,7 @@ from torch import nn
 from apkit.core.errors import CheckpointError, ValidationError
 from apkit.core.names import WEIGHT_BITS
 from apkit.core.validation import check_int, check_module, check_tensor
+from apkit.models.layers import default_layer
 from apkit.models.zoo import MODELS, create
 
 __all__ = [
@@ -150,8 +151,8 @@ def prepare(model: nn.Module, example_inputs: torch.Tensor, *, bits: int = 8, qa
 
     The copy is traced with ``torch.fx`` (the model must be FX-traceable: torchvision's CNNs and
     apkit's are), convolutions, BatchNorms and ReLUs are fused, and observers or fake-quantize
-    modules are inserted.  It carries the model's ``attribution_layer`` and ``matching_layer``
-    where the fused graph still calls them.
+    modules are inserted.  It carries the model's ``attribution_layer`` and ``matching_layer`` (its
+    default layers where it names none), named as the fused graph calls them.
     """
     from torch.ao.quantization.quantize_fx import prepare_fx, prepare_qat_fx
 
@@ -168,7 +169,7 @@ def prepare(model: nn.Module, example_inputs: torch.Tensor, *, bits: int = 8, qa
     except Exception as exc:  # torch.fx raises many types for untraceable code
         raise ValidationError(f"{type(model).__name__} cannot be quantized: torch.fx could not trace it ({exc}); "
                               "quantize an FX-traceable model (apkit's and torchvision's CNNs are)") from exc
-    for kind, name in map_layers(model, prepared).items():
+    for kind, name in map_layers(model, prepared, example_inputs.cpu()).items():
         setattr(prepared, kind, name)
     return prepared
 
@@ -179,23 +180,35 @@ def _backend_config():
     return get_native_backend_config()
 
 
-def map_layers(model: nn.Module, graph_module: fx.GraphModule) -> dict[str, str]:
-    """``model``'s ``attribution_layer`` and ``matching_layer``, named as ``graph_module`` calls them.
+def map_layers(model: nn.Module, graph_module: fx.GraphModule, example_inputs: torch.Tensor) -> dict[str, str]:
+    """``model``'s attribution and matching layers (:func:`default_layer`), named as ``graph_module`` calls them.
 
     Fusion keeps the first module of a fused group (a convolution) and drops the others, so a
     ReLU after a convolution and a BatchNorm maps to that convolution's name, whose fused output
-    is the ReLU's.  A layer the graph does not call (a block flattened by tracing) is left out:
-    the attribution methods then choose one.
+    is the ReLU's.  A block that tracing flattened (torchvision's ``layer3``) maps to the module
+    its output goes through once: the observer or fake quantizer of its last operation.  A layer
+    with neither is left out: the attribution methods then choose one.
     """
     called = {n.target for n in graph_module.graph.nodes if n.op == "call_module"}
     found = {}
-    for kind in ("attribution_layer", "matching_layer"):
-        name = getattr(model, kind, None)
-        if isinstance(name, str):
-            mapped = name if name in called else _fused_into(model, name, called)
-            if mapped is not None:
-                found[kind] = mapped
+    for kind in ("attribution", "matching"):
+        try:
+            name = default_layer(model, kind, example_inputs)
+        except ValidationError:  # no spatial map at this input size: the methods will say so if asked
+            continue
+        mapped = name if name in called else _fused_into(model, name, called) or _block_output(graph_module, name)
+        if mapped is not None:
+            found[f"{kind}_layer"] = mapped
     return found
+
+
+def _block_output(graph_module: fx.GraphModule, name: str) -> str | None:
+    """The observer (or fake quantizer) module that the output of the flattened block ``name`` goes through."""
+    inside = [n for n in graph_module.graph.nodes if name in (n.meta.get("nn_module_stack") or {})]
+    users = list(inside[-1].users) if inside else []
+    if len(users) == 1 and users[0].op == "call_module" and users[0].target.startswith("activation_post_process"):
+        return users[0].target
+    return None
 
 
 def _fused_into(model: nn.Module, name: str, called: set) -> str | None:
@@ -265,9 +278,33 @@ def convert(prepared: fx.GraphModule, *, bits: int, arch: Mapping[str, Any] | No
     copied = copy.deepcopy(prepared).cpu().eval()
     with _quiet():
         module = convert_fx(copied, backend_config=_backend_config())
+    _clamp_weight_levels(module, bits)
+    present = dict(module.named_modules())  # conversion removes the observers a flattened block maps to
     layers = {kind: getattr(prepared, kind) for kind in ("attribution_layer", "matching_layer")
-              if isinstance(getattr(prepared, kind, None), str)}
+              if getattr(prepared, kind, None) in present}
     return QuantizedModel(module, bits=bits, arch=arch, input_shape=input_shape, layers=layers)
+
+
+def _clamp_weight_levels(module: nn.Module, bits: int) -> None:
+    """Clamp every int8 weight to the ``bits``-bit range, as the fake quantizer did in training.
+
+    ``convert_fx`` clamps to ``qint8``'s -128..127, not to the observer's range: after QAT a
+    moving-average observer lags the last weights, and a weight the fake quantizer held at level 7
+    (4 bits) would become an 8 in the int8 model.
+    """
+    bound = 2 ** (bits - 1) - 1
+    for layer in module.modules():
+        if not (_is_quantized_module(layer) and callable(getattr(layer, "weight", None))
+                and hasattr(layer, "set_weight_bias")):
+            continue
+        weight = layer.weight()
+        levels = weight.int_repr()
+        if int(levels.abs().max()) <= bound:
+            continue
+        clamped = torch._make_per_channel_quantized_tensor(
+            levels.clamp(-bound, bound), weight.q_per_channel_scales(), weight.q_per_channel_zero_points(),
+            weight.q_per_channel_axis())
+        layer.set_weight_bias(clamped, layer.bias())
 
 
 def architecture_of(model: nn.Module) -> dict[str, Any]:

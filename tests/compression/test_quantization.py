@@ -114,3 +114,21 @@ def test_audit_model_explains_an_int8_model_through_its_twin():
     assert result.methods["gradcam"]["auc"] == pytest.approx(on_twin.methods["gradcam"]["auc"])
     logits, labels = predict(int8, data, device="cpu", progress=False)
     assert result.predictive == pytest.approx(classification_metrics(logits, labels, task=data.task))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_torchvision_resnet18_qat_with_swa_at_4_bits():
+    torch.manual_seed(0)
+    data = TinyImages(32, num_classes=3, image_size=32)
+    teacher = torchvision.models.resnet18(weights=None, num_classes=3).train()
+    with torch.no_grad():  # running statistics of the data, as training would leave them
+        teacher(data.tensors[0])
+    int8, record = compress(teacher.eval(), "qat", "swa", train_set=data, progress=False, device="cpu",
+                            settings={"bits": 4, "epochs": 1, "batch_size": 16})
+    assert isinstance(int8, QuantizedModel) and int8.bits == 4
+    assert record.quantization["bits"] == 4
+    assert record.quantization["twin"]["top1_agreement"] >= TWIN_TOLERANCE["top1_agreement"]
+    # The regularizer matched the teacher's maps at its default layer: the loss has its term.
+    assert all(epoch["train_match"] > 0 for epoch in record.history)
+    levels = next(m for m in int8.modules() if type(m).__name__ == "ConvReLU2d").weight().int_repr()
+    assert levels.abs().max() == 7
