@@ -87,9 +87,10 @@ _QUANTIZED_DTYPES = (torch.qint8, torch.quint8, torch.qint32)
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """torch.ao.quantization warns that it is deprecated on every call; apkit's docs say why it is used."""
+    """torch.ao.quantization and its int8 tensors warn that they are deprecated; apkit's docs say why they are used."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated.*")
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*deprecated.*")
         warnings.filterwarnings("ignore", category=UserWarning, module="torch.ao.quantization.*")
         yield
 
@@ -260,7 +261,8 @@ class QuantizedModel(nn.Module):
             self.apkit_config = dict(self.arch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x.cpu()).to(x.device)
+        with _quiet():
+            return self.module(x.cpu()).to(x.device)
 
     def _apply(self, fn, recurse=True):  # int8 kernels live on the CPU: .to()/.cuda()/.half() change nothing
         return self
