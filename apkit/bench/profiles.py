@@ -92,6 +92,7 @@ def _synthetic(train: int, val: int, seg: int, image_size: int, *, teacher_epoch
             "unstructured": {"method": "unstructured", "profile": "quick", "epochs": prune_epochs},
             # Naive QAT against SWA QAT at ternary (2-bit) weights, 8-bit activations: the bit-width where
             # quantization moves the maps here (cos to the teacher 0.964; at 4 bits 0.999, at 3 bits 0.996).
+            # Three seeds fit the budget; docs/reproduction.md gives the same cells over five.
             "qat-2bit": {"method": "qat", "profile": "quick", "bits": 2, "epochs": prune_epochs,
                          "regularizers": [NAIVE, "swa"]},
         },

@@ -112,7 +112,9 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu")
     try:
         with warnings.catch_warnings():  # a foreign pickle is refused below; torch's protocol notice is noise
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            warnings.filterwarnings("ignore", message="TypedStorage is deprecated")  # torch's own int8 unpickler
+            # torch's own unpickler of int8 tensors warns about itself
+            warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
+            warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*deprecated.*")
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch reports corrupt bytes with the same exception as forbidden objects: a pickle that
