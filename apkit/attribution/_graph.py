@@ -237,6 +237,18 @@ class LinearLayer:
             s, layout, weight, None, m.stride, m.padding, m.dilation, False, (0, 0), m.groups, (True, False, False)
         )[0]
 
+    def transposes(self, s: torch.Tensor, weights: tuple[torch.Tensor, ...],
+                   shape: torch.Size) -> tuple[torch.Tensor, ...]:
+        """``transpose(s, w, shape)`` for each weight ``w``: one transpose with the weights stacked along the
+        input channels where the layer is dense (it reads ``s`` once; the same values bit for bit, each input
+        channel's sum is the same), else one per weight (a grouped convolution's stacked weights would not
+        be depthwise any more)."""
+        m = self.module
+        if isinstance(m, nn.Conv2d) and m.groups != 1:
+            return tuple(self.transpose(s, w, shape) for w in weights)
+        stacked = self.transpose(s, torch.cat(weights, 1), (shape[0], shape[1] * len(weights), *shape[2:]))
+        return stacked.split(shape[1], 1)
+
     def bias_of(self, relevance: torch.Tensor) -> torch.Tensor:
         """Per-pair sum of the bias over the output units, weighted by ``relevance``: (m, 1, ...)."""
         if self.bias is None:

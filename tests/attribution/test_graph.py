@@ -474,3 +474,18 @@ def test_transpose_is_the_input_gradient_of_the_convolution_in_either_layout(gro
     transpose = layer.transpose(s, conv.weight.detach(), x.shape)
     torch.testing.assert_close(transpose, gradient, rtol=0, atol=0)
     assert transpose.is_contiguous(memory_format=layout)
+
+
+@pytest.mark.parametrize("module", [nn.Conv2d(16, 8, 3, stride=2, padding=1), nn.Conv2d(16, 16, 3, groups=16),
+                                    nn.Conv2d(16, 8, 1), nn.Linear(16, 8)])
+def test_transposes_of_several_weights_are_each_weights_transpose(module):
+    from apkit.attribution._graph import LinearLayer
+
+    torch.manual_seed(0)
+    weight = module.weight.detach()
+    layer = LinearLayer("m", module, weight, None, False, False)
+    x = torch.randn(3, 16, 9, 9) if isinstance(module, nn.Conv2d) else torch.randn(3, 16)
+    s = torch.randn(layer.forward(x, weight).shape)
+    weights = (weight.clamp(min=0), weight.clamp(max=0), weight)
+    for ours, w in zip(layer.transposes(s, weights, x.shape), weights, strict=True):
+        torch.testing.assert_close(ours, layer.transpose(s, w, x.shape), rtol=0, atol=0)
