@@ -42,15 +42,7 @@ from __future__ import annotations
 import torch
 
 from apkit.attribution import postprocess
-from apkit.attribution._graph import (
-    LinearLayer,
-    RuleMethod,
-    Rules,
-    memory_format,
-    per_sample_sum,
-    positive_inverse,
-    safe_div,
-)
+from apkit.attribution._graph import LinearLayer, RuleMethod, Rules, per_sample_sum, positive_inverse, safe_div
 from apkit.attribution.lrp import zbox
 
 
@@ -69,20 +61,6 @@ def shift(contributions: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
     return (contributions - safe_div(excess, count.to(contributions.dtype))).masked_fill_(zero, 0.0)
 
 
-def stacked_parts(x: torch.Tensor) -> torch.Tensor:
-    """``x+`` and ``|x-|`` stacked along the batch, ``(2N, ...)``, in ``x``'s memory layout.
-
-    Examples
-    --------
-    >>> stacked_parts(torch.tensor([[1.0, -2.0]])).tolist() == [[1.0, 0.0], [0.0, 2.0]]
-    True
-    """
-    parts = torch.empty((2 * len(x), *x.shape[1:]), dtype=x.dtype, device=x.device, memory_format=memory_format(x))
-    torch.clamp(x, min=0, out=parts[:len(x)])
-    torch.clamp(x, max=0, out=parts[len(x):]).neg_()
-    return parts
-
-
 class RAPRules(Rules):
     """Rules of Relative Attributing Propagation."""
 
@@ -98,14 +76,11 @@ class RAPRules(Rules):
         if layer.first:
             return zbox(layer, x, images, relevance, bounds=self.bounds)
         # After a ReLU (known from the graph, else checked) there is no x- branch.
-        if layer.nonnegative or not bool(x.amin() < 0):
-            return shift(self._branch(layer, x, images, relevance), relevance)
-        # Both branches in one pass: x+ and |x-| stacked along the batch, so that every convolution and
-        # elementwise step runs once on twice the rows instead of twice (the same values).
-        rows = images if isinstance(images, slice) else torch.cat([images, images + len(x)])
-        both = self._branch(layer, stacked_parts(x), rows, torch.cat([relevance, relevance]))
-        count = len(relevance)
-        return shift(both[:count] + both[count:], relevance)
+        negative = not layer.nonnegative and bool(x.amin() < 0)
+        contributions = self._branch(layer, x.clamp(min=0) if negative else x, images, relevance)
+        if negative:
+            contributions += self._branch(layer, -x.clamp(max=0), images, relevance)
+        return shift(contributions, relevance)
 
     @staticmethod
     def _top(layer: LinearLayer, x, images, relevance):

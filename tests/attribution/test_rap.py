@@ -68,21 +68,3 @@ def test_rap_conserves_and_separates_positive_and_negative_relevance(arch, reque
     assert bool((maps > 0).any((1, 2)).all()) and bool((maps < 0).any((1, 2)).all())
     heatmap = RAP(model).heatmap(x, pairs)
     torch.testing.assert_close(heatmap, maps.clamp(min=0))
-
-
-@pytest.mark.parametrize("module", [nn.Conv2d(6, 6, 3, padding=1, groups=6, bias=False),
-                                    nn.Conv2d(6, 4, 1, bias=False), nn.Linear(6, 4, bias=False)])
-@pytest.mark.parametrize("gathered", [False, True])
-def test_rap_runs_both_input_branches_at_once_with_the_values_of_two_passes(module, gathered):
-    from apkit.attribution.rap import shift
-
-    torch.manual_seed(0)
-    layer = LinearLayer("m", module, module.weight.detach(), None, False, False)
-    x = torch.randn(3, 6, 5, 5) if isinstance(module, nn.Conv2d) else torch.randn(3, 6)
-    # A gather when the pairs are not the images in order (image 1 twice, image 0 not at all).
-    images = torch.tensor([2, 1, 1]) if gathered else slice(None)
-    relevance = torch.randn(3, *layer.forward(x, layer.weight).shape[1:])
-    # Step (b) as METHOD §6.4 writes it: the x+ branch, the |x-| branch, their sum shifted.
-    two_passes = shift(RAPRules._branch(layer, x.clamp(min=0), images, relevance)
-                       + RAPRules._branch(layer, -x.clamp(max=0), images, relevance), relevance)
-    torch.testing.assert_close(RAPRules().linear(layer, x, images, relevance), two_passes, rtol=0, atol=0)
