@@ -474,6 +474,7 @@ class Plan:
         """Weighted layers, with BatchNorms folded, and their first/top flags."""
         layers: dict[fx.Node, LinearLayer] = {}
         sources: dict[fx.Node, fx.Node] = {}  # layer node -> the node holding its input
+        folds: dict[fx.Node, tuple[LinearLayer, nn.Module]] = {}  # BatchNorm node -> (its layer, itself)
         for node in self.nodes:
             if self.kind[node] == "linear":
                 module = self.modules[node.target]
@@ -483,19 +484,14 @@ class Plan:
             elif self.kind[node] == "batchnorm":
                 parent = node.args[0]
                 if self.kind.get(parent) == "linear" and len(parent.users) == 1:
-                    layers[node] = self._fold(layers.pop(parent), self.modules[node.target])
+                    folds[node] = (layers.pop(parent), self.modules[node.target])
+                    layers[node] = folds[node][0]  # replaced by the folded layer below, in this place
                     sources[node] = sources.pop(parent)
                     self.kind[parent], self.kind[node] = "folded", "linear"
                 else:
                     self.kind[node] = "identity"
-        # "clear": no weighted layer lies between the node and the output.
-        clear: dict[fx.Node, bool] = {}
-        for node in reversed(self.nodes):
-            users = list(node.users)
-            clear[node] = node is self.output or (
-                bool(users) and all(u.op == "output" or (clear.get(u, False) and self.kind[u] != "linear")
-                                    for u in users)
-            )
+        layers.update(zip(folds, _folded([layer for layer, _ in folds.values()], [bn for _, bn in folds.values()])))
+        clear = self._clear()
         nonnegative = self._nonnegative()
         for node, layer in layers.items():
             layer.first = self._unquantized(sources[node]) is self.input
@@ -504,21 +500,22 @@ class Plan:
         self.sources = sources
         return layers
 
+    def _clear(self) -> dict[fx.Node, bool]:
+        """Whether no weighted layer lies between each node and the output."""
+        clear: dict[fx.Node, bool] = {}
+        for node in reversed(self.nodes):
+            users = list(node.users)
+            clear[node] = node is self.output or (
+                bool(users) and all(u.op == "output" or (clear.get(u, False) and self.kind[u] != "linear")
+                                    for u in users)
+            )
+        return clear
+
     def _unquantized(self, node: fx.Node) -> fx.Node:
         """The node a chain of fake quantizers reads (a quantized model's twin quantizes its input first)."""
         while node.op == "call_module" and isinstance(self.modules[node.target], FakeQuantizeBase):
             node = node.args[0]
         return node
-
-    @staticmethod
-    def _fold(layer: LinearLayer, bn: nn.Module) -> LinearLayer:
-        if bn.running_var is None or bn.running_mean is None:
-            raise ValidationError(f"BatchNorm after {layer.name!r} has no running statistics to fold")
-        scale = (bn.weight.detach() if bn.affine else 1.0) / torch.sqrt(bn.running_var + bn.eps)
-        shift = bn.bias.detach() if bn.affine else 0.0
-        bias = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
-        weight = layer.weight * scale.view(-1, *([1] * (layer.weight.dim() - 1)))
-        return LinearLayer(layer.name, layer.module, weight, (bias - bn.running_mean) * scale + shift, False, False)
 
     def _nonnegative(self) -> set[fx.Node]:
         """Nodes whose values are ``>= 0`` whatever the input: ReLU outputs, and what pooling, reshapes,
@@ -729,6 +726,32 @@ class Plan:
         else:
             name, what = node.name, getattr(node.target, "__name__", str(node.target))
         return f"{name} ({what}{': ' + reason if reason else ''})"
+
+
+def _folded(layers: list[LinearLayer], batchnorms: list[nn.Module]) -> list[LinearLayer]:
+    """Each layer with the BatchNorm that follows it folded in (exact in eval mode).
+
+    The square roots of all the variances are taken in one call: on two threads ``torch.sqrt`` of even a
+    few hundred values runs in parallel, and on a busy machine each call then waits for the second
+    thread (7 ms each, 0.4 s for MobileNetV2's 52 BatchNorms, measured under load).
+    """
+    for layer, bn in zip(layers, batchnorms, strict=True):
+        if bn.running_var is None or bn.running_mean is None:
+            raise ValidationError(f"BatchNorm after {layer.name!r} has no running statistics to fold")
+    variances = [bn.running_var + bn.eps for bn in batchnorms]
+    if len({(v.dtype, v.device) for v in variances}) == 1:
+        roots = torch.cat(variances).sqrt().split([len(v) for v in variances])
+    else:
+        roots = [torch.sqrt(v) for v in variances]
+    folded = []
+    for layer, bn, root in zip(layers, batchnorms, roots, strict=True):
+        scale = (bn.weight.detach() if bn.affine else 1.0) / root
+        shift = bn.bias.detach() if bn.affine else 0.0
+        bias = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
+        weight = layer.weight * scale.view(-1, *([1] * (layer.weight.dim() - 1)))
+        folded.append(LinearLayer(layer.name, layer.module, weight, (bias - bn.running_mean) * scale + shift,
+                                  False, False))
+    return folded
 
 
 def _rows_of(images: torch.Tensor, count: int) -> torch.Tensor | slice:

@@ -489,3 +489,23 @@ def test_transposes_of_several_weights_are_each_weights_transpose(module):
     weights = (weight.clamp(min=0), weight.clamp(max=0), weight)
     for ours, w in zip(layer.transposes(s, weights, x.shape), weights, strict=True):
         torch.testing.assert_close(ours, layer.transpose(s, w, x.shape), rtol=0, atol=0)
+
+
+def test_batchnorms_are_folded_exactly_all_at_once():
+    # Every folded weight and bias is the written-out fold of its own BatchNorm, bit for bit.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, eps=1e-3), nn.ReLU(), nn.Conv2d(4, 6, 1, bias=False),
+                        nn.BatchNorm2d(6, affine=False), nn.Flatten(), nn.Linear(6 * 14 * 14, 3),
+                        nn.BatchNorm1d(3)).eval()
+    for bn in (net[1], net[4], net[7]):
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    layers = {layer.name: layer for layer in Plan(net).layers.values()}
+    for conv, bn in ((net[0], net[1]), (net[3], net[4]), (net[6], net[7])):
+        scale = (bn.weight.detach() if bn.affine else 1.0) / torch.sqrt(bn.running_var + bn.eps)
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros(len(scale))
+        expected_bias = (bias - bn.running_mean) * scale + (bn.bias.detach() if bn.affine else 0.0)
+        expected_weight = conv.weight.detach() * scale.view(-1, *([1] * (conv.weight.dim() - 1)))
+        layer = layers[[name for name, module in net.named_modules() if module is conv][0]]
+        torch.testing.assert_close(layer.weight, expected_weight, rtol=0, atol=0)
+        torch.testing.assert_close(layer.bias, expected_bias, rtol=0, atol=0)
