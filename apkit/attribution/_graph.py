@@ -374,6 +374,7 @@ class Plan:
         self.carriers = self._gates()
         self.layers = self._linear_layers()
         self._check_supported()
+        self.walk_reads = self._walk_reads()
         self.shapes: dict[fx.Node, torch.Size] = {}  # filled by forward()
         self._out_of_place: dict[str, nn.Module] = {}
 
@@ -469,6 +470,21 @@ class Plan:
                 f"relevance rules do not support {len(unsupported)} node(s) of {type(self.model).__name__}: "
                 f"{listed}; supported: {SUPPORTED}"
             )
+
+    def _walk_reads(self) -> set[fx.Node]:
+        """The values the backward walk reads: the inputs of the weighted layers, pools and sums it reaches
+        (and the sums themselves); nothing below the stop layer."""
+        reads: set[fx.Node] = set()
+        for node in self._reached():
+            kind = self.kind[node]
+            if kind == "linear":
+                reads.add(self.sources[node])
+            elif kind in ("gradient", "norm"):
+                reads.add(node.args[0])
+            elif kind == "add":
+                reads.update(a for a in node.args if isinstance(a, fx.Node))
+                reads.add(node)
+        return reads
 
     def _linear_layers(self) -> dict[fx.Node, LinearLayer]:
         """Weighted layers, with BatchNorms folded, and their first/top flags."""
@@ -581,13 +597,16 @@ class Plan:
         logits = env[self.output]
         if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
             raise ValidationError("the model must return logits of shape (N, num_classes)")
-        # The forward pass above computes exactly what the model computes (another layout could change the
-        # last bits of its activations, and which of two tied values a max-pool picks); the walk reads copies.
-        layout = walk_layout(inputs)
-        for node, value in env.items():
-            if isinstance(value, torch.Tensor) and value.dim() == 4:
-                env[node] = value.contiguous(memory_format=layout)
+        self._to_walk_layout(env, walk_layout(inputs))
         return env
+
+    def _to_walk_layout(self, env: dict[fx.Node, object], layout: torch.memory_format) -> None:
+        """The values the walk reads, in its layout.  The forward pass computes exactly what the model computes
+        (another layout could change the last bits of its activations, and which of two tied values a max-pool
+        picks); the walk reads copies, and only of what it reads (Excitation Backprop stops near the top)."""
+        for node, value in env.items():
+            if node in self.walk_reads and isinstance(value, torch.Tensor) and value.dim() == 4:
+                env[node] = value.contiguous(memory_format=layout)
 
     def images(self, env: dict[fx.Node, object], first: int, stop: int) -> dict[fx.Node, object]:
         """``env`` of the images ``first:stop`` only: views of the values computed from the input."""

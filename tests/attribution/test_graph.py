@@ -509,3 +509,17 @@ def test_batchnorms_are_folded_exactly_all_at_once():
         layer = layers[[name for name, module in net.named_modules() if module is conv][0]]
         torch.testing.assert_close(layer.weight, expected_weight, rtol=0, atol=0)
         torch.testing.assert_close(layer.bias, expected_bias, rtol=0, atol=0)
+
+
+def test_only_the_values_the_walk_reads_are_copied_to_its_layout():
+    model = _small_mobilenet()
+    plan = Plan(model, "features.17")
+    env = plan.forward(images(2))
+    maps = {node: value for node, value in env.items() if isinstance(value, torch.Tensor) and value.dim() == 4}
+    read = [node for node in maps if node in plan.walk_reads]
+    assert read and all(maps[node].is_contiguous(memory_format=torch.channels_last) for node in read)
+    # Nothing below the stop layer is read: those values stay as the model computed them.
+    position = {node: index for index, node in enumerate(plan.nodes)}
+    below = [node for node in maps if position[node] < position[plan.stop]]
+    assert below and not any(node in plan.walk_reads for node in below)
+    assert all(maps[node].is_contiguous() for node in below)
