@@ -13,12 +13,19 @@ VGG16-BN at 227x227, random weights (seed 0), eval mode.  The layer of the layer
 Excitation Backprop) is chosen once per model with :func:`apkit.models.default_layer` and passed to
 every call, so that the timed calls do not repeat the layer probe.
 
+On a shared machine wall-clock times move by several times between runs: each operator that runs on
+two threads waits for the second one to be scheduled (measured at 7 ms per call under a load of 3 on 2
+cores, whatever its size).  ``--clock cpu`` times the CPU seconds of the process instead, the work
+done; run it as ``OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_limit.py --clock cpu`` so that a
+waiting thread sleeps instead of spinning (spinning would count as work).
+
 Run: ``python benchmarks/bench_limit.py`` (about 5 minutes on 2 CPU cores); ``--help`` for options.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -56,22 +63,26 @@ def _warm(model, inputs, classes, method: str, layer: str):
     return apkit.explain(model, inputs, classes, method=method, **options)
 
 
-def _timed_once(function, device: torch.device) -> tuple[float, int | None, object]:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _timed_once(function, device: torch.device, clock=time.perf_counter) -> tuple[float, int | None, object]:
     with PeakMemory(device) as memory:
         synchronize(device)
-        began = time.perf_counter()
+        began = clock()
         result = function()
         synchronize(device)
-        seconds = time.perf_counter() - began
+        seconds = clock() - began
     return seconds, memory.peak, result
 
 
-def _interleaved(functions: dict[str, object], *, repeats: int, device: torch.device) -> dict[str, tuple]:
+def _interleaved(functions: dict[str, object], *, repeats: int, device: torch.device,
+                 clock=time.perf_counter) -> dict[str, tuple]:
     """``name -> (best time, largest peak, last result)``, the functions run in turn ``repeats`` times."""
     best: dict[str, tuple] = {}
     for _ in range(max(1, repeats)):
         for name, function in functions.items():
-            seconds, peak, result = _timed_once(function, device)
+            seconds, peak, result = _timed_once(function, device, clock)
             previous = best.get(name, (float("inf"), None, None))
             peaks = [p for p in (peak, previous[1]) if p is not None]
             best[name] = (min(seconds, previous[0]), max(peaks) if peaks else None, result)
@@ -86,7 +97,7 @@ def _check(maps: torch.Tensor, images: int, size: int) -> tuple[bool, str]:
 
 
 def measure_model(model_name: str, *, size: int, images: int, repeats: int, methods: tuple[str, ...],
-                  device: torch.device) -> list[Measurement]:
+                  device: torch.device, clock: str = "wall") -> list[Measurement]:
     """The rows of one model: each method's time against one forward + backward pass on the same batch."""
     model = make_model(model_name, device)
     generator = torch.Generator().manual_seed(0)
@@ -100,7 +111,7 @@ def measure_model(model_name: str, *, size: int, images: int, repeats: int, meth
     # Warm-up on two of the images: kernels, the allocator, the layer probe's modules.
     _interleaved({name: lambda m=method: _warm(model, inputs[:2], classes[:2], m, layer) for name, method
                   in zip(functions, ["limit", *methods])}, repeats=1, device=device)
-    results = _interleaved(functions, repeats=repeats, device=device)
+    results = _interleaved(functions, repeats=repeats, device=device, clock=CLOCKS[clock])
     limit_s, limit_peak, _ = results["limit"]
     figures = "  ".join(f"{method} {results[method][0] / limit_s:.2f}x" for method in methods)
     print(f"{model_name}: forward + backward {limit_s:.3f} s; {figures}", file=sys.stderr, flush=True)
@@ -114,20 +125,24 @@ def measure_model(model_name: str, *, size: int, images: int, repeats: int, meth
             apkit="apkit.explain", baseline="the limit: one forward + one backward pass to the input",
             apkit_s=seconds, baseline_s=limit_s, equal=equal, check=check, apkit_peak=peak,
             baseline_peak=limit_peak, device=str(device), repeats=repeats,
-            extra={"model": model_name, "method": method, "over_limit": seconds / limit_s, "layer": layer},
+            extra={"model": model_name, "method": method, "over_limit": seconds / limit_s, "layer": layer,
+                   "clock": clock},
         ))
     return rows
 
 
 def measure(*, models: tuple[str, ...] = MODELS, methods: tuple[str, ...] = METHODS, size: int = 224,
             images: int = 8, repeats: int = 3, threads: int = 2,
-            device: torch.device | str = "cpu") -> list[Measurement]:
+            device: torch.device | str = "cpu", clock: str = "wall") -> list[Measurement]:
     """Each method's time over one forward + backward pass, per model (VGG16-BN at ``size + 3``).
 
     ``threads`` sets torch's CPU threads for the run (0 keeps the current setting).  A row's ratio
     (limit / apkit) below 1 says how far the method is from the limit; ``extra["over_limit"]`` is
-    its inverse, the figure of the limit table.
+    its inverse, the figure of the limit table.  ``clock``: ``"wall"`` (elapsed time) or ``"cpu"``
+    (CPU seconds of the process, on the CPU only; see the module's notes).
     """
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {clock!r}")
     device = torch.device(device)
     previous = torch.get_num_threads()
     if threads:
@@ -136,7 +151,8 @@ def measure(*, models: tuple[str, ...] = MODELS, methods: tuple[str, ...] = METH
         rows = []
         for name in models:
             side = size + SIZES.get(name, 224) - 224
-            rows += measure_model(name, size=side, images=images, repeats=repeats, methods=methods, device=device)
+            rows += measure_model(name, size=side, images=images, repeats=repeats, methods=methods, device=device,
+                                  clock=clock)
         return rows
     finally:
         torch.set_num_threads(previous)
@@ -166,13 +182,18 @@ def main(argv=None) -> list[Measurement]:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (0 keeps torch's default)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--clock", default="wall", choices=sorted(CLOCKS),
+                        help="wall: elapsed time; cpu: CPU seconds of the process (with OMP_WAIT_POLICY=PASSIVE)")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
+    if args.clock == "cpu" and (device.type != "cpu" or os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE"):
+        parser.error("--clock cpu needs --device cpu and OMP_WAIT_POLICY=PASSIVE in the environment (a spinning "
+                     "thread's wait would count as work)")
     rows = measure(models=tuple(m for m in args.models.split(",") if m), size=args.size, images=args.images,
                    methods=tuple(m for m in args.methods.split(",") if m), repeats=args.repeats,
-                   threads=args.threads, device=device)
-    print(f"time over one forward + backward pass, {args.images} images x 1 class, {args.threads} threads, "
-          f"device {device}, best of {args.repeats} interleaved runs")
+                   threads=args.threads, device=device, clock=args.clock)
+    print(f"time over one forward + backward pass ({args.clock} clock), {args.images} images x 1 class, "
+          f"{args.threads} threads, device {device}, best of {args.repeats} interleaved runs")
     print(limit_table(rows))
     if any(row.equal is False for row in rows):
         raise SystemExit("a method gave non-finite maps or maps of the wrong shape")

@@ -70,8 +70,8 @@ def zbox(layer: LinearLayer, x: torch.Tensor, images: torch.Tensor, relevance: t
     z = layer.forward(x, w) - layer.forward(low, wp) - layer.forward(high, wn)
     s = relevance * safe_inverse(z)[images]
     shape = (len(relevance), *x.shape[1:])
-    return (x[images] * layer.transpose(s, w, shape) - low[images] * layer.transpose(s, wp, shape)
-            - high[images] * layer.transpose(s, wn, shape))
+    to_x, to_low, to_high = layer.transposes(s, (w, wp, wn), shape)
+    return x[images] * to_x - low[images] * to_low - high[images] * to_high
 
 
 class LRPRules(Rules):
@@ -100,10 +100,10 @@ class LRPRules(Rules):
             xn = x.clamp(max=0)
             z += layer.forward(xn, wn)
         s = relevance * positive_inverse(z)[images]  # z >= 0: a sum of products of equal signs
-        out = layer.transpose(s, wp, shape).mul_(xp[images])  # in place: pair-sized tensors are the big ones
-        if negative:
-            out += layer.transpose(s, wn, shape).mul_(xn[images])
-        return out
+        if not negative:
+            return layer.transpose(s, wp, shape).mul_(xp[images])  # in place: pair-sized tensors are the big ones
+        to_positive, to_negative = layer.transposes(s, (wp, wn), shape)
+        return (to_positive * xp[images]).addcmul_(to_negative, xn[images])
 
 
 class LRP(RuleMethod):

@@ -422,3 +422,104 @@ def _session_with_flags_off(method):
             method._plan = None
 
     return session
+
+
+# -- memory layout: the CPU walk runs channels-last ---------------------------------------------------------
+
+def _small_mobilenet():
+    torch.manual_seed(0)
+    return calibrate_batchnorm(torchvision.models.mobilenet_v2(weights=None, width_mult=0.35, num_classes=10))
+
+
+def _nchw_walk(monkeypatch):
+    import apkit.attribution._graph as graph
+
+    monkeypatch.setattr(graph, "walk_layout", lambda inputs: torch.contiguous_format)
+
+
+@pytest.mark.parametrize("method", ["lrp", "rap", "excitation"])
+def test_channels_last_walk_gives_the_values_of_the_nchw_walk(monkeypatch, method):
+    # mkldnn sums a few layers (here 1x1 convolutions on 2x2 maps) in another order in the other layout, a
+    # change of 1e-13 that the rules amplify to about 2e-6 of the largest relevance (LRP, RAP): as much as
+    # float32 rounding itself moves the maps, so the float64 maps are compared too: the channels-last walk
+    # is as close to them as the NCHW walk.
+    model = _small_mobilenet()
+    x, pairs = images(3), torch.tensor([[0, 3], [1, 7], [2, 1]])
+    layer = "features.17" if method == "excitation" else None
+
+    def maps(net, inputs):
+        return ATTRIBUTION_METHODS.get(method)(net, layer).attribute(inputs, pairs)
+
+    channels_last = maps(model, x)
+    exact = maps(copy.deepcopy(model).double(), x.double())
+    with monkeypatch.context() as patch:
+        _nchw_walk(patch)
+        nchw = maps(model, x)
+    assert channels_last.is_contiguous()
+    assert relative_error(channels_last, nchw) < 1e-5
+    assert relative_error(channels_last, exact) <= 2 * relative_error(nchw, exact) + 1e-7
+
+
+@pytest.mark.parametrize("groups", [1, 8, 16])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_transpose_is_the_input_gradient_of_the_convolution_in_either_layout(groups, layout):
+    from apkit.attribution._graph import LinearLayer
+
+    conv = nn.Conv2d(16, 32 if groups == 1 else 16, 3, stride=2, padding=1, groups=groups, bias=False)
+    layer = LinearLayer("conv", conv, conv.weight.detach(), None, False, False)
+    x = torch.randn(3, 16, 15, 15).contiguous(memory_format=layout).requires_grad_()
+    y = conv(x)
+    s = torch.randn(y.shape).contiguous(memory_format=layout)
+    (gradient,) = torch.autograd.grad(y, x, s)
+    transpose = layer.transpose(s, conv.weight.detach(), x.shape)
+    torch.testing.assert_close(transpose, gradient, rtol=0, atol=0)
+    assert transpose.is_contiguous(memory_format=layout)
+
+
+@pytest.mark.parametrize("module", [nn.Conv2d(16, 8, 3, stride=2, padding=1), nn.Conv2d(16, 16, 3, groups=16),
+                                    nn.Conv2d(16, 8, 1), nn.Linear(16, 8)])
+def test_transposes_of_several_weights_are_each_weights_transpose(module):
+    from apkit.attribution._graph import LinearLayer
+
+    torch.manual_seed(0)
+    weight = module.weight.detach()
+    layer = LinearLayer("m", module, weight, None, False, False)
+    x = torch.randn(3, 16, 9, 9) if isinstance(module, nn.Conv2d) else torch.randn(3, 16)
+    s = torch.randn(layer.forward(x, weight).shape)
+    weights = (weight.clamp(min=0), weight.clamp(max=0), weight)
+    for ours, w in zip(layer.transposes(s, weights, x.shape), weights, strict=True):
+        torch.testing.assert_close(ours, layer.transpose(s, w, x.shape), rtol=0, atol=0)
+
+
+def test_batchnorms_are_folded_exactly_all_at_once():
+    # Every folded weight and bias is the written-out fold of its own BatchNorm, bit for bit.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, eps=1e-3), nn.ReLU(), nn.Conv2d(4, 6, 1, bias=False),
+                        nn.BatchNorm2d(6, affine=False), nn.Flatten(), nn.Linear(6 * 14 * 14, 3),
+                        nn.BatchNorm1d(3)).eval()
+    for bn in (net[1], net[4], net[7]):
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    layers = {layer.name: layer for layer in Plan(net).layers.values()}
+    for conv, bn in ((net[0], net[1]), (net[3], net[4]), (net[6], net[7])):
+        scale = (bn.weight.detach() if bn.affine else 1.0) / torch.sqrt(bn.running_var + bn.eps)
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros(len(scale))
+        expected_bias = (bias - bn.running_mean) * scale + (bn.bias.detach() if bn.affine else 0.0)
+        expected_weight = conv.weight.detach() * scale.view(-1, *([1] * (conv.weight.dim() - 1)))
+        layer = layers[[name for name, module in net.named_modules() if module is conv][0]]
+        torch.testing.assert_close(layer.weight, expected_weight, rtol=0, atol=0)
+        torch.testing.assert_close(layer.bias, expected_bias, rtol=0, atol=0)
+
+
+def test_only_the_values_the_walk_reads_are_copied_to_its_layout():
+    model = _small_mobilenet()
+    plan = Plan(model, "features.17")
+    env = plan.forward(images(2))
+    maps = {node: value for node, value in env.items() if isinstance(value, torch.Tensor) and value.dim() == 4}
+    read = [node for node in maps if node in plan.walk_reads]
+    assert read and all(maps[node].is_contiguous(memory_format=torch.channels_last) for node in read)
+    # Nothing below the stop layer is read: those values stay as the model computed them.
+    position = {node: index for index, node in enumerate(plan.nodes)}
+    below = [node for node in maps if position[node] < position[plan.stop]]
+    assert below and not any(node in plan.walk_reads for node in below)
+    assert all(maps[node].is_contiguous() for node in below)

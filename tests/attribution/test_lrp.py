@@ -86,3 +86,28 @@ def test_lrp_zplus_handles_inputs_of_both_signs_and_custom_bounds():
     conv_net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 3)).eval()
     given = LRP(conv_net).attribute(image, torch.tensor([0, 2]), bounds=(0.0, 1.0))
     assert abs(float(given.sum()) - float(conv_net(image)[[0, 1], [0, 2]].sum().detach())) < 1e-4
+
+
+@pytest.mark.parametrize("module", [nn.Conv2d(6, 4, 3, padding=1, bias=False), nn.Conv2d(6, 6, 3, groups=6, bias=False),
+                                    nn.Conv2d(6, 4, 1, bias=False), nn.Linear(6, 4, bias=False)])
+def test_zplus_with_inputs_of_both_signs_is_the_written_out_rule(module):
+    # R_i = x+_i sum_j w+_ij R_j / z_j + x-_i sum_j w-_ij R_j / z_j, each sum its own transpose (autograd's).
+    from apkit.attribution._graph import LinearLayer
+    from apkit.attribution.lrp import LRPRules
+
+    torch.manual_seed(0)
+    weight = module.weight.detach()
+    layer = LinearLayer("m", module, weight, None, False, False)
+    x = torch.randn(3, 6, 7, 7) if isinstance(module, nn.Conv2d) else torch.randn(3, 6)
+    xp, xn, wp, wn = x.clamp(min=0), x.clamp(max=0), weight.clamp(min=0), weight.clamp(max=0)
+    z = layer.forward(xp, wp) + layer.forward(xn, wn)
+    relevance = torch.randn(z.shape)
+    s = torch.where(z > 0, relevance / z, 0.0)
+
+    def transpose(w):
+        inputs = torch.zeros_like(x, requires_grad=True)
+        return torch.autograd.grad(layer.forward(inputs, w), inputs, s)[0]
+
+    expected = xp * transpose(wp) + xn * transpose(wn)
+    ours = LRPRules().linear(layer, x, slice(None), relevance)
+    assert relative_error(ours, expected) < 1e-6
