@@ -122,12 +122,13 @@ def smoke() -> dict[str, Any]:
 def default() -> dict[str, Any]:
     profile = _synthetic(
         4000, 400, 300, 48, teacher_epochs=None, kd_epochs=8, prune_epochs=2, seeds=[0, 1, 2],
-        # 50 of the 300 evaluation images keep the 51 models' faithfulness stages within the budget.
-        faithfulness=_faithfulness(50),
+        # 30 of the 300 evaluation images keep the 51 models' faithfulness stages within the budget.
+        faithfulness=_faithfulness(30),
         # Short retraining leaves F1 at a 0.5 threshold near 0 whatever is removed: the threshold-free
         # per-class mAP shows the ROAR ordering at laptop scale (the paper's F1 is in the details).
-        # k = 0.9 left every source within 33-37 % (random 37 %): the budget goes to the QAT arm instead.
-        roar={"enabled": True, "fractions": [0.1, 0.5],
+        # One fraction, where the ordering was clearest (random 49.8 %, the maps 35.0-37.3 %; at k = 0.1
+        # 50.7 against 44.3-46.8, at k = 0.9 every source within 33-37): the budget goes to the QAT arm.
+        roar={"enabled": True, "fractions": [0.5],
               "sources": ["teacher", "kd-none", "kd-swa", "random"],
               "classifier": {"model": "vgg_small", "options": {"input_size": 48, "width_divisor": 4}},
               "train": _train(10, 0.05, batch_size=32, schedule="cosine"), "train_size": 2000, "test_size": 400,

@@ -55,7 +55,7 @@ def test_the_stage_settings_are_the_audits_faithfulness_settings():
     built = faithfulness_settings(settings)
     assert built == FaithfulnessSettings(metrics=("deletion", "insertion", "road"), steps=10,
                                          road_percentages=(0.2, 0.4, 0.6, 0.8), seed=0).checked()
-    assert settings["faithfulness"]["images"] == 50
+    assert settings["faithfulness"]["images"] == 30
 
 
 @pytest.mark.parametrize("override, message", [
