@@ -280,7 +280,7 @@ def convert(prepared: fx.GraphModule, *, bits: int, arch: Mapping[str, Any] | No
     copied = copy.deepcopy(prepared).cpu().eval()
     with _quiet():
         module = convert_fx(copied, backend_config=_backend_config())
-    _clamp_weight_levels(module, bits)
+        _clamp_weight_levels(module, bits)  # makes int8 tensors, which torch warns about
     present = dict(module.named_modules())  # conversion removes the observers a flattened block maps to
     layers = {kind: getattr(prepared, kind) for kind in ("attribution_layer", "matching_layer")
               if getattr(prepared, kind, None) in present}
